@@ -1,0 +1,1 @@
+"""The FastAPI control plane: routes (one module per resource), schemas and auth."""

@@ -1,0 +1,51 @@
+"""One settings object for the whole service, read from TRAINYARD_* environment variables.
+
+Defaults are the embedded, single-machine setup: SQLite under $TRAINYARD_HOME and the
+local backend. Everything a deployment changes (database, backend, queues) is here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QueueConfig(BaseModel):
+    """A queue jobs are submitted to, and the policy that orders it."""
+
+    name: str
+    policy: str = "backfill"
+
+
+def _default_queues() -> list[QueueConfig]:
+    return [QueueConfig(name="default")]
+
+
+def _default_priority_classes() -> dict[str, int]:
+    return {"low": 100, "normal": 500, "high": 1000}
+
+
+class Settings(BaseSettings):
+    """Trainyard's configuration; every field can be set as TRAINYARD_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", env_nested_delimiter="__")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".trainyard")
+    database_url: str | None = None
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backend: Literal["local", "kubernetes"] = "local"
+    kubeconfig: Path | None = None
+    queues: list[QueueConfig] = Field(default_factory=_default_queues)
+    priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
+    max_body_bytes: int = 1024 * 1024
+
+    def resolved_database_url(self) -> str:
+        """The configured database, or SQLite inside $TRAINYARD_HOME."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'trainyard.db'}"

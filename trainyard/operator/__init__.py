@@ -1,0 +1,1 @@
+"""Backends that turn scheduling decisions into running work (Kubernetes, local processes)."""

@@ -1,0 +1,1 @@
+"""Persistent store: SQLAlchemy models, repository functions and Alembic migrations."""

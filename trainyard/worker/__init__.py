@@ -1,0 +1,1 @@
+"""What runs inside a worker: DDP + mixed-precision training and inference (needs `trainyard[worker]`)."""
