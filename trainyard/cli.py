@@ -1,10 +1,427 @@
-"""The `trainyard` command."""
+"""The `trainyard` command: run the server, and talk to it.
+
+Client commands read TRAINYARD_URL (default http://127.0.0.1:8080) and TRAINYARD_TOKEN
+(default: the admin token file in $TRAINYARD_HOME, when readable). Output is a table by
+default, or `-o json` / `-o yaml`. Any error prints one line on stderr and exits 1.
+
+Heavy imports (FastAPI, uvicorn, SQLAlchemy) happen inside the commands that need them,
+so client commands start quickly.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
-app = typer.Typer(help="Trainyard: a Kubernetes-native job scheduler for ML work.", no_args_is_help=True)
+import typer
+import yaml
+
+from trainyard.api.client import ApiError, TrainyardClient
+
+app = typer.Typer(
+    help="Trainyard: a Kubernetes-native job scheduler for ML work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+token_app = typer.Typer(help="Manage API tokens (an admin operation on the store).")
+app.add_typer(token_app, name="token")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class Backend(StrEnum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table, json or yaml.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _home() -> Path:
+    return Path(os.environ.get("TRAINYARD_HOME") or Path.home() / ".trainyard")
+
+
+def _token() -> str | None:
+    token = os.environ.get("TRAINYARD_TOKEN")
+    if token:
+        return token
+    try:
+        return (_home() / "admin-token").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+@contextmanager
+def _client() -> Iterator[TrainyardClient]:
+    url = os.environ.get("TRAINYARD_URL") or DEFAULT_URL
+    client = TrainyardClient(url, _token())
+    try:
+        yield client
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        client.close()
+
+
+def _emit(data: Any, output: Output, table: Callable[[Any], None]) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2))
+    elif output is Output.yaml:
+        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+    else:
+        table(data)
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    # Piped output is not cut to 80 columns: ids must stay whole to be copied.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def _age(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    seconds = (datetime.now().astimezone() - datetime.fromisoformat(timestamp)).total_seconds()
+    return _duration(seconds)
+
+
+def _duration(seconds: float | None) -> str:
+    """Seconds as a short human duration: 45s, 12m, 3h20m, 2d4h."""
+    if seconds is None:
+        return ""
+    total = int(max(0, seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _accelerator(job: dict[str, Any]) -> str:
+    resources = job.get("resources") or {}
+    if resources.get("gpu"):
+        models = resources.get("gpu_models")
+        return f"{resources['gpu']} gpu" + (f" ({','.join(models)})" if models else "")
+    if resources.get("tpu"):
+        return f"{resources['tpu']} tpu {resources.get('tpu_type') or ''}".rstrip()
+    return "-"
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> None:
+    _table(
+        None,
+        ["ID", "NAME", "OWNER", "QUEUE", "PRIORITY", "STATE", "WORKERS", "ACCEL", "AGE", "REASON"],
+        [
+            [
+                j["id"],
+                j["name"],
+                j["owner"],
+                j["queue"],
+                j["priority"],
+                j["state"],
+                j["workers"],
+                _accelerator(j),
+                _age(j.get("created_at")),
+                j.get("reason") or "",
+            ]
+            for j in jobs
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- server
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    backend: Annotated[Backend, typer.Option(help="Where jobs run.")] = Backend.local,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Kubeconfig for the kubernetes backend.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+) -> None:
+    """Run the control plane (API on http://HOST:PORT, OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from trainyard.api.app import create_app
+    from trainyard.config import Settings
+
+    overrides: dict[str, Any] = {"host": host, "port": port, "backend": backend.value}
+    if kubeconfig is not None:
+        overrides["kubeconfig"] = kubeconfig
+    try:
+        settings = Settings(**overrides)
+        app_instance = create_app(settings)
+    except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
+        raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
+    token_file = app_instance.state.admin_token_file
+    where = str(token_file) if token_file else "TRAINYARD_ADMIN_TOKEN (set in the environment)"
+    typer.echo(f"Trainyard API: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    typer.echo(f"Admin token: {where}")
+    typer.echo(f"Store: {_redact(settings.resolved_database_url())}; backend: {settings.backend}")
+    sys.stdout.flush()
+    if workers == 1:
+        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
+        return
+    # Several processes need an import string; settings travel in the environment.
+    os.environ.update(
+        {"TRAINYARD_HOST": host, "TRAINYARD_PORT": str(port), "TRAINYARD_BACKEND": backend.value}
+    )
+    if kubeconfig is not None:
+        os.environ["TRAINYARD_KUBECONFIG"] = str(kubeconfig)
+    uvicorn.run(
+        "trainyard.api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="User the token belongs to.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role.")] = False,
+    description: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+) -> None:
+    """Create a token in the local store (TRAINYARD_HOME or TRAINYARD_DATABASE_URL).
+
+    The token is printed once; only its hash is stored.
+    """
+    from trainyard.api.auth import create_token
+    from trainyard.config import Settings
+    from trainyard.store import make_engine, migrate
+
+    user = user.strip()
+    if not user or len(user) > 128 or not user.isprintable():
+        raise fail("--user must be 1-128 printable characters")
+    try:
+        engine = make_engine(Settings().resolved_database_url())
+        migrate(engine)
+        token = create_token(engine, user=user, admin=admin, description=description)
+    except Exception as exc:
+        raise fail(f"cannot create the token: {type(exc).__name__}: {exc}") from None
+    typer.echo(token)
+
+
+# --------------------------------------------------------------------------- client
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="Job document (YAML or JSON); - for stdin.")],
+    output: OutputOption = Output.table,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Retrying with the same key never creates a second job.")
+    ] = None,
+) -> None:
+    """Submit a job."""
+    try:
+        document = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    with _client() as client:
+        job = client.submit(
+            document, content_type="application/yaml", idempotency_key=idempotency_key
+        )
+    _emit(job, output, lambda j: _jobs_table([j]))
+
+
+@app.command("list")
+def list_jobs(
+    state: Annotated[list[str] | None, typer.Option(help="Filter on state (repeatable).")] = None,
+    queue: Annotated[str | None, typer.Option(help="Filter on queue.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Filter on owner (admins).")] = None,
+    kind: Annotated[str | None, typer.Option(help="training or inference.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Jobs per page.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List jobs, newest first."""
+    states = [s.upper() for s in state or []]
+    with _client() as client:
+        page = client.list_jobs(
+            state=states, queue=queue, owner=owner, kind=kind, limit=limit, cursor=cursor
+        )
+
+    def table(data: dict[str, Any]) -> None:
+        _jobs_table(data["data"])
+        if data.get("next_cursor"):
+            typer.echo(f"more: --cursor {data['next_cursor']}")
+
+    _emit(page, output, table)
+
+
+@app.command()
+def get(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    output: OutputOption = Output.table,
+) -> None:
+    """Show one job and its events."""
+    with _client() as client:
+        job = client.get_job(job_id)
+        events = client.events(job_id)["data"] if output is Output.table else []
+
+    def table(j: dict[str, Any]) -> None:
+        _jobs_table([j])
+        if j.get("placement"):
+            typer.echo("placement: " + ", ".join(f"{k}->{v}" for k, v in j["placement"].items()))
+        _table(
+            "events",
+            ["AT", "FROM", "TO", "REASON"],
+            [[e["at"], e["from_state"] or "", e["to_state"], e["reason"] or ""] for e in events],
+        )
+
+    _emit(job, output, table)
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    output: OutputOption = Output.table,
+) -> None:
+    """Cancel a job."""
+    with _client() as client:
+        job = client.cancel(job_id)
+    _emit(job, output, lambda j: _jobs_table([j]))
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream until the job ends.")
+    ] = False,
+) -> None:
+    """Print a job's output."""
+    out = sys.stdout.buffer
+    with _client() as client:
+        if follow:
+            for chunk in client.follow_logs(job_id):
+                out.write(chunk)
+                out.flush()
+        else:
+            out.write(client.logs(job_id))
+            out.flush()
+
+
+@app.command()
+def queues(output: OutputOption = Output.table) -> None:
+    """Show queues: pending/running counts, oldest wait and pending order."""
+    with _client() as client:
+        data = client.queues()
+
+    def table(d: dict[str, Any]) -> None:
+        _table(
+            "queues",
+            ["QUEUE", "POLICY", "PENDING", "ADMITTED", "RUNNING", "OLDEST WAIT"],
+            [
+                [
+                    q["name"],
+                    q["policy"],
+                    q["pending"],
+                    q["admitted"],
+                    q["running"],
+                    _duration(q["oldest_wait_seconds"]),
+                ]
+                for q in d["data"]
+            ],
+        )
+        rows = [
+            [
+                q["name"],
+                p["position"],
+                p["id"],
+                p["name"],
+                p["owner"],
+                p["priority"],
+                _duration(p["wait_seconds"]),
+            ]
+            for q in d["data"]
+            for p in q["positions"]
+        ]
+        if rows:
+            _table("pending", ["QUEUE", "POS", "ID", "NAME", "OWNER", "PRIORITY", "WAIT"], rows)
+
+    _emit(data, output, table)
+
+
+def _amount(resource: str, value: int) -> str:
+    if resource == "cpu":
+        return f"{value / 1000:g}"
+    if resource == "memory":
+        return f"{value / 2**30:.1f}Gi"
+    return str(value)
+
+
+@app.command()
+def cluster(output: OutputOption = Output.table) -> None:
+    """Show capacity, allocated and free resources."""
+    with _client() as client:
+        data = client.cluster()
+
+    def table(d: dict[str, Any]) -> None:
+        rows = [
+            [
+                r["resource"],
+                _amount(r["resource"], r["capacity"]),
+                _amount(r["resource"], r["allocated"]),
+                _amount(r["resource"], r["free"]),
+            ]
+            for r in d["resources"]
+        ]
+        rows += [
+            [f"{a['kind']} {a['model']}", a["capacity"], a["allocated"], a["free"]]
+            for a in d["accelerators"]
+        ]
+        _table(
+            f"cluster ({d['backend']}, {len(d['nodes'])} nodes)",
+            ["RESOURCE", "CAPACITY", "ALLOCATED", "FREE"],
+            rows,
+        )
+
+    _emit(data, output, table)
 
 
 def main() -> None:

@@ -1,1 +1,90 @@
-"""Persistent store: SQLAlchemy models, repository functions and Alembic migrations."""
+"""Persistent store: tables, Alembic migrations, the job state machine and repository functions.
+
+Import from here; the submodules are private layout.
+"""
+
+from trainyard.store.engine import (
+    head_revision,
+    make_engine,
+    migrate,
+    read_transaction,
+    schema_revision,
+    write_transaction,
+)
+from trainyard.store.errors import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IllegalTransition,
+    JobNotFound,
+    StoreError,
+)
+from trainyard.store.records import EventRecord, JobRecord, QueueCounts, TokenRecord, to_datetime
+from trainyard.store.repository import (
+    count_jobs_by_state,
+    find_token,
+    get_job,
+    get_job_by_idempotency_key,
+    insert_job,
+    insert_token,
+    list_active,
+    list_events,
+    list_jobs,
+    list_pending,
+    new_job_id,
+    now_us,
+    queue_counts,
+    set_placement,
+    set_reason,
+    submit_job,
+    transition_job,
+)
+from trainyard.store.states import (
+    ACTIVE_STATES,
+    CANCELLABLE_STATES,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    JobState,
+    can_transition,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "CANCELLABLE_STATES",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "ConcurrentUpdate",
+    "EventRecord",
+    "IdempotencyConflict",
+    "IllegalTransition",
+    "JobNotFound",
+    "JobRecord",
+    "JobState",
+    "QueueCounts",
+    "StoreError",
+    "TokenRecord",
+    "can_transition",
+    "count_jobs_by_state",
+    "find_token",
+    "get_job",
+    "get_job_by_idempotency_key",
+    "head_revision",
+    "insert_job",
+    "insert_token",
+    "list_active",
+    "list_events",
+    "list_jobs",
+    "list_pending",
+    "make_engine",
+    "migrate",
+    "new_job_id",
+    "now_us",
+    "queue_counts",
+    "read_transaction",
+    "schema_revision",
+    "set_placement",
+    "set_reason",
+    "submit_job",
+    "to_datetime",
+    "transition_job",
+    "write_transaction",
+]

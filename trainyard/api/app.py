@@ -1,0 +1,76 @@
+"""The FastAPI application: `create_app(settings)` builds a ready-to-serve app.
+
+The store is prepared when the app is built (migrations applied, admin token ensured),
+not in a lifespan hook, so every way of running the app (uvicorn, an ASGI test client,
+schemathesis) sees the same ready state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+
+import trainyard
+from trainyard.api.auth import TokenCache, ensure_admin_token
+from trainyard.api.body import DeclaredSizeLimit
+from trainyard.api.errors import install_error_handlers
+from trainyard.api.inventory import NodeInventory, inventory_for
+from trainyard.api.metrics import ApiMetrics
+from trainyard.api.routes import cluster, health, jobs, queues
+from trainyard.config import Settings
+from trainyard.store import make_engine, migrate
+
+
+def create_app(
+    settings: Settings | None = None, *, inventory: NodeInventory | None = None
+) -> FastAPI:
+    """Build the API for `settings` (default: from TRAINYARD_* environment variables)."""
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    token_file = ensure_admin_token(engine, home=settings.home, configured=admin_token)
+
+    app = FastAPI(
+        title="Trainyard",
+        version=trainyard.__version__,
+        description="Submit, inspect and cancel ML jobs. Every /v1 call needs a bearer token.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.tokens = TokenCache(engine)
+    app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
+    app.state.metrics = ApiMetrics(engine)
+    app.state.admin_token_file = token_file
+    # Starlette's limit counts the bytes as they arrive (a missing or false Content-Length
+    # does not get past it); the outer check answers an oversize declaration in our format.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(DeclaredSizeLimit, max_body_size=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (jobs, queues, cluster, health):
+        app.include_router(module.router)
+    _document_configured_names(app, settings)
+    return app
+
+
+def _document_configured_names(app: FastAPI, settings: Settings) -> None:
+    """Publish the configured queues and priority classes as enums in the OpenAPI schema."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            properties = schema["components"]["schemas"]["JobCreate"]["properties"]
+            properties["queue"]["enum"] = [q.name for q in settings.queues]
+            properties["priority"]["enum"] = list(settings.priority_classes)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory trainyard.api.app:app_from_environment`."""
+    return create_app(Settings())

@@ -1,0 +1,128 @@
+"""Bearer tokens: creation, hashing, lookup, and the admin token written at first start.
+
+Tokens are 256-bit random strings (`secrets.token_urlsafe(32)`) and the store keeps only
+their SHA-256. A fast unsalted hash is the right tool here, unlike for passwords: with 256
+bits of entropy a stolen hash cannot be reversed by guessing, and a deterministic hash lets
+the server find a token with one indexed lookup instead of comparing against every row
+(which also leaves no timing side channel on the token's value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from trainyard.store import find_token, insert_token, read_transaction, write_transaction
+
+ADMIN_USER = "admin"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user name and whether they are an admin."""
+
+    user: str
+    is_admin: bool
+
+
+def generate_token() -> str:
+    """A new random token (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest stored in place of the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_token(engine: Engine, *, user: str, admin: bool, description: str | None = None) -> str:
+    """Create and store a token for `user`; returns the token, which is shown only once."""
+    token = generate_token()
+    with write_transaction(engine) as conn:
+        insert_token(
+            conn,
+            token_hash=hash_token(token),
+            user=user,
+            role="admin" if admin else "user",
+            description=description,
+        )
+    return token
+
+
+def ensure_admin_token(engine: Engine, *, home: Path, configured: str | None) -> Path | None:
+    """Make sure an admin token exists; returns the file it was written to, if any.
+
+    With TRAINYARD_ADMIN_TOKEN set, that token is registered and no file is written.
+    Otherwise $TRAINYARD_HOME/admin-token (mode 0600) holds it: created at first start,
+    and re-registered if the database is new (e.g. switched to PostgreSQL).
+    """
+    if configured:
+        _register(engine, configured, "admin token from TRAINYARD_ADMIN_TOKEN")
+        return None
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = home / ADMIN_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text(encoding="utf-8").strip()
+    else:
+        token = generate_token()
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+    _register(engine, token, f"admin token from {path}")
+    return path
+
+
+def _register(engine: Engine, token: str, description: str) -> None:
+    token_hash = hash_token(token)
+    with write_transaction(engine) as conn:
+        if find_token(conn, token_hash=token_hash) is None:
+            insert_token(
+                conn, token_hash=token_hash, user=ADMIN_USER, role="admin", description=description
+            )
+
+
+class TokenCache:
+    """Token hash -> Principal lookups, remembered for `ttl` seconds.
+
+    Every /v1 request authenticates; caching keeps the submit hot path to a single
+    database transaction. Unknown tokens are not cached, so a new token works at once.
+    """
+
+    def __init__(self, engine: Engine, *, ttl: float = 30.0) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal for `token` if it was looked up recently."""
+        entry = self._entries.get(hash_token(token))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return None
+
+    def lookup(self, token: str) -> Principal | None:
+        """The principal for `token`, from the cache or the database (blocking)."""
+        token_hash = hash_token(token)
+        entry = self._entries.get(token_hash)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        with read_transaction(self._engine) as conn:
+            record = find_token(conn, token_hash=token_hash)
+        if record is None:
+            return None
+        principal = Principal(user=record.user, is_admin=record.is_admin)
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[token_hash] = (time.monotonic() + self._ttl, principal)
+        return principal

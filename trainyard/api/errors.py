@@ -1,0 +1,111 @@
+"""Exception handlers: every error leaves the API as an ErrorBody with a readable `detail`.
+
+Validation errors name the field as a dotted path without the `body` prefix
+(`resources.gpu`), the rule that failed (pydantic's error type, e.g. `greater_than_equal`)
+and pydantic's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trainyard.store import ConcurrentUpdate, IdempotencyConflict, IllegalTransition, JobNotFound
+
+
+class FieldRuleError(Exception):
+    """A 422 for a rule the request models cannot check alone (e.g. an unknown queue)."""
+
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.rule = rule
+        self.message = message
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        source = parts.pop(0)
+        if not parts:
+            return source
+        if source == "header":
+            return f"header {parts[0]}"
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def _error_response(
+    status: int,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail, "errors": errors or []}, status_code=status, headers=headers
+    )
+
+
+def format_validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic/FastAPI error dicts to [{field, rule, message}]."""
+    formatted = []
+    for error in errors:
+        loc = error.get("loc", ())
+        rule = str(error.get("type", "invalid"))
+        message = str(error.get("msg", "invalid value"))
+        if rule == "json_invalid":
+            ctx = error.get("ctx") or {}
+            message = f"body is not valid JSON: {ctx.get('error', message)}"
+            loc = ("body",)
+        formatted.append({"field": _field_path(loc), "rule": rule, "message": message})
+    return formatted
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = format_validation_errors(jsonable_encoder(exc.errors(), custom_encoder={bytes: repr}))
+    detail = "; ".join(f"{e['field']}: {e['message']} ({e['rule']})" for e in errors)
+    return _error_response(422, detail or "invalid request", errors)
+
+
+async def _field_rule_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FieldRuleError)
+    errors = [{"field": exc.field, "rule": exc.rule, "message": exc.message}]
+    return _error_response(422, f"{exc.field}: {exc.message} ({exc.rule})", errors)
+
+
+async def _http_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = str(exc.detail)
+    if exc.status_code == 413:
+        detail = "body is larger than the limit (TRAINYARD_MAX_BODY_BYTES, default 1 MiB)"
+    return _error_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _not_found_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return _error_response(404, str(exc))
+
+
+async def _conflict_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return _error_response(409, str(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register Trainyard's handlers on `app`."""
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(FieldRuleError, _field_rule_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(JobNotFound, _not_found_handler)
+    for conflict in (IllegalTransition, ConcurrentUpdate, IdempotencyConflict):
+        app.add_exception_handler(conflict, _conflict_handler)

@@ -1,0 +1,157 @@
+"""Node inventories: what the cluster can hold, behind one small interface.
+
+The API layer needs capacity only; it must not depend on the operator's internals, so
+each backend's way of listing nodes lives here behind `NodeInventory`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes
+
+GPU_RESOURCE = "nvidia.com/gpu"
+TPU_RESOURCE = "google.com/tpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+TPU_TYPE_LABEL = "cloud.google.com/gke-tpu-accelerator"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """What one node can give to jobs."""
+
+    name: str
+    cpu_millicores: int
+    memory_bytes: int
+    gpu: int = 0
+    gpu_model: str | None = None
+    tpu: int = 0
+    tpu_type: str | None = None
+
+
+class NodeInventory(Protocol):
+    """Lists the nodes jobs can run on, with their allocatable capacity."""
+
+    def nodes(self) -> list[NodeCapacity]:
+        """Current nodes; may block (it can call out to a cluster)."""
+        ...
+
+
+def detect_gpus(nvidia_smi: str | None = None) -> list[str]:
+    """GPU model names on this machine, one per GPU; empty without nvidia-smi."""
+    binary = nvidia_smi or shutil.which("nvidia-smi")
+    if binary is None:
+        return []
+    try:
+        result = subprocess.run(
+            [binary, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if result.returncode != 0:
+        return []
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+class LocalInventory:
+    """This machine as the only node: its CPUs, memory and NVIDIA GPUs.
+
+    Detected once: a machine's hardware does not change while the server runs.
+    """
+
+    def __init__(self) -> None:
+        self._nodes: list[NodeCapacity] | None = None
+
+    def nodes(self) -> list[NodeCapacity]:
+        if self._nodes is None:
+            cpus = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            gpus = detect_gpus()
+            models = sorted(set(gpus))
+            self._nodes = [
+                NodeCapacity(
+                    name=socket.gethostname(),
+                    cpu_millicores=(cpus or 1) * 1000,
+                    memory_bytes=memory,
+                    gpu=len(gpus),
+                    # Mixed models on one host are rare; name them all if it happens.
+                    gpu_model="+".join(models) if models else None,
+                )
+            ]
+        return list(self._nodes)
+
+
+def _quantity(allocatable: dict[str, Any], key: str, parse: Any) -> int:
+    value = allocatable.get(key)
+    if value is None:
+        return 0
+    try:
+        return int(parse(str(value)))
+    except QuantityError:
+        return 0
+
+
+def node_capacity_from_k8s(
+    name: str, labels: dict[str, str], allocatable: dict[str, Any]
+) -> NodeCapacity:
+    """A Kubernetes Node's allocatable resources and accelerator labels as NodeCapacity."""
+    gpu = _quantity(allocatable, GPU_RESOURCE, lambda v: int(float(v)))
+    tpu = _quantity(allocatable, TPU_RESOURCE, lambda v: int(float(v)))
+    return NodeCapacity(
+        name=name,
+        cpu_millicores=_quantity(allocatable, "cpu", cpu_millicores),
+        memory_bytes=_quantity(allocatable, "memory", memory_bytes),
+        gpu=gpu,
+        gpu_model=labels.get(GPU_PRODUCT_LABEL, "unknown") if gpu else None,
+        tpu=tpu,
+        tpu_type=labels.get(TPU_TYPE_LABEL, "unknown") if tpu else None,
+    )
+
+
+class KubernetesInventory:
+    """The cluster's schedulable nodes, read from the Kubernetes API on each call."""
+
+    def __init__(self, kubeconfig: Path | None = None) -> None:
+        from kubernetes import client, config
+
+        if kubeconfig is not None:
+            api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+        else:
+            api_client = config.new_client_from_config()
+        self._core = client.CoreV1Api(api_client)
+
+    def nodes(self) -> list[NodeCapacity]:
+        result = []
+        for node in self._core.list_node(_request_timeout=30).items:
+            if node.spec is not None and node.spec.unschedulable:
+                continue
+            result.append(
+                node_capacity_from_k8s(
+                    node.metadata.name,
+                    dict(node.metadata.labels or {}),
+                    dict(node.status.allocatable or {}) if node.status else {},
+                )
+            )
+        return result
+
+
+def inventory_for(backend: str, kubeconfig: Path | None) -> NodeInventory:
+    """The inventory matching the configured backend."""
+    if backend == "kubernetes":
+        return KubernetesInventory(kubeconfig)
+    return LocalInventory()

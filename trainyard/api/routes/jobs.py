@@ -1,0 +1,262 @@
+"""/v1/jobs: submit, list, get, events, logs and cancel."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from trainyard.api.auth import Principal
+from trainyard.api.body import YamlBodyRoute
+from trainyard.api.deps import EngineDep, MetricsDep, PrincipalDep, SettingsDep
+from trainyard.api.errors import FieldRuleError
+from trainyard.api.logs import follow_log, log_path, read_log
+from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
+from trainyard.api.schemas import EventsPublic, JobCreate, JobPublic, JobsPublic
+from trainyard.api.views import event_public, job_public
+from trainyard.config import Settings
+from trainyard.store import (
+    CANCELLABLE_STATES,
+    TERMINAL_STATES,
+    IllegalTransition,
+    JobNotFound,
+    JobState,
+    get_job,
+    list_events,
+    list_jobs,
+    read_transaction,
+    submit_job,
+    transition_job,
+    write_transaction,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
+
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+
+def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
+    """422 for an unknown queue or priority class; returns the class's priority value."""
+    queues = [q.name for q in settings.queues]
+    if job.queue not in queues:
+        raise FieldRuleError(
+            "queue", "unknown_queue", f"unknown queue {job.queue!r}; known: {', '.join(queues)}"
+        )
+    if job.priority not in settings.priority_classes:
+        known = ", ".join(settings.priority_classes)
+        raise FieldRuleError(
+            "priority",
+            "unknown_priority_class",
+            f"unknown priority class {job.priority!r}; known: {known}",
+        )
+    return settings.priority_classes[job.priority]
+
+
+def _visible_owner(principal: Principal) -> str | None:
+    return None if principal.is_admin else principal.user
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    summary="Submit a job",
+    responses={**CONFLICT, **TOO_LARGE},
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/yaml": {"schema": {"$ref": "#/components/schemas/JobCreate"}}}
+        }
+    },
+)
+def submit(
+    job: JobCreate,
+    response: Response,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Retrying with the same key returns the same job, never a second one.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Store a job as PENDING; the scheduler takes it from there.
+
+    A job that no node could ever hold is accepted: the scheduler leaves it PENDING with
+    an `unschedulable: ...` reason.
+    """
+    priority_value = _check_queue_and_priority(job, settings)
+    spec = job.model_dump(mode="json")
+    request_hash = (
+        hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        if idempotency_key
+        else None
+    )
+    record, created = submit_job(
+        engine,
+        owner=principal.user,
+        spec=spec,
+        priority_value=priority_value,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    if created:
+        metrics.submitted.labels(queue=record.queue).inc()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return job_public(record)
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        if not text.startswith("s"):
+            raise ValueError(text)
+        seq = int(text[1:])
+        if seq < 0 or seq > 2**62:
+            raise ValueError(text)
+        return seq
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise FieldRuleError(
+            "cursor", "invalid_cursor", "not a cursor returned by this API (use next_cursor)"
+        ) from exc
+
+
+@router.get("", response_model=JobsPublic, summary="List jobs, newest first")
+def list_(
+    principal: PrincipalDep,
+    engine: EngineDep,
+    state: Annotated[list[JobState] | None, Query(description="Repeat to match several.")] = None,
+    queue: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[
+        str | None, Query(max_length=128, description="Admins only; users see their own.")
+    ] = None,
+    kind: Annotated[str | None, Query(pattern="^(training|inference)$")] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """A page of the caller's jobs (every job for an admin), filtered, newest first."""
+    visible = _visible_owner(principal)
+    if visible is not None and owner is not None and owner != visible:
+        # A user filtering on someone else's name sees nothing, not an error.
+        return {"data": [], "count": 0, "next_cursor": None}
+    before = decode_cursor(cursor) if cursor else None
+    with read_transaction(engine) as conn:
+        jobs = list_jobs(
+            conn,
+            owner=visible or owner,
+            states=state,
+            queue=queue,
+            kind=kind,
+            before_seq=before,
+            limit=limit,
+        )
+    next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == limit else None
+    return {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Get a job")
+def get(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str, Any]:
+    with read_transaction(engine) as conn:
+        job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
+    if job is None:
+        raise JobNotFound(job_id)
+    return job_public(job)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=EventsPublic,
+    responses=NOT_FOUND,
+    summary="A job's state transitions",
+)
+def events(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str, Any]:
+    with read_transaction(engine) as conn:
+        if get_job(conn, job_id=job_id, owner=_visible_owner(principal)) is None:
+            raise JobNotFound(job_id)
+        records = list_events(conn, job_id=job_id)
+    return {"data": [event_public(e) for e in records], "count": len(records)}
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Cancel a job",
+)
+def cancel(
+    job_id: str, principal: PrincipalDep, engine: EngineDep, metrics: MetricsDep
+) -> dict[str, Any]:
+    """Move a job to CANCELLED (409 once it has finished); the backend stops its workers."""
+    with write_transaction(engine) as conn:
+        job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.state not in CANCELLABLE_STATES:
+            raise IllegalTransition(job_id, job.state.value, JobState.CANCELLED.value)
+        updated = transition_job(
+            conn,
+            job_id=job_id,
+            to_state=JobState.CANCELLED,
+            reason=f"cancelled by {principal.user}",
+            expected_version=job.version,
+        )
+    metrics.cancelled.inc()
+    return job_public(updated)
+
+
+@router.get(
+    "/{job_id}/logs",
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Output"},
+    },
+    response_class=Response,
+    summary="A job's output (follow=true streams it until the job ends)",
+)
+async def logs(
+    job_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    follow: bool = False,
+) -> Response:
+    owner = _visible_owner(principal)
+
+    def load_state() -> JobState | None:
+        with read_transaction(engine) as conn:
+            job = get_job(conn, job_id=job_id, owner=owner)
+        return None if job is None else job.state
+
+    state = await run_in_threadpool(load_state)
+    if state is None:
+        raise JobNotFound(job_id)
+    path = log_path(settings.home, job_id)
+    if not follow:
+        content = await run_in_threadpool(read_log, path)
+        return Response(content, media_type="text/plain; charset=utf-8")
+
+    async def finished() -> bool:
+        current = await run_in_threadpool(load_state)
+        return current is None or current in TERMINAL_STATES
+
+    return StreamingResponse(
+        follow_log(path, is_finished=finished, is_disconnected=request.is_disconnected),
+        media_type="text/plain; charset=utf-8",
+    )

@@ -1,0 +1,39 @@
+"""/v1/queues: what is waiting where, and in which order."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
+from trainyard.api.routes.common import ERRORS
+from trainyard.api.schemas import QueuesPublic
+from trainyard.api.views import queues_public
+from trainyard.store import list_pending, now_us, queue_counts, read_transaction
+
+router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
+
+
+@router.get("", response_model=QueuesPublic, summary="Queues, their counts and pending order")
+def list_queues(
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=0, le=1000, description="Positions listed per queue.")] = 100,
+) -> QueuesPublic:
+    """Per configured queue: pending/admitted/running counts, the oldest pending job's wait,
+    and each pending job's position (1 = next). Users see only their own jobs' positions,
+    but positions count everyone's jobs."""
+    with read_transaction(engine) as conn:
+        counts = queue_counts(conn)
+        pending = {q.name: list_pending(conn, queue=q.name) for q in settings.queues}
+    data = queues_public(
+        queues=settings.queues,
+        counts=counts,
+        pending=pending,
+        visible_owner=None if principal.is_admin else principal.user,
+        now_us=now_us(),
+        limit=limit,
+    )
+    return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))

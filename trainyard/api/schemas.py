@@ -1,0 +1,322 @@
+"""Request and response documents of the /v1 API, named by role (JobCreate, JobPublic, ...).
+
+Every request model forbids unknown fields, so a typo is a 422 naming the field instead of
+a silently ignored setting. Cross-field rules are checked in field validators of the later
+field, so the error names the field that breaks the rule (e.g. `resources.gpu_models`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import PlainValidator
+from pydantic_core import PydanticCustomError
+
+from trainyard.scheduler.quantity import QuantityError, parse_quantity
+from trainyard.store import JobState
+
+_QUANTITY_PATTERN = (
+    r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?$"
+)
+_DURATION = re.compile(
+    r"^(?=[0-9])(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,8})s)?$"
+)
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _quantity(value: Any) -> str:
+    """Accept a Kubernetes quantity as a string or a non-negative number; keep it as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError("quantity", "must be a quantity such as '8', '500m' or '64Gi'")
+    text = str(value)
+    try:
+        parse_quantity(text)
+    except QuantityError as exc:
+        raise PydanticCustomError("quantity", str(exc)) from exc
+    return text
+
+
+Quantity = Annotated[
+    str,
+    PlainValidator(_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _QUANTITY_PATTERN, "maxLength": 64},
+                {"type": "integer", "minimum": 0, "maximum": 2**53},
+            ],
+            "description": "A Kubernetes quantity: '8', '500m', '64Gi', '1.5G'.",
+        }
+    ),
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """What each worker needs. Use `gpu` (with optional `gpu_models`) or `tpu`, not both."""
+
+    cpu: Quantity = Field(default="1", description="CPU per worker, a Kubernetes quantity.")
+    memory: Quantity = Field(default="1Gi", description="Memory per worker, a quantity.")
+    gpu: int = Field(default=0, ge=0, le=1024, strict=True, description="GPUs per worker.")
+    gpu_models: list[ShortText] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="Acceptable GPU models (e.g. H100, A100); any model when omitted.",
+    )
+    tpu: int = Field(default=0, ge=0, le=4096, strict=True, description="TPU chips per worker.")
+    tpu_type: ShortText | None = Field(default=None, description="TPU accelerator type.")
+    tpu_topology: (
+        Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,3}(x[1-9][0-9]{0,3}){1,2}$")]
+        | None
+    ) = Field(default=None, description="TPU slice topology such as 2x2 or 4x4x4.")
+
+    @field_validator("gpu_models")
+    @classmethod
+    def _models_need_gpus(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is not None and info.data.get("gpu", 0) == 0:
+            raise PydanticCustomError("requires_gpu", "gpu_models needs gpu > 0")
+        return value
+
+    @field_validator("tpu")
+    @classmethod
+    def _one_accelerator(cls, value: int, info: ValidationInfo) -> int:
+        if value > 0 and info.data.get("gpu", 0) > 0:
+            raise PydanticCustomError("one_accelerator", "ask for gpu or tpu, not both")
+        return value
+
+    @field_validator("tpu_type", "tpu_topology")
+    @classmethod
+    def _tpu_fields_need_tpu(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("tpu", 0) == 0:
+            raise PydanticCustomError(
+                "requires_tpu", "{field} needs tpu > 0", {"field": info.field_name}
+            )
+        return value
+
+
+class Workload(_Strict):
+    """What each worker runs: a built-in workload with args, or a command (argument list)."""
+
+    builtin: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")] | None = Field(
+        default=None, description="Name of a built-in workload, e.g. `gpt`."
+    )
+    args: dict[Annotated[str, StringConstraints(min_length=1, max_length=253)], Any] = Field(
+        default_factory=dict, description="Arguments of the built-in workload."
+    )
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Program and arguments, run without a shell.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Workload:
+        if (self.builtin is None) == (self.command is None):
+            raise PydanticCustomError(
+                "one_of", "set exactly one of workload.builtin or workload.command"
+            )
+        if self.command is not None and self.args:
+            raise PydanticCustomError("args_need_builtin", "args apply only to a builtin workload")
+        if self.command is not None and self.command[0] == "":
+            raise PydanticCustomError("empty_program", "workload.command[0] must name a program")
+        return self
+
+
+class JobBase(_Strict):
+    """The job document a user submits (JSON over REST, the same fields as YAML)."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS_LABEL)] = Field(
+        description="Lowercase DNS label, up to 63 characters."
+    )
+    kind: Literal["training", "inference"] = "training"
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "default"
+    priority: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "normal"
+    workers: int = Field(default=1, ge=1, le=1024, strict=True)
+    resources: Resources = Field(default_factory=Resources)
+    workload: Workload
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    ddp: bool = True
+    max_runtime: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        default=None, description="Wall-clock limit such as 4h, 90m or 1h30m."
+    )
+    retries: int = Field(default=0, ge=0, le=100, strict=True)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    env: dict[
+        Annotated[str, StringConstraints(pattern=ENV_NAME)],
+        Annotated[str, StringConstraints(max_length=32768)],
+    ] = Field(default_factory=dict, max_length=256)
+    labels: dict[Annotated[str, StringConstraints(pattern=LABEL_KEY)], LabelValue] = Field(
+        default_factory=dict, max_length=64
+    )
+    annotations: dict[Annotated[str, StringConstraints(pattern=LABEL_KEY)], AnnotationValue] = (
+        Field(default_factory=dict, max_length=64, description="Copied onto the job's pods.")
+    )
+
+    @field_validator("max_runtime")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = _DURATION.match(value)
+            if match is None or not any(match.groupdict().values()):
+                raise PydanticCustomError(
+                    "duration", "must be a duration such as 4h, 90m, 30s or 1h30m"
+                )
+            if duration_seconds(value) == 0:
+                raise PydanticCustomError("duration", "must be longer than 0s")
+        return value
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a validated duration string ("1h30m" -> 5400)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration")
+    hours, minutes, seconds = (int(match[g] or 0) for g in ("h", "m", "s"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class JobCreate(JobBase):
+    """A job as submitted with POST /v1/jobs."""
+
+
+class JobPublic(JobBase):
+    """A job as the API returns it: the document plus identity and lifecycle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    state: JobState
+    reason: str | None = Field(
+        description="Why the job is in its state, e.g. 'unschedulable: ...' (set by the scheduler)."
+    )
+    owner: str
+    placement: dict[str, str] | None = Field(
+        description="Worker index -> node name, once the scheduler has placed the job."
+    )
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    data: list[JobPublic]
+    count: int = Field(description="Number of jobs in this page.")
+    next_cursor: str | None
+
+
+class EventPublic(BaseModel):
+    """One state transition."""
+
+    at: datetime
+    from_state: JobState | None
+    to_state: JobState
+    reason: str | None
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    count: int
+
+
+class QueuedJob(BaseModel):
+    """A pending job's place in its queue (1 = next)."""
+
+    id: str
+    name: str
+    owner: str
+    priority: str
+    position: int
+    wait_seconds: float
+
+
+class QueuePublic(BaseModel):
+    name: str
+    policy: str
+    pending: int
+    admitted: int
+    running: int
+    oldest_wait_seconds: float | None = Field(description="Age of the oldest pending job.")
+    positions: list[QueuedJob] = Field(
+        description="Pending jobs in queue order (your own only, unless admin), first `limit`."
+    )
+
+
+class QueuesPublic(BaseModel):
+    data: list[QueuePublic]
+    priority_classes: dict[str, int]
+
+
+class ResourceUsage(BaseModel):
+    """Capacity, allocated and free amounts of one resource (integers in `unit`)."""
+
+    resource: str
+    unit: str
+    capacity: int
+    allocated: int
+    free: int
+
+
+class AcceleratorUsage(BaseModel):
+    """Capacity, allocated and free accelerators of one kind and model."""
+
+    kind: Literal["gpu", "tpu"]
+    model: str
+    capacity: int
+    allocated: int
+    free: int
+
+
+class NodePublic(BaseModel):
+    name: str
+    resources: list[ResourceUsage]
+    accelerator: AcceleratorUsage | None
+
+
+class ClusterPublic(BaseModel):
+    backend: str
+    resources: list[ResourceUsage]
+    accelerators: list[AcceleratorUsage]
+    nodes: list[NodePublic]
+
+
+class FieldError(BaseModel):
+    """One broken rule: which field (dotted path), which rule, and a readable message."""
+
+    field: str
+    rule: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: one readable line, plus per-field details for 422s."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)

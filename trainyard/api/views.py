@@ -1,0 +1,189 @@
+"""Pure functions that turn store records into API documents (no I/O, easy to test)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from trainyard.api.inventory import NodeCapacity
+from trainyard.api.schemas import (
+    AcceleratorUsage,
+    ClusterPublic,
+    EventPublic,
+    NodePublic,
+    QueuedJob,
+    QueuePublic,
+    ResourceUsage,
+)
+from trainyard.config import QueueConfig
+from trainyard.scheduler.quantity import cpu_millicores, memory_bytes
+from trainyard.store import EventRecord, JobRecord, QueueCounts, to_datetime
+
+
+def job_public(job: JobRecord) -> dict[str, object]:
+    """A stored job as the JobPublic document (a dict; FastAPI validates and serializes)."""
+    return {
+        **job.spec,
+        "id": job.id,
+        "state": job.state,
+        "reason": job.reason,
+        "owner": job.owner,
+        "placement": None
+        if job.placement is None
+        else {str(index): node for index, node in sorted(job.placement.items())},
+        "version": job.version,
+        "created_at": to_datetime(job.created_at),
+        "updated_at": to_datetime(job.updated_at),
+        "started_at": to_datetime(job.started_at),
+        "finished_at": to_datetime(job.finished_at),
+    }
+
+
+def event_public(event: EventRecord) -> EventPublic:
+    return EventPublic(
+        at=to_datetime(event.at),  # type: ignore[arg-type]
+        from_state=event.from_state,
+        to_state=event.to_state,
+        reason=event.reason,
+    )
+
+
+def queues_public(
+    *,
+    queues: Sequence[QueueConfig],
+    counts: Iterable[QueueCounts],
+    pending: Mapping[str, Sequence[JobRecord]],
+    visible_owner: str | None,
+    now_us: int,
+    limit: int,
+) -> list[QueuePublic]:
+    """Per configured queue: counts, oldest wait, and pending positions.
+
+    `pending` holds each queue's PENDING jobs in queue order (all owners, so positions are
+    true positions); only `visible_owner`'s are listed unless it is None (admin).
+    """
+    by_queue = {c.queue: c for c in counts}
+    result = []
+    for queue in queues:
+        c = by_queue.get(queue.name)
+        positions = []
+        for position, job in enumerate(pending.get(queue.name, ()), start=1):
+            if visible_owner is not None and job.owner != visible_owner:
+                continue
+            if len(positions) >= limit:
+                break
+            positions.append(
+                QueuedJob(
+                    id=job.id,
+                    name=job.name,
+                    owner=job.owner,
+                    priority=job.priority,
+                    position=position,
+                    wait_seconds=max(0, now_us - job.created_at) / 1e6,
+                )
+            )
+        oldest = c.oldest_pending_created_at if c else None
+        result.append(
+            QueuePublic(
+                name=queue.name,
+                policy=queue.policy,
+                pending=c.pending if c else 0,
+                admitted=c.admitted if c else 0,
+                running=c.running if c else 0,
+                oldest_wait_seconds=None if oldest is None else max(0, now_us - oldest) / 1e6,
+                positions=positions,
+            )
+        )
+    return result
+
+
+def worker_request(spec: Mapping[str, object]) -> tuple[int, int, int, int]:
+    """Per-worker (millicores, bytes, gpus, tpus) of a job document."""
+    resources = spec.get("resources") or {}
+    assert isinstance(resources, Mapping)
+    return (
+        cpu_millicores(str(resources.get("cpu", "1"))),
+        memory_bytes(str(resources.get("memory", "1Gi"))),
+        int(resources.get("gpu", 0) or 0),
+        int(resources.get("tpu", 0) or 0),
+    )
+
+
+def _usage(resource: str, unit: str, capacity: int, allocated: int) -> ResourceUsage:
+    return ResourceUsage(
+        resource=resource,
+        unit=unit,
+        capacity=capacity,
+        allocated=allocated,
+        free=max(0, capacity - allocated),
+    )
+
+
+def cluster_public(
+    *, backend: str, nodes: Sequence[NodeCapacity], active_jobs: Iterable[JobRecord]
+) -> ClusterPublic:
+    """Capacity, allocated (placed ADMITTED/RUNNING workers) and free, per node and in total.
+
+    A worker placed on a node the inventory does not list still counts in the totals, so
+    allocated never silently shrinks when a node disappears.
+    """
+    allocated: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for job in active_jobs:
+        if not job.placement:
+            continue
+        request = worker_request(job.spec)
+        for node in job.placement.values():
+            totals = allocated[node]
+            for i, amount in enumerate(request):
+                totals[i] += amount
+    node_docs = []
+    accelerators: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for node in nodes:
+        used = allocated.get(node.name, [0, 0, 0, 0])
+        accelerator = None
+        if node.gpu:
+            accelerator = _accelerator("gpu", node.gpu_model or "unknown", node.gpu, used[2])
+        elif node.tpu:
+            accelerator = _accelerator("tpu", node.tpu_type or "unknown", node.tpu, used[3])
+        if accelerator is not None:
+            entry = accelerators[(accelerator.kind, accelerator.model)]
+            entry[0] += accelerator.capacity
+            entry[1] += accelerator.allocated
+        node_docs.append(
+            NodePublic(
+                name=node.name,
+                resources=[
+                    _usage("cpu", "millicores", node.cpu_millicores, used[0]),
+                    _usage("memory", "bytes", node.memory_bytes, used[1]),
+                    _usage("gpu", "devices", node.gpu, used[2]),
+                    _usage("tpu", "chips", node.tpu, used[3]),
+                ],
+                accelerator=accelerator,
+            )
+        )
+    all_used = [sum(t[i] for t in allocated.values()) for i in range(4)]
+    totals = [
+        _usage("cpu", "millicores", sum(n.cpu_millicores for n in nodes), all_used[0]),
+        _usage("memory", "bytes", sum(n.memory_bytes for n in nodes), all_used[1]),
+        _usage("gpu", "devices", sum(n.gpu for n in nodes), all_used[2]),
+        _usage("tpu", "chips", sum(n.tpu for n in nodes), all_used[3]),
+    ]
+    return ClusterPublic(
+        backend=backend,
+        resources=totals,
+        accelerators=[
+            _accelerator(kind, model, capacity, used)
+            for (kind, model), (capacity, used) in sorted(accelerators.items())
+        ],
+        nodes=node_docs,
+    )
+
+
+def _accelerator(kind: str, model: str, capacity: int, allocated: int) -> AcceleratorUsage:
+    return AcceleratorUsage(
+        kind=kind,  # type: ignore[arg-type]
+        model=model,
+        capacity=capacity,
+        allocated=allocated,
+        free=max(0, capacity - allocated),
+    )

@@ -1,0 +1,79 @@
+"""Plain, immutable records the repository returns (no ORM objects leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trainyard.store.states import JobState
+
+
+def to_datetime(microseconds: int | None) -> datetime | None:
+    """Stored microseconds since the epoch to an aware UTC datetime."""
+    if microseconds is None:
+        return None
+    return datetime.fromtimestamp(microseconds / 1_000_000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as stored: identity, lifecycle columns and the submitted document."""
+
+    seq: int
+    id: str
+    owner: str
+    name: str
+    kind: str
+    queue: str
+    priority: str
+    priority_value: int
+    state: JobState
+    reason: str | None
+    spec: dict[str, Any]
+    placement: dict[int, str] | None
+    version: int
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One stored state transition of a job."""
+
+    id: int
+    job_id: str
+    at: int
+    from_state: JobState | None
+    to_state: JobState
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token's owner and role; the token itself is never stored."""
+
+    id: int
+    user: str
+    role: str
+    description: str | None
+    created_at: int
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Per-queue totals the queues view is built from."""
+
+    queue: str
+    pending: int
+    running: int
+    admitted: int
+    oldest_pending_created_at: int | None

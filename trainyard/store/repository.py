@@ -1,0 +1,443 @@
+"""Repository functions: the only code that reads or writes job, event and token rows.
+
+Every function takes keyword-only arguments. Those taking a `conn` run inside the
+caller's transaction (open one with `write_transaction` / `read_transaction`), so a
+caller such as the scheduler can group several changes atomically. `submit_job` takes the
+engine instead because it owns its transaction boundary: it must retry a duplicate
+Idempotency-Key in a fresh transaction.
+
+Every state change goes through `transition_job`, which checks the state machine in
+`states.py`, bumps `version` with a conditional UPDATE (optimistic concurrency: of two
+writers that read the same version, exactly one wins) and writes the event row in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from trainyard.store.engine import read_transaction, write_transaction
+from trainyard.store.errors import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IllegalTransition,
+    JobNotFound,
+)
+from trainyard.store.records import EventRecord, JobRecord, QueueCounts, TokenRecord
+from trainyard.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState, can_transition
+from trainyard.store.tables import job_events, jobs, tokens
+
+
+class _Unset:
+    """Marker for 'leave this column as it is' (None is a real value: clear it)."""
+
+
+UNSET: Final = _Unset()
+
+
+def now_us() -> int:
+    """Current time in microseconds since the epoch (the store's time unit)."""
+    return time.time_ns() // 1000
+
+
+def new_job_id() -> str:
+    """A random job id: 32 lowercase hex characters, valid in Kubernetes object names."""
+    return uuid.uuid4().hex
+
+
+def _dump(value: Any) -> str:
+    # ASCII escaping keeps NUL and lone surrogates out of the column as raw characters,
+    # which PostgreSQL text would refuse.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+
+
+def _job_from_row(row: Row[Any]) -> JobRecord:
+    m = row._mapping
+    placement = m["placement"]
+    return JobRecord(
+        seq=m["seq"],
+        id=m["id"],
+        owner=m["owner"],
+        name=m["name"],
+        kind=m["kind"],
+        queue=m["queue"],
+        priority=m["priority"],
+        priority_value=m["priority_value"],
+        state=JobState(m["state"]),
+        reason=m["reason"],
+        spec=json.loads(m["spec"]),
+        placement=(
+            None if placement is None else {int(k): v for k, v in json.loads(placement).items()}
+        ),
+        version=m["version"],
+        idempotency_key=m["idempotency_key"],
+        request_hash=m["request_hash"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+    )
+
+
+def _event_from_row(row: Row[Any]) -> EventRecord:
+    m = row._mapping
+    return EventRecord(
+        id=m["id"],
+        job_id=m["job_id"],
+        at=m["at"],
+        from_state=None if m["from_state"] is None else JobState(m["from_state"]),
+        to_state=JobState(m["to_state"]),
+        reason=m["reason"],
+    )
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def insert_job(
+    conn: Connection,
+    *,
+    owner: str,
+    spec: Mapping[str, Any],
+    priority_value: int,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    job_id: str | None = None,
+    at: int | None = None,
+) -> JobRecord:
+    """Insert a PENDING job and its first event in the caller's transaction.
+
+    `spec` is the validated job document; name, kind, queue and priority are taken from
+    it. Raises IntegrityError when (owner, idempotency_key) already exists.
+    """
+    at = now_us() if at is None else at
+    values = {
+        "id": job_id or new_job_id(),
+        "owner": owner,
+        "name": spec["name"],
+        "kind": spec["kind"],
+        "queue": spec["queue"],
+        "priority": spec["priority"],
+        "priority_value": priority_value,
+        "state": JobState.PENDING.value,
+        "reason": None,
+        "spec": _dump(spec),
+        "placement": None,
+        "version": 1,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "created_at": at,
+        "updated_at": at,
+        "started_at": None,
+        "finished_at": None,
+    }
+    seq = conn.execute(insert(jobs).values(values).returning(jobs.c.seq)).scalar_one()
+    conn.execute(
+        insert(job_events).values(
+            job_id=values["id"],
+            at=at,
+            from_state=None,
+            to_state=JobState.PENDING.value,
+            reason="submitted",
+        )
+    )
+    values["seq"] = seq
+    values["state"] = JobState.PENDING
+    values["spec"] = dict(spec)
+    return JobRecord(**values)
+
+
+def submit_job(
+    engine: Engine,
+    *,
+    owner: str,
+    spec: Mapping[str, Any],
+    priority_value: int,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[JobRecord, bool]:
+    """Store a new job, or return the one this Idempotency-Key already created.
+
+    Returns (job, created). The unique (owner, idempotency_key) constraint is what makes
+    this safe: of two concurrent identical submits one INSERT fails, and that caller
+    reads and returns the winner's job. Reusing a key with a different document
+    (different `request_hash`) raises IdempotencyConflict.
+    """
+    try:
+        with write_transaction(engine) as conn:
+            job = insert_job(
+                conn,
+                owner=owner,
+                spec=spec,
+                priority_value=priority_value,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        return job, True
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+    with read_transaction(engine) as conn:
+        existing = get_job_by_idempotency_key(conn, owner=owner, idempotency_key=idempotency_key)
+    if existing is None:  # pragma: no cover - the constraint said it exists
+        raise RuntimeError("unique violation on an idempotency key that is not stored")
+    if request_hash is not None and existing.request_hash != request_hash:
+        raise IdempotencyConflict(idempotency_key, existing.id)
+    return existing, False
+
+
+def get_job(conn: Connection, *, job_id: str, owner: str | None = None) -> JobRecord | None:
+    """The job with this id; with `owner`, only if that user owns it."""
+    query = select(jobs).where(jobs.c.id == job_id)
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    row = conn.execute(query).first()
+    return None if row is None else _job_from_row(row)
+
+
+def get_job_by_idempotency_key(
+    conn: Connection, *, owner: str, idempotency_key: str
+) -> JobRecord | None:
+    """The job `owner` created with this Idempotency-Key, if any."""
+    row = conn.execute(
+        select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == idempotency_key)
+    ).first()
+    return None if row is None else _job_from_row(row)
+
+
+def list_jobs(
+    conn: Connection,
+    *,
+    owner: str | None = None,
+    states: Iterable[JobState] | None = None,
+    queue: str | None = None,
+    kind: str | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[JobRecord]:
+    """A page of jobs, newest first; pass the last job's `seq` as `before_seq` for the next.
+
+    Keyset pagination: each page is an index range scan however deep the page is.
+    """
+    query = select(jobs)
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    state_values = sorted({JobState(s).value for s in states}) if states else []
+    if len(state_values) == 1:
+        query = query.where(jobs.c.state == state_values[0])
+    elif state_values:
+        query = query.where(jobs.c.state.in_(state_values))
+    if queue is not None:
+        query = query.where(jobs.c.queue == queue)
+    if kind is not None:
+        query = query.where(jobs.c.kind == kind)
+    if before_seq is not None:
+        query = query.where(jobs.c.seq < before_seq)
+    query = query.order_by(jobs.c.seq.desc()).limit(limit)
+    return [_job_from_row(row) for row in conn.execute(query)]
+
+
+def list_pending(
+    conn: Connection, *, queue: str | None = None, owner: str | None = None
+) -> list[JobRecord]:
+    """PENDING jobs in queue order: higher priority first, then earlier submission.
+
+    Submission order is `seq`, which a preempted job keeps, so it returns to its place.
+    """
+    query = select(jobs).where(jobs.c.state == JobState.PENDING.value)
+    if queue is not None:
+        query = query.where(jobs.c.queue == queue)
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    query = query.order_by(jobs.c.priority_value.desc(), jobs.c.seq.asc())
+    return [_job_from_row(row) for row in conn.execute(query)]
+
+
+def list_active(conn: Connection) -> list[JobRecord]:
+    """Jobs holding resources (ADMITTED or RUNNING)."""
+    query = (
+        select(jobs)
+        .where(jobs.c.state.in_(sorted(s.value for s in ACTIVE_STATES)))
+        .order_by(jobs.c.seq.asc())
+    )
+    return [_job_from_row(row) for row in conn.execute(query)]
+
+
+def list_events(conn: Connection, *, job_id: str) -> list[EventRecord]:
+    """A job's transitions, oldest first."""
+    query = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+    return [_event_from_row(row) for row in conn.execute(query)]
+
+
+def _update_job(
+    conn: Connection, *, job: JobRecord, expected_version: int | None, values: dict[str, Any]
+) -> JobRecord:
+    if expected_version is not None and expected_version != job.version:
+        raise ConcurrentUpdate(job.id)
+    values = {**values, "version": job.version + 1, "updated_at": values.get("updated_at")}
+    if values["updated_at"] is None:
+        values["updated_at"] = now_us()
+    result = conn.execute(
+        update(jobs).where(and_(jobs.c.id == job.id, jobs.c.version == job.version)).values(values)
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(job.id)
+    updated = get_job(conn, job_id=job.id)
+    assert updated is not None
+    return updated
+
+
+def transition_job(
+    conn: Connection,
+    *,
+    job_id: str,
+    to_state: JobState,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    placement: Mapping[int, str] | _Unset | None = UNSET,
+    owner: str | None = None,
+) -> JobRecord:
+    """Move a job to `to_state` and record the event, atomically.
+
+    Raises JobNotFound, IllegalTransition (the state machine forbids it) or
+    ConcurrentUpdate (someone else changed the job since `expected_version`, or between
+    our read and our write). The job's `reason` becomes `reason`. Going back to PENDING
+    clears the placement unless one is given; `seq` and `created_at` never change, so a
+    preempted job keeps its place in the queue.
+    """
+    to_state = JobState(to_state)
+    job = get_job(conn, job_id=job_id, owner=owner)
+    if job is None:
+        raise JobNotFound(job_id)
+    if not can_transition(job.state, to_state):
+        raise IllegalTransition(job_id, job.state.value, to_state.value)
+    at = now_us()
+    values: dict[str, Any] = {"state": to_state.value, "reason": reason, "updated_at": at}
+    if to_state is JobState.RUNNING and job.started_at is None:
+        values["started_at"] = at
+    if to_state in TERMINAL_STATES:
+        values["finished_at"] = at
+    if not isinstance(placement, _Unset):
+        values["placement"] = None if placement is None else _dump_placement(placement)
+    elif to_state is JobState.PENDING:
+        values["placement"] = None
+    updated = _update_job(conn, job=job, expected_version=expected_version, values=values)
+    conn.execute(
+        insert(job_events).values(
+            job_id=job_id, at=at, from_state=job.state.value, to_state=to_state.value, reason=reason
+        )
+    )
+    return updated
+
+
+def _dump_placement(placement: Mapping[int, str]) -> str:
+    return _dump({str(int(index)): str(node) for index, node in placement.items()})
+
+
+def set_placement(
+    conn: Connection,
+    *,
+    job_id: str,
+    placement: Mapping[int, str] | None,
+    expected_version: int | None = None,
+) -> JobRecord:
+    """Record where each worker of a job runs (worker index -> node name), or clear it."""
+    job = get_job(conn, job_id=job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    value = None if placement is None else _dump_placement(placement)
+    return _update_job(
+        conn, job=job, expected_version=expected_version, values={"placement": value}
+    )
+
+
+def set_reason(
+    conn: Connection, *, job_id: str, reason: str | None, expected_version: int | None = None
+) -> JobRecord:
+    """Explain why a job is where it is (e.g. "unschedulable: ...") without moving it."""
+    job = get_job(conn, job_id=job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return _update_job(conn, job=job, expected_version=expected_version, values={"reason": reason})
+
+
+def queue_counts(conn: Connection, *, owner: str | None = None) -> list[QueueCounts]:
+    """Pending/admitted/running counts and the oldest pending submit time, per queue."""
+    live = [JobState.PENDING.value, JobState.ADMITTED.value, JobState.RUNNING.value]
+    query = (
+        select(jobs.c.queue, jobs.c.state, func.count(), func.min(jobs.c.created_at))
+        .where(jobs.c.state.in_(live))
+        .group_by(jobs.c.queue, jobs.c.state)
+    )
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    per_queue: dict[str, dict[str, Any]] = {}
+    for queue, state, count, oldest in conn.execute(query):
+        entry = per_queue.setdefault(queue, {"oldest": None})
+        entry[state] = count
+        if state == JobState.PENDING.value:
+            entry["oldest"] = oldest
+    return [
+        QueueCounts(
+            queue=queue,
+            pending=entry.get(JobState.PENDING.value, 0),
+            admitted=entry.get(JobState.ADMITTED.value, 0),
+            running=entry.get(JobState.RUNNING.value, 0),
+            oldest_pending_created_at=entry["oldest"],
+        )
+        for queue, entry in sorted(per_queue.items())
+    ]
+
+
+def count_jobs_by_state(conn: Connection) -> dict[tuple[str, str], int]:
+    """Number of jobs per (queue, state), for metrics."""
+    query = select(jobs.c.queue, jobs.c.state, func.count()).group_by(jobs.c.queue, jobs.c.state)
+    return {(queue, state): count for queue, state, count in conn.execute(query)}
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def insert_token(
+    conn: Connection,
+    *,
+    token_hash: str,
+    user: str,
+    role: str,
+    description: str | None = None,
+) -> TokenRecord:
+    """Store a token's hash with its user and role ("admin" or "user")."""
+    if role not in ("admin", "user"):
+        raise ValueError(f"role must be 'admin' or 'user', not {role!r}")
+    at = now_us()
+    token_id = conn.execute(
+        insert(tokens)
+        .values(token_hash=token_hash, user=user, role=role, description=description, created_at=at)
+        .returning(tokens.c.id)
+    ).scalar_one()
+    return TokenRecord(id=token_id, user=user, role=role, description=description, created_at=at)
+
+
+def find_token(conn: Connection, *, token_hash: str) -> TokenRecord | None:
+    """The token with this hash, if any."""
+    row = conn.execute(
+        select(
+            tokens.c.id, tokens.c.user, tokens.c.role, tokens.c.description, tokens.c.created_at
+        ).where(tokens.c.token_hash == token_hash)
+    ).first()
+    if row is None:
+        return None
+    return TokenRecord(
+        id=row.id,
+        user=row.user,
+        role=row.role,
+        description=row.description,
+        created_at=row.created_at,
+    )
