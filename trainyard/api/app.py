@@ -33,17 +33,23 @@ def create_app(
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     token_file = ensure_admin_token(engine, home=settings.home, configured=admin_token)
 
-    app = FastAPI(
-        title="Trainyard",
-        version=trainyard.__version__,
-        description="Submit, inspect and cancel ML jobs. Every /v1 call needs a bearer token.",
-    )
+    app = build_api(settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.tokens = TokenCache(engine)
     app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
     app.state.metrics = ApiMetrics(engine)
     app.state.admin_token_file = token_file
+    return app
+
+
+def build_api(settings: Settings) -> FastAPI:
+    """The routes, middleware and error handlers, without any store (enough for OpenAPI)."""
+    app = FastAPI(
+        title="Trainyard",
+        version=trainyard.__version__,
+        description="Submit, inspect and cancel ML jobs. Every /v1 call needs a bearer token.",
+    )
     # Starlette's limit counts the bytes as they arrive (a missing or false Content-Length
     # does not get past it); the outer check answers an oversize declaration in our format.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
@@ -53,6 +59,11 @@ def create_app(
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app
+
+
+def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The OpenAPI schema the server would publish for `settings` (no side effects)."""
+    return build_api(settings or Settings()).openapi()
 
 
 def _document_configured_names(app: FastAPI, settings: Settings) -> None:

@@ -63,6 +63,21 @@ class YamlBodyRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route_handler(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH") and not _is_yaml(request):
+                # FastAPI answers undecodable bytes with a bare 400; name the rule instead.
+                try:
+                    (await request.body()).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RequestValidationError(
+                        [
+                            {
+                                "type": "json_invalid",
+                                "loc": ("body",),
+                                "msg": f"body is not UTF-8 encoded JSON ({exc.reason})",
+                                "input": None,
+                            }
+                        ]
+                    ) from exc
             if _is_yaml(request):
                 body = yaml_to_json(await request.body())
                 headers = [

@@ -14,7 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from trainyard.store import ConcurrentUpdate, IdempotencyConflict, IllegalTransition, JobNotFound
 
@@ -65,8 +67,9 @@ def format_validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
         rule = str(error.get("type", "invalid"))
         message = str(error.get("msg", "invalid value"))
         if rule == "json_invalid":
-            ctx = error.get("ctx") or {}
-            message = f"body is not valid JSON: {ctx.get('error', message)}"
+            ctx = error.get("ctx")
+            if ctx:
+                message = f"body is not valid JSON: {ctx.get('error', message)}"
             loc = ("body",)
         formatted.append({"field": _field_path(loc), "rule": rule, "message": message})
     return formatted
@@ -85,12 +88,30 @@ async def _field_rule_handler(_request: Request, exc: Exception) -> JSONResponse
     return _error_response(422, f"{exc.field}: {exc.message} ({exc.rule})", errors)
 
 
-async def _http_handler(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path.
+
+    Starlette answers a 405 with the methods of the first route matching the path only
+    (POST for /v1/jobs, which also serves GET); clients need the full list.
+    """
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and isinstance(route, APIRoute | Route) and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = str(exc.detail)
+    headers = dict(exc.headers or {})
     if exc.status_code == 413:
         detail = "body is larger than the limit (TRAINYARD_MAX_BODY_BYTES, default 1 MiB)"
-    return _error_response(exc.status_code, detail, headers=exc.headers)
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+        detail = f"method {request.method} not allowed here; allowed: {headers['Allow']}"
+    return _error_response(exc.status_code, detail, headers=headers or None)
 
 
 async def _not_found_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -30,6 +30,9 @@ from trainyard.store import JobState
 _QUANTITY_PATTERN = (
     r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?$"
 )
+DURATION_PATTERN = (
+    r"^([0-9]{1,6}h([0-9]{1,6}m)?([0-9]{1,8}s)?|[0-9]{1,6}m([0-9]{1,8}s)?|[0-9]{1,8}s)$"
+)
 _DURATION = re.compile(
     r"^(?=[0-9])(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,8})s)?$"
 )
@@ -161,7 +164,10 @@ class JobBase(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     ddp: bool = True
     max_runtime: Annotated[str, StringConstraints(max_length=32)] | None = Field(
-        default=None, description="Wall-clock limit such as 4h, 90m or 1h30m."
+        default=None,
+        description="Wall-clock limit such as 4h, 90m or 1h30m.",
+        # Documented for clients; checked by `_duration` for a friendlier message.
+        json_schema_extra={"pattern": DURATION_PATTERN},
     )
     retries: int = Field(default=0, ge=0, le=100, strict=True)
     image: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.auth import Principal
@@ -119,54 +118,54 @@ def submit(
 
 
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+    """The cursor for the page after the job with this `seq` (clients treat it as opaque)."""
+    return str(seq)
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not text.startswith("s"):
-            raise ValueError(text)
-        seq = int(text[1:])
-        if seq < 0 or seq > 2**62:
-            raise ValueError(text)
-        return seq
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise FieldRuleError(
-            "cursor", "invalid_cursor", "not a cursor returned by this API (use next_cursor)"
-        ) from exc
+    return int(cursor)
+
+
+class JobsQuery(BaseModel):
+    """Filters and paging of GET /v1/jobs; unknown parameters are refused like unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: list[JobState] | None = Field(default=None, description="Repeat to match several.")
+    queue: str | None = Field(default=None, max_length=63)
+    owner: str | None = Field(
+        default=None, max_length=128, description="Admins only; users see their own."
+    )
+    kind: Literal["training", "inference"] | None = None
+    cursor: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,18}$", description="next_cursor of the last page."
+    )
+    limit: int = Field(default=50, ge=1, le=500)
 
 
 @router.get("", response_model=JobsPublic, summary="List jobs, newest first")
 def list_(
     principal: PrincipalDep,
     engine: EngineDep,
-    state: Annotated[list[JobState] | None, Query(description="Repeat to match several.")] = None,
-    queue: Annotated[str | None, Query(max_length=63)] = None,
-    owner: Annotated[
-        str | None, Query(max_length=128, description="Admins only; users see their own.")
-    ] = None,
-    kind: Annotated[str | None, Query(pattern="^(training|inference)$")] = None,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    query: Annotated[JobsQuery, Query()],
 ) -> dict[str, Any]:
     """A page of the caller's jobs (every job for an admin), filtered, newest first."""
     visible = _visible_owner(principal)
-    if visible is not None and owner is not None and owner != visible:
+    if visible is not None and query.owner is not None and query.owner != visible:
         # A user filtering on someone else's name sees nothing, not an error.
         return {"data": [], "count": 0, "next_cursor": None}
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(query.cursor) if query.cursor else None
     with read_transaction(engine) as conn:
         jobs = list_jobs(
             conn,
-            owner=visible or owner,
-            states=state,
-            queue=queue,
-            kind=kind,
+            owner=visible or query.owner,
+            states=query.state,
+            queue=query.queue,
+            kind=query.kind,
             before_seq=before,
-            limit=limit,
+            limit=query.limit,
         )
-    next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == limit else None
+    next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == query.limit else None
     return {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
 
 
@@ -220,6 +219,12 @@ def cancel(
     return job_public(updated)
 
 
+class LogsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    follow: bool = Field(default=False, description="Stream new output until the job ends.")
+
+
 @router.get(
     "/{job_id}/logs",
     responses={
@@ -235,7 +240,7 @@ async def logs(
     principal: PrincipalDep,
     engine: EngineDep,
     settings: SettingsDep,
-    follow: bool = False,
+    query: Annotated[LogsQuery, Query()],
 ) -> Response:
     owner = _visible_owner(principal)
 
@@ -248,7 +253,7 @@ async def logs(
     if state is None:
         raise JobNotFound(job_id)
     path = log_path(settings.home, job_id)
-    if not follow:
+    if not query.follow:
         content = await run_in_threadpool(read_log, path)
         return Response(content, media_type="text/plain; charset=utf-8")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
@@ -15,12 +16,18 @@ from trainyard.store import list_pending, now_us, queue_counts, read_transaction
 router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
 
 
+class QueuesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=100, ge=0, le=1000, description="Positions listed per queue.")
+
+
 @router.get("", response_model=QueuesPublic, summary="Queues, their counts and pending order")
 def list_queues(
     principal: PrincipalDep,
     settings: SettingsDep,
     engine: EngineDep,
-    limit: Annotated[int, Query(ge=0, le=1000, description="Positions listed per queue.")] = 100,
+    query: Annotated[QueuesQuery, Query()],
 ) -> QueuesPublic:
     """Per configured queue: pending/admitted/running counts, the oldest pending job's wait,
     and each pending job's position (1 = next). Users see only their own jobs' positions,
@@ -34,6 +41,6 @@ def list_queues(
         pending=pending,
         visible_owner=None if principal.is_admin else principal.user,
         now_us=now_us(),
-        limit=limit,
+        limit=query.limit,
     )
     return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))
