@@ -28,8 +28,8 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"YAML aliases are not allowed (at {event.start_mark})")
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(problem="aliases are not allowed", problem_mark=mark)
         return super().compose_node(parent, index)
 
 
@@ -39,12 +39,20 @@ def _invalid(message: str) -> RequestValidationError:
     )
 
 
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: the problem and where it is."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
 def yaml_to_json(raw: bytes) -> bytes:
     """Parse a YAML document and re-encode it as JSON; RequestValidationError if invalid."""
     try:
         data = yaml.load(raw, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
-        raise _invalid(f"body is not valid YAML: {exc}") from exc
+        raise _invalid(f"body is not valid YAML: {_one_line(exc)}") from exc
     try:
         return json.dumps(data, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:

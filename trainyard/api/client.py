@@ -95,7 +95,8 @@ def _raise_for_status(response: httpx.Response) -> None:
         detail = response.json().get("detail")
     except ValueError:
         detail = None
-    message = detail if isinstance(detail, str) and detail else response.text.strip()[:300]
+    message = detail if isinstance(detail, str) and detail else response.text[:300]
+    message = " ".join(message.split())  # always one line
     raise ApiError(
         f"{response.status_code} {response.reason_phrase}: {message}", response.status_code
     )
