@@ -19,6 +19,7 @@ from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, inventory_for
 from trainyard.api.metrics import ApiMetrics
 from trainyard.api.routes import cluster, health, jobs, queues
+from trainyard.api.submissions import GroupCommitter
 from trainyard.config import Settings
 from trainyard.store import make_engine, migrate
 
@@ -37,6 +38,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.tokens = TokenCache(engine)
+    app.state.committer = GroupCommitter(engine)
     app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
     app.state.metrics = ApiMetrics(engine)
     app.state.admin_token_file = token_file

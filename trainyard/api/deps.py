@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from trainyard.api.auth import Principal, TokenCache
 from trainyard.api.inventory import NodeInventory
 from trainyard.api.metrics import ApiMetrics
+from trainyard.api.submissions import GroupCommitter
 from trainyard.config import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `trainyard token create`.")
@@ -31,6 +32,10 @@ async def get_engine(request: Request) -> Engine:
 
 async def get_inventory(request: Request) -> NodeInventory:
     return request.app.state.inventory
+
+
+async def get_committer(request: Request) -> GroupCommitter:
+    return request.app.state.committer
 
 
 async def get_metrics(request: Request) -> ApiMetrics:
@@ -64,5 +69,6 @@ async def get_principal(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 InventoryDep = Annotated[NodeInventory, Depends(get_inventory)]
+CommitterDep = Annotated[GroupCommitter, Depends(get_committer)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

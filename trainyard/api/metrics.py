@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -46,3 +47,11 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(_JobsCollector(engine))
+        self._submitted_by_queue: dict[str, Any] = {}
+
+    def submitted_in(self, queue: str) -> Any:
+        """The submissions counter of `queue` (children cached: .labels() is not free)."""
+        child = self._submitted_by_queue.get(queue)
+        if child is None:
+            child = self._submitted_by_queue[queue] = self.submitted.labels(queue=queue)
+        return child

@@ -18,7 +18,14 @@ from trainyard.store.errors import (
     JobNotFound,
     StoreError,
 )
-from trainyard.store.records import EventRecord, JobRecord, QueueCounts, TokenRecord, to_datetime
+from trainyard.store.records import (
+    EventRecord,
+    JobRecord,
+    QueueCounts,
+    Submission,
+    TokenRecord,
+    to_datetime,
+)
 from trainyard.store.repository import (
     count_jobs_by_state,
     find_token,
@@ -36,6 +43,7 @@ from trainyard.store.repository import (
     set_placement,
     set_reason,
     submit_job,
+    submit_jobs,
     transition_job,
 )
 from trainyard.store.states import (
@@ -61,6 +69,7 @@ __all__ = [
     "JobState",
     "QueueCounts",
     "StoreError",
+    "Submission",
     "TokenRecord",
     "can_transition",
     "count_jobs_by_state",
@@ -84,6 +93,7 @@ __all__ = [
     "set_placement",
     "set_reason",
     "submit_job",
+    "submit_jobs",
     "to_datetime",
     "transition_job",
     "write_transaction",

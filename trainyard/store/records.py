@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,17 @@ class JobRecord:
     updated_at: int
     started_at: int | None
     finished_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A job to store: who submits it, the validated document, and its idempotency data."""
+
+    owner: str
+    spec: Mapping[str, Any]
+    priority_value: int
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

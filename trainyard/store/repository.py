@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from trainyard.store.engine import read_transaction, write_transaction
 from trainyard.store.errors import (
@@ -29,8 +31,15 @@ from trainyard.store.errors import (
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
+    StoreError,
 )
-from trainyard.store.records import EventRecord, JobRecord, QueueCounts, TokenRecord
+from trainyard.store.records import (
+    EventRecord,
+    JobRecord,
+    QueueCounts,
+    Submission,
+    TokenRecord,
+)
 from trainyard.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState, can_transition
 from trainyard.store.tables import job_events, jobs, tokens
 
@@ -40,6 +49,12 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
+
+# Built once: executing a prebuilt statement with parameters hits SQLAlchemy's compiled
+# cache directly, which matters on the submit path (a fresh .values() costs more than
+# the INSERT itself).
+_INSERT_JOB = insert(jobs).returning(jobs.c.seq)
+_INSERT_EVENT = insert(job_events)
 
 
 def now_us() -> int:
@@ -101,57 +116,115 @@ def _event_from_row(row: Row[Any]) -> EventRecord:
 # --------------------------------------------------------------------------- jobs
 
 
-def insert_job(
-    conn: Connection,
-    *,
-    owner: str,
-    spec: Mapping[str, Any],
-    priority_value: int,
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    job_id: str | None = None,
-    at: int | None = None,
-) -> JobRecord:
-    """Insert a PENDING job and its first event in the caller's transaction.
-
-    `spec` is the validated job document; name, kind, queue and priority are taken from
-    it. Raises IntegrityError when (owner, idempotency_key) already exists.
-    """
-    at = now_us() if at is None else at
-    values = {
-        "id": job_id or new_job_id(),
-        "owner": owner,
+def _job_values(submission: Submission, *, at: int) -> dict[str, Any]:
+    spec = submission.spec
+    return {
+        "id": new_job_id(),
+        "owner": submission.owner,
         "name": spec["name"],
         "kind": spec["kind"],
         "queue": spec["queue"],
         "priority": spec["priority"],
-        "priority_value": priority_value,
+        "priority_value": submission.priority_value,
         "state": JobState.PENDING.value,
         "reason": None,
         "spec": _dump(spec),
         "placement": None,
         "version": 1,
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
+        "idempotency_key": submission.idempotency_key,
+        "request_hash": submission.request_hash,
         "created_at": at,
         "updated_at": at,
         "started_at": None,
         "finished_at": None,
     }
-    seq = conn.execute(insert(jobs).values(values).returning(jobs.c.seq)).scalar_one()
-    conn.execute(
-        insert(job_events).values(
-            job_id=values["id"],
-            at=at,
-            from_state=None,
-            to_state=JobState.PENDING.value,
-            reason="submitted",
-        )
+
+
+def _insert_statement(conn: Connection, *, skip_duplicate_keys: bool) -> Any:
+    if not skip_duplicate_keys:
+        return _INSERT_JOB
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    return (
+        dialect_insert(jobs)
+        .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
+        .returning(jobs.c.seq)
     )
-    values["seq"] = seq
-    values["state"] = JobState.PENDING
-    values["spec"] = dict(spec)
+
+
+def _insert_one(
+    conn: Connection, submission: Submission, *, at: int, skip_duplicate_keys: bool
+) -> JobRecord | None:
+    values = _job_values(submission, at=at)
+    statement = _insert_statement(conn, skip_duplicate_keys=skip_duplicate_keys)
+    seq = conn.execute(statement, values).scalar()
+    if seq is None:  # ON CONFLICT DO NOTHING: this (owner, key) already has a job
+        return None
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "job_id": values["id"],
+            "at": at,
+            "from_state": None,
+            "to_state": JobState.PENDING.value,
+            "reason": "submitted",
+        },
+    )
+    values.update(seq=seq, state=JobState.PENDING, spec=dict(submission.spec))
     return JobRecord(**values)
+
+
+def insert_job(conn: Connection, *, submission: Submission, at: int | None = None) -> JobRecord:
+    """Insert a PENDING job and its first event in the caller's transaction.
+
+    `submission.spec` is the validated job document; name, kind, queue and priority are
+    taken from it. Raises IntegrityError when (owner, idempotency_key) already exists.
+    """
+    job = _insert_one(
+        conn, submission, at=now_us() if at is None else at, skip_duplicate_keys=False
+    )
+    assert job is not None
+    return job
+
+
+def submit_jobs(
+    engine: Engine, *, submissions: Sequence[Submission]
+) -> list[tuple[JobRecord, bool] | StoreError]:
+    """Store several new jobs in one transaction (a group commit); one result per input.
+
+    Each result is (job, created) or the StoreError for that submission. A submission
+    whose (owner, Idempotency-Key) already has a job -- committed earlier, or earlier in
+    this same group -- gets that job back with created=False, or IdempotencyConflict if
+    its document differs (`request_hash`). The unique constraint decides, so concurrent
+    identical submits from several processes still create one job. If the group fails as
+    a whole, each submission is retried alone so one bad row cannot fail the others.
+    """
+    try:
+        with write_transaction(engine) as conn:
+            at = now_us()
+            inserted = [
+                _insert_one(conn, item, at=at, skip_duplicate_keys=True) for item in submissions
+            ]
+    except DBAPIError:
+        if len(submissions) == 1:
+            raise
+        return [submit_jobs(engine, submissions=[item])[0] for item in submissions]
+    results: list[tuple[JobRecord, bool] | StoreError] = []
+    for item, job in zip(submissions, inserted, strict=True):
+        results.append((job, True) if job is not None else _existing(engine, item))
+    return results
+
+
+def _existing(engine: Engine, item: Submission) -> tuple[JobRecord, bool] | StoreError:
+    assert item.idempotency_key is not None
+    with read_transaction(engine) as conn:
+        existing = get_job_by_idempotency_key(
+            conn, owner=item.owner, idempotency_key=item.idempotency_key
+        )
+    if existing is None:  # pragma: no cover - the constraint said it exists
+        raise RuntimeError("conflict on an idempotency key that is not stored")
+    if item.request_hash is not None and existing.request_hash != item.request_hash:
+        return IdempotencyConflict(item.idempotency_key, existing.id)
+    return existing, False
 
 
 def submit_job(
@@ -165,32 +238,24 @@ def submit_job(
 ) -> tuple[JobRecord, bool]:
     """Store a new job, or return the one this Idempotency-Key already created.
 
-    Returns (job, created). The unique (owner, idempotency_key) constraint is what makes
-    this safe: of two concurrent identical submits one INSERT fails, and that caller
-    reads and returns the winner's job. Reusing a key with a different document
-    (different `request_hash`) raises IdempotencyConflict.
+    Returns (job, created); raises IdempotencyConflict when the key was used for a
+    different document. See `submit_jobs`.
     """
-    try:
-        with write_transaction(engine) as conn:
-            job = insert_job(
-                conn,
+    (result,) = submit_jobs(
+        engine,
+        submissions=[
+            Submission(
                 owner=owner,
                 spec=spec,
                 priority_value=priority_value,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
             )
-        return job, True
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-    with read_transaction(engine) as conn:
-        existing = get_job_by_idempotency_key(conn, owner=owner, idempotency_key=idempotency_key)
-    if existing is None:  # pragma: no cover - the constraint said it exists
-        raise RuntimeError("unique violation on an idempotency key that is not stored")
-    if request_hash is not None and existing.request_hash != request_hash:
-        raise IdempotencyConflict(idempotency_key, existing.id)
-    return existing, False
+        ],
+    )
+    if isinstance(result, StoreError):
+        raise result
+    return result
 
 
 def get_job(conn: Connection, *, job_id: str, owner: str | None = None) -> JobRecord | None:
@@ -330,9 +395,14 @@ def transition_job(
         values["placement"] = None
     updated = _update_job(conn, job=job, expected_version=expected_version, values=values)
     conn.execute(
-        insert(job_events).values(
-            job_id=job_id, at=at, from_state=job.state.value, to_state=to_state.value, reason=reason
-        )
+        _INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "at": at,
+            "from_state": job.state.value,
+            "to_state": to_state.value,
+            "reason": reason,
+        },
     )
     return updated
 

@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.auth import Principal
 from trainyard.api.body import YamlBodyRoute
-from trainyard.api.deps import EngineDep, MetricsDep, PrincipalDep, SettingsDep
+from trainyard.api.deps import CommitterDep, EngineDep, MetricsDep, PrincipalDep, SettingsDep
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, log_path, read_log
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
 from trainyard.api.schemas import EventsPublic, JobCreate, JobPublic, JobsPublic
-from trainyard.api.views import event_public, job_public
+from trainyard.api.views import event_public, job_public, json_response
 from trainyard.config import Settings
 from trainyard.store import (
     CANCELLABLE_STATES,
@@ -26,11 +26,11 @@ from trainyard.store import (
     IllegalTransition,
     JobNotFound,
     JobState,
+    Submission,
     get_job,
     list_events,
     list_jobs,
     read_transaction,
-    submit_job,
     transition_job,
     write_transaction,
 )
@@ -73,12 +73,11 @@ def _visible_owner(principal: Principal) -> str | None:
         }
     },
 )
-def submit(
+async def submit(
     job: JobCreate,
-    response: Response,
     principal: PrincipalDep,
     settings: SettingsDep,
-    engine: EngineDep,
+    committer: CommitterDep,
     metrics: MetricsDep,
     idempotency_key: Annotated[
         str | None,
@@ -88,7 +87,7 @@ def submit(
             description="Retrying with the same key returns the same job, never a second one.",
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Store a job as PENDING; the scheduler takes it from there.
 
     A job that no node could ever hold is accepted: the scheduler leaves it PENDING with
@@ -101,20 +100,21 @@ def submit(
         if idempotency_key
         else None
     )
-    record, created = submit_job(
-        engine,
-        owner=principal.user,
-        spec=spec,
-        priority_value=priority_value,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
+    record, created = await committer.submit(
+        Submission(
+            owner=principal.user,
+            spec=spec,
+            priority_value=priority_value,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
     )
+    headers = {"Location": f"/v1/jobs/{record.id}"}
     if created:
-        metrics.submitted.labels(queue=record.queue).inc()
+        metrics.submitted_in(record.queue).inc()
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return job_public(record)
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job_public(record), status_code=201, headers=headers)
 
 
 def encode_cursor(seq: int) -> str:
@@ -148,12 +148,12 @@ def list_(
     principal: PrincipalDep,
     engine: EngineDep,
     query: Annotated[JobsQuery, Query()],
-) -> dict[str, Any]:
+) -> Response:
     """A page of the caller's jobs (every job for an admin), filtered, newest first."""
     visible = _visible_owner(principal)
     if visible is not None and query.owner is not None and query.owner != visible:
         # A user filtering on someone else's name sees nothing, not an error.
-        return {"data": [], "count": 0, "next_cursor": None}
+        return json_response({"data": [], "count": 0, "next_cursor": None})
     before = decode_cursor(query.cursor) if query.cursor else None
     with read_transaction(engine) as conn:
         jobs = list_jobs(
@@ -166,16 +166,18 @@ def list_(
             limit=query.limit,
         )
     next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == query.limit else None
-    return {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
+    return json_response(
+        {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Get a job")
-def get(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str, Any]:
+def get(job_id: str, principal: PrincipalDep, engine: EngineDep) -> Response:
     with read_transaction(engine) as conn:
         job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
     if job is None:
         raise JobNotFound(job_id)
-    return job_public(job)
+    return json_response(job_public(job))
 
 
 @router.get(
