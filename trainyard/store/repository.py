@@ -188,10 +188,11 @@ def insert_job(conn: Connection, *, submission: Submission, at: int | None = Non
 
 def submit_jobs(
     engine: Engine, *, submissions: Sequence[Submission]
-) -> list[tuple[JobRecord, bool] | StoreError]:
+) -> list[tuple[JobRecord, bool] | Exception]:
     """Store several new jobs in one transaction (a group commit); one result per input.
 
-    Each result is (job, created) or the StoreError for that submission. A submission
+    Each result is (job, created) or the exception for that submission (a StoreError, or
+    the database's error for a row it refused). A submission
     whose (owner, Idempotency-Key) already has a job -- committed earlier, or earlier in
     this same group -- gets that job back with created=False, or IdempotencyConflict if
     its document differs (`request_hash`). The unique constraint decides, so concurrent
@@ -204,11 +205,11 @@ def submit_jobs(
             inserted = [
                 _insert_one(conn, item, at=at, skip_duplicate_keys=True) for item in submissions
             ]
-    except DBAPIError:
+    except DBAPIError as exc:
         if len(submissions) == 1:
-            raise
+            return [exc]
         return [submit_jobs(engine, submissions=[item])[0] for item in submissions]
-    results: list[tuple[JobRecord, bool] | StoreError] = []
+    results: list[tuple[JobRecord, bool] | Exception] = []
     for item, job in zip(submissions, inserted, strict=True):
         results.append((job, True) if job is not None else _existing(engine, item))
     return results
@@ -253,7 +254,7 @@ def submit_job(
             )
         ],
     )
-    if isinstance(result, StoreError):
+    if isinstance(result, Exception):
         raise result
     return result
 

@@ -352,3 +352,40 @@ def test_a_failed_transaction_rolls_back_the_event_too(engine: Engine) -> None:
         conn.execute(update(jobs).where(jobs.c.id == job.id).values(version=jobs.c.version + 1))
     with pytest.raises(ConcurrentUpdate), write_transaction(engine) as conn:
         transition_job(conn, job_id=job.id, to_state=JobState.ADMITTED, expected_version=1)
+
+
+def test_group_commit_resolves_duplicates_within_the_group(engine: Engine) -> None:
+    from trainyard.store import Submission, submit_jobs
+
+    same = Submission(
+        owner="alice", spec=spec("a"), priority_value=500, idempotency_key="k", request_hash="h"
+    )
+    other_doc = Submission(
+        owner="alice", spec=spec("b"), priority_value=500, idempotency_key="k", request_hash="x"
+    )
+    plain = Submission(owner="alice", spec=spec("c"), priority_value=500)
+    first, replay, conflict, created = submit_jobs(
+        engine, submissions=[same, same, other_doc, plain]
+    )
+    assert isinstance(first, tuple) and isinstance(replay, tuple) and isinstance(created, tuple)
+    assert (first[1] is True and replay == (first[0], False)) or replay[0].id == first[0].id
+    assert replay[1] is False
+    assert isinstance(conflict, IdempotencyConflict)
+    assert created[1] is True
+    with read_transaction(engine) as conn:
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(job_events)).scalar_one() == 2
+
+
+def test_a_row_the_database_refuses_does_not_fail_the_rest_of_the_group(engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from trainyard.store import Submission, submit_jobs
+
+    good = Submission(owner="alice", spec=spec("good"), priority_value=500)
+    bad = Submission(owner="alice", spec=spec(None), priority_value=500)  # NOT NULL name
+    results = submit_jobs(engine, submissions=[good, bad, good])
+    assert isinstance(results[1], IntegrityError)
+    assert [r[1] for r in (results[0], results[2])] == [True, True]  # type: ignore[index]
+    with read_transaction(engine) as conn:
+        assert [j.name for j in list_jobs(conn)] == ["good", "good"]
