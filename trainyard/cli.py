@@ -10,6 +10,7 @@ so client commands start quickly.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -193,6 +194,14 @@ def serve(
     typer.echo(f"Admin token: {where}")
     typer.echo(f"Store: {_redact(settings.resolved_database_url())}; backend: {settings.backend}")
     sys.stdout.flush()
+    # Everything allocated so far (modules, the app, the schema) lives as long as the
+    # process: moving it out of the collector's reach keeps full collections short, and
+    # a larger first-generation threshold makes collections rare. Requests allocate
+    # mostly acyclic garbage that reference counting frees at once; measured in
+    # bench/api, this halves the submit p99 under load (collections were the tail).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     if workers == 1:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
         return
