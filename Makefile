@@ -17,7 +17,7 @@ $(PY):
 # Stamp files make a second `make serve` start instantly; they are redone when
 # pyproject.toml changes.
 $(VENV)/.installed-serve: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[postgres]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
