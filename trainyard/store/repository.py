@@ -140,37 +140,35 @@ def _job_values(submission: Submission, *, at: int) -> dict[str, Any]:
     }
 
 
-def _insert_statement(conn: Connection, *, skip_duplicate_keys: bool) -> Any:
-    if not skip_duplicate_keys:
-        return _INSERT_JOB
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    return (
-        dialect_insert(jobs)
-        .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
-        .returning(jobs.c.seq)
-    )
+_INSERT_SKIPPING_DUPLICATES: dict[str, Any] = {}
 
 
-def _insert_one(
-    conn: Connection, submission: Submission, *, at: int, skip_duplicate_keys: bool
-) -> JobRecord | None:
-    values = _job_values(submission, at=at)
-    statement = _insert_statement(conn, skip_duplicate_keys=skip_duplicate_keys)
-    seq = conn.execute(statement, values).scalar()
-    if seq is None:  # ON CONFLICT DO NOTHING: this (owner, key) already has a job
-        return None
+def _insert_skipping_duplicate_keys(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id, seq."""
+    name = conn.dialect.name
+    statement = _INSERT_SKIPPING_DUPLICATES.get(name)
+    if statement is None:
+        dialect_insert = sqlite_insert if name == "sqlite" else postgresql_insert
+        statement = (
+            dialect_insert(jobs)
+            .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
+            .returning(jobs.c.id, jobs.c.seq)
+        )
+        _INSERT_SKIPPING_DUPLICATES[name] = statement
+    return statement
+
+
+def _insert_event(conn: Connection, *, job_id: str, at: int) -> None:
     conn.execute(
         _INSERT_EVENT,
         {
-            "job_id": values["id"],
+            "job_id": job_id,
             "at": at,
             "from_state": None,
             "to_state": JobState.PENDING.value,
             "reason": "submitted",
         },
     )
-    values.update(seq=seq, state=JobState.PENDING, spec=dict(submission.spec))
-    return JobRecord(**values)
 
 
 def insert_job(conn: Connection, *, submission: Submission, at: int | None = None) -> JobRecord:
@@ -179,11 +177,12 @@ def insert_job(conn: Connection, *, submission: Submission, at: int | None = Non
     `submission.spec` is the validated job document; name, kind, queue and priority are
     taken from it. Raises IntegrityError when (owner, idempotency_key) already exists.
     """
-    job = _insert_one(
-        conn, submission, at=now_us() if at is None else at, skip_duplicate_keys=False
-    )
-    assert job is not None
-    return job
+    at = now_us() if at is None else at
+    values = _job_values(submission, at=at)
+    seq = conn.execute(_INSERT_JOB, values).scalar_one()
+    _insert_event(conn, job_id=values["id"], at=at)
+    values.update(seq=seq, state=JobState.PENDING, spec=dict(submission.spec))
+    return JobRecord(**values)
 
 
 def submit_jobs(
@@ -201,10 +200,7 @@ def submit_jobs(
     """
     try:
         with write_transaction(engine) as conn:
-            at = now_us()
-            inserted = [
-                _insert_one(conn, item, at=at, skip_duplicate_keys=True) for item in submissions
-            ]
+            inserted = _insert_group(conn, submissions, at=now_us())
     except DBAPIError as exc:
         if len(submissions) == 1:
             return [exc]
@@ -213,6 +209,42 @@ def submit_jobs(
     for item, job in zip(submissions, inserted, strict=True):
         results.append((job, True) if job is not None else _existing(engine, item))
     return results
+
+
+def _insert_group(
+    conn: Connection, submissions: Sequence[Submission], *, at: int
+) -> list[JobRecord | None]:
+    """Insert a group with two statements (jobs, then events); None where a key existed.
+
+    Both are multi-row INSERTs (SQLAlchemy's "insertmanyvalues"), so a group of any size
+    costs two round trips. Rows skipped by ON CONFLICT DO NOTHING return nothing; the
+    returned ids tell which were stored.
+    """
+    rows = [_job_values(item, at=at) for item in submissions]
+    statement = _insert_skipping_duplicate_keys(conn)
+    stored = {row.id: row.seq for row in conn.execute(statement, rows)}
+    events = [
+        {
+            "job_id": row["id"],
+            "at": at,
+            "from_state": None,
+            "to_state": JobState.PENDING.value,
+            "reason": "submitted",
+        }
+        for row in rows
+        if row["id"] in stored
+    ]
+    if events:
+        conn.execute(_INSERT_EVENT, events)
+    result: list[JobRecord | None] = []
+    for item, row in zip(submissions, rows, strict=True):
+        seq = stored.get(row["id"])
+        if seq is None:
+            result.append(None)
+            continue
+        row.update(seq=seq, state=JobState.PENDING, spec=dict(item.spec))
+        result.append(JobRecord(**row))
+    return result
 
 
 def _existing(engine: Engine, item: Submission) -> tuple[JobRecord, bool] | StoreError:
