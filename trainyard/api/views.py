@@ -21,7 +21,7 @@ from trainyard.api.schemas import (
 )
 from trainyard.config import QueueConfig
 from trainyard.scheduler.quantity import cpu_millicores, memory_bytes
-from trainyard.store import EventRecord, JobRecord, QueueCounts, to_datetime
+from trainyard.store import EventRecord, JobRecord, QueueCounts, QueuePosition, to_datetime
 
 
 def _iso(microseconds: int | None) -> str | None:
@@ -74,36 +74,14 @@ def queues_public(
     *,
     queues: Sequence[QueueConfig],
     counts: Iterable[QueueCounts],
-    pending: Mapping[str, Sequence[JobRecord]],
-    visible_owner: str | None,
+    positions: Mapping[str, Sequence[QueuePosition]],
     now_us: int,
-    limit: int,
 ) -> list[QueuePublic]:
-    """Per configured queue: counts, oldest wait, and pending positions.
-
-    `pending` holds each queue's PENDING jobs in queue order (all owners, so positions are
-    true positions); only `visible_owner`'s are listed unless it is None (admin).
-    """
+    """Per configured queue: counts, oldest wait, and the pending positions given."""
     by_queue = {c.queue: c for c in counts}
     result = []
     for queue in queues:
         c = by_queue.get(queue.name)
-        positions = []
-        for position, job in enumerate(pending.get(queue.name, ()), start=1):
-            if visible_owner is not None and job.owner != visible_owner:
-                continue
-            if len(positions) >= limit:
-                break
-            positions.append(
-                QueuedJob(
-                    id=job.id,
-                    name=job.name,
-                    owner=job.owner,
-                    priority=job.priority,
-                    position=position,
-                    wait_seconds=max(0, now_us - job.created_at) / 1e6,
-                )
-            )
         oldest = c.oldest_pending_created_at if c else None
         result.append(
             QueuePublic(
@@ -113,7 +91,17 @@ def queues_public(
                 admitted=c.admitted if c else 0,
                 running=c.running if c else 0,
                 oldest_wait_seconds=None if oldest is None else max(0, now_us - oldest) / 1e6,
-                positions=positions,
+                positions=[
+                    QueuedJob(
+                        id=p.id,
+                        name=p.name,
+                        owner=p.owner,
+                        priority=p.priority,
+                        position=p.position,
+                        wait_seconds=max(0, now_us - p.created_at) / 1e6,
+                    )
+                    for p in positions.get(queue.name, ())
+                ],
             )
         )
     return result

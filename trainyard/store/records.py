@@ -81,6 +81,18 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePosition:
+    """A pending job's place in its queue (1 = next to be considered)."""
+
+    position: int
+    id: str
+    name: str
+    owner: str
+    priority: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueCounts:
     """Per-queue totals the queues view is built from."""
 

@@ -37,6 +37,7 @@ from trainyard.store.records import (
     EventRecord,
     JobRecord,
     QueueCounts,
+    QueuePosition,
     Submission,
     TokenRecord,
 )
@@ -356,6 +357,46 @@ def list_pending(
         query = query.where(jobs.c.owner == owner)
     query = query.order_by(jobs.c.priority_value.desc(), jobs.c.seq.asc())
     return [_job_from_row(row) for row in conn.execute(query)]
+
+
+def pending_positions(
+    conn: Connection, *, queue: str, owner: str | None = None, limit: int = 100
+) -> list[QueuePosition]:
+    """The first `limit` pending jobs of `queue` (only `owner`'s, if given) with their
+    position among all of the queue's pending jobs, in the order of `list_pending`.
+
+    Positions are numbered by the database (a window function), so a queue of 100,000
+    pending jobs is not loaded into memory to find one user's place in it.
+    """
+    ranked = (
+        select(
+            jobs.c.id,
+            jobs.c.name,
+            jobs.c.owner,
+            jobs.c.priority,
+            jobs.c.created_at,
+            func.row_number()
+            .over(order_by=(jobs.c.priority_value.desc(), jobs.c.seq.asc()))
+            .label("position"),
+        )
+        .where(jobs.c.state == JobState.PENDING.value, jobs.c.queue == queue)
+        .subquery()
+    )
+    query = select(ranked)
+    if owner is not None:
+        query = query.where(ranked.c.owner == owner)
+    query = query.order_by(ranked.c.position).limit(limit)
+    return [
+        QueuePosition(
+            position=row.position,
+            id=row.id,
+            name=row.name,
+            owner=row.owner,
+            priority=row.priority,
+            created_at=row.created_at,
+        )
+        for row in conn.execute(query)
+    ]
 
 
 def list_active(conn: Connection) -> list[JobRecord]:

@@ -7,7 +7,7 @@ from typing import Any
 from trainyard.api.inventory import NodeCapacity
 from trainyard.api.views import cluster_public, queues_public
 from trainyard.config import QueueConfig
-from trainyard.store import JobRecord, JobState, QueueCounts
+from trainyard.store import JobRecord, JobState, QueueCounts, QueuePosition
 
 
 def make_job(
@@ -83,48 +83,25 @@ def test_workers_on_unknown_nodes_still_count_in_totals() -> None:
     assert usage(doc, "gpu") == (8, 2, 6)
 
 
-def test_queue_positions_count_everyone_but_show_only_own_jobs() -> None:
-    pending = [
-        make_job("b1", state=JobState.PENDING, owner="bob", seq=1),
-        make_job("a1", state=JobState.PENDING, owner="alice", seq=2),
-        make_job("b2", state=JobState.PENDING, owner="bob", seq=3),
-        make_job("a2", state=JobState.PENDING, owner="alice", seq=4),
-    ]
+def test_queue_view_reports_counts_waits_and_positions() -> None:
     counts = [
         QueueCounts(
             "default", pending=4, running=1, admitted=0, oldest_pending_created_at=1_000_000
         )
     ]
+    positions = [QueuePosition(2, "id-a1", "a1", "alice", "normal", 2_000_000)]
     (queue,) = queues_public(
         queues=[QueueConfig(name="default")],
         counts=counts,
-        pending={"default": pending},
-        visible_owner="alice",
+        positions={"default": positions},
         now_us=11_000_000,
-        limit=10,
     )
-    assert [(p.name, p.position) for p in queue.positions] == [("a1", 2), ("a2", 4)]
-    assert queue.oldest_wait_seconds == 10.0 and queue.pending == 4
-    (limited,) = queues_public(
-        queues=[QueueConfig(name="default")],
-        counts=counts,
-        pending={"default": pending},
-        visible_owner=None,
-        now_us=11_000_000,
-        limit=1,
-    )
-    assert [p.name for p in limited.positions] == ["b1"]
+    assert (queue.pending, queue.running, queue.oldest_wait_seconds) == (4, 1, 10.0)
+    assert [(p.name, p.position, p.wait_seconds) for p in queue.positions] == [("a1", 2, 9.0)]
 
 
 def test_an_empty_configured_queue_is_still_listed() -> None:
-    (queue,) = queues_public(
-        queues=[QueueConfig(name="empty")],
-        counts=[],
-        pending={},
-        visible_owner=None,
-        now_us=0,
-        limit=5,
-    )
+    (queue,) = queues_public(queues=[QueueConfig(name="empty")], counts=[], positions={}, now_us=0)
     assert (queue.pending, queue.running, queue.oldest_wait_seconds, queue.positions) == (
         0,
         0,

@@ -389,3 +389,25 @@ def test_a_row_the_database_refuses_does_not_fail_the_rest_of_the_group(engine: 
     assert [r[1] for r in (results[0], results[2])] == [True, True]  # type: ignore[index]
     with read_transaction(engine) as conn:
         assert [j.name for j in list_jobs(conn)] == ["good", "good"]
+
+
+def test_pending_positions_count_everyone_but_list_only_the_owners(engine: Engine) -> None:
+    from trainyard.store import pending_positions
+
+    submit(engine, "b1", owner="bob")
+    submit(engine, "a1", owner="alice")
+    submit(engine, "urgent", owner="bob", priority=1000)
+    submit(engine, "a2", owner="alice")
+    submit(engine, "elsewhere", owner="alice", queue="other")
+    with read_transaction(engine) as conn:
+        everyone = pending_positions(conn, queue="default")
+        alices = pending_positions(conn, queue="default", owner="alice")
+        first_two = pending_positions(conn, queue="default", limit=2)
+    assert [(p.name, p.position) for p in everyone] == [
+        ("urgent", 1),
+        ("b1", 2),
+        ("a1", 3),
+        ("a2", 4),
+    ]
+    assert [(p.name, p.position) for p in alices] == [("a1", 3), ("a2", 4)]
+    assert [p.name for p in first_two] == ["urgent", "b1"]

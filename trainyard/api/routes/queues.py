@@ -11,7 +11,7 @@ from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
 from trainyard.api.schemas import QueuesPublic
 from trainyard.api.views import queues_public
-from trainyard.store import list_pending, now_us, queue_counts, read_transaction
+from trainyard.store import now_us, pending_positions, queue_counts, read_transaction
 
 router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
 
@@ -32,15 +32,14 @@ def list_queues(
     """Per configured queue: pending/admitted/running counts, the oldest pending job's wait,
     and each pending job's position (1 = next). Users see only their own jobs' positions,
     but positions count everyone's jobs."""
+    owner = None if principal.is_admin else principal.user
     with read_transaction(engine) as conn:
         counts = queue_counts(conn)
-        pending = {q.name: list_pending(conn, queue=q.name) for q in settings.queues}
+        positions = {
+            q.name: pending_positions(conn, queue=q.name, owner=owner, limit=query.limit)
+            for q in settings.queues
+        }
     data = queues_public(
-        queues=settings.queues,
-        counts=counts,
-        pending=pending,
-        visible_owner=None if principal.is_admin else principal.user,
-        now_us=now_us(),
-        limit=query.limit,
+        queues=settings.queues, counts=counts, positions=positions, now_us=now_us()
     )
     return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))
