@@ -166,28 +166,35 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    backend: Annotated[Backend, typer.Option(help="Where jobs run.")] = Backend.local,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
+    backend: Annotated[
+        Backend | None, typer.Option(help="Where jobs run [default: local].")
+    ] = None,
     kubeconfig: Annotated[
         Path | None, typer.Option(help="Kubeconfig for the kubernetes backend.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
 ) -> None:
-    """Run the control plane (API on http://HOST:PORT, OpenAPI docs at /docs)."""
+    """Run the control plane (API on http://HOST:PORT, OpenAPI docs at /docs).
+
+    Options override the TRAINYARD_* environment, which overrides the defaults.
+    """
     import uvicorn
 
     from trainyard.api.app import create_app
     from trainyard.config import Settings
 
-    overrides: dict[str, Any] = {"host": host, "port": port, "backend": backend.value}
-    if kubeconfig is not None:
-        overrides["kubeconfig"] = kubeconfig
+    given = {"host": host, "port": port, "backend": backend, "kubeconfig": kubeconfig}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
+    host, port = settings.host, settings.port
     token_file = app_instance.state.admin_token_file
     where = str(token_file) if token_file else "TRAINYARD_ADMIN_TOKEN (set in the environment)"
     typer.echo(f"Trainyard API: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
@@ -207,10 +214,10 @@ def serve(
         return
     # Several processes need an import string; settings travel in the environment.
     os.environ.update(
-        {"TRAINYARD_HOST": host, "TRAINYARD_PORT": str(port), "TRAINYARD_BACKEND": backend.value}
+        {"TRAINYARD_HOST": host, "TRAINYARD_PORT": str(port), "TRAINYARD_BACKEND": settings.backend}
     )
-    if kubeconfig is not None:
-        os.environ["TRAINYARD_KUBECONFIG"] = str(kubeconfig)
+    if settings.kubeconfig is not None:
+        os.environ["TRAINYARD_KUBECONFIG"] = str(settings.kubeconfig)
     uvicorn.run(
         "trainyard.api.app:app_from_environment",
         factory=True,

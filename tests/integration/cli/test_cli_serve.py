@@ -96,3 +96,4 @@ def test_serve_records_the_kubernetes_backend_choice(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot start:") and result.stderr.count("\n") == 1
+    assert "kube-config" in result.stderr
