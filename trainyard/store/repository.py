@@ -2,9 +2,10 @@
 
 Every function takes keyword-only arguments. Those taking a `conn` run inside the
 caller's transaction (open one with `write_transaction` / `read_transaction`), so a
-caller such as the scheduler can group several changes atomically. `submit_job` takes the
-engine instead because it owns its transaction boundary: it must retry a duplicate
-Idempotency-Key in a fresh transaction.
+caller such as the scheduler can group several changes atomically. `submit_jobs` and
+`submit_job` take the engine instead because they own their transaction boundary: a group
+of submissions is committed together, and a duplicate Idempotency-Key is resolved by
+reading the existing job once the group has committed.
 
 Every state change goes through `transition_job`, which checks the state machine in
 `states.py`, bumps `version` with a conditional UPDATE (optimistic concurrency: of two
