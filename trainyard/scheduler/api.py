@@ -93,8 +93,9 @@ def schedule(
     """Decide one scheduling cycle for `snapshot` at time `now`."""
     config = config or SchedulerConfig()
     policy_for = policy_for or config.resolver()
-    index = ClusterIndex(snapshot.nodes, snapshot.rack_label)
+    index = ClusterIndex(snapshot.nodes, snapshot.rack_label, defer_buckets=True)
     running = build_running(index, snapshot.running)
+    index.build_buckets()
     pending = PendingSet(policy_for, ordering_context(index, running, now))
     pending.extend(snapshot.pending)
     domain = "rack" if index.has_racks else "zone"

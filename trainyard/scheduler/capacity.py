@@ -106,7 +106,12 @@ class ClusterIndex:
     identical indices and therefore identical decisions.
     """
 
-    def __init__(self, nodes: Sequence[Node], rack_label: str) -> None:
+    def __init__(
+        self, nodes: Sequence[Node], rack_label: str, *, defer_buckets: bool = False
+    ) -> None:
+        """Index the ready nodes. With `defer_buckets`, `take` only updates the free
+        arrays until `build_buckets()` is called: charging thousands of running jobs
+        first and bucketing once is much cheaper than moving nodes between buckets."""
         self.nodes: list[Node] = [n for n in nodes if n.ready]
         self.index_of: dict[str, int] = {n.name: i for i, n in enumerate(self.nodes)}
         n = len(self.nodes)
@@ -154,11 +159,32 @@ class ClusterIndex:
             self.node_leaf[i] = leaf
             self.node_pool.append(pool)
             pool.nodes.append(i)
-            pool.buckets[self.free_units[i]].add(i)
-            pool.leaf(leaf)[self.free_units[i]].add(i)
         self.total_gpus = sum(max(nd.gpus - nd.used_gpus, 0) for nd in self.nodes)
         self.version = 0  # bumped by every release: lets callers know capacity grew
         self.empty_twin: ClusterIndex | None = None  # same nodes, nothing running (lazy)
+        self.bucketed = False
+        if not defer_buckets:
+            self.build_buckets()
+
+    def build_buckets(self) -> None:
+        """Put every node in the bucket of its current free units."""
+        for pool in self.pools:
+            # Bulk-build the buckets: nodes arrive in index order, so lists are sorted.
+            flat: list[list[int]] = [[] for _ in range(pool.max_units + 1)]
+            leaves: dict[int, list[list[int]]] = {}
+            for i in pool.nodes:
+                units = self.free_units[i]
+                flat[units].append(i)
+                leaf = leaves.get(self.node_leaf[i])
+                if leaf is None:
+                    leaf = leaves[self.node_leaf[i]] = [[] for _ in range(pool.max_units + 1)]
+                leaf[units].append(i)
+            pool.buckets = [SortedList(b) for b in flat]
+            pool.leaf_buckets = {
+                lid: [SortedList(b) for b in bs] for lid, bs in sorted(leaves.items())
+            }
+            pool.partial_nodes = SortedList(i for i in pool.nodes if self.partial[i])
+        self.bucketed = True
 
     @staticmethod
     def _units_of(node: Node, key: PoolKey) -> int:
@@ -202,6 +228,9 @@ class ClusterIndex:
             return
         if new < 0:
             raise ValueError(f"node {self.nodes[i].name} over-committed on accelerators")
+        if not self.bucketed:
+            self.free_units[i] = new
+            return
         pool = self.node_pool[i]
         pool.buckets[old].remove(i)
         pool.buckets[new].add(i)
@@ -240,7 +269,8 @@ class ClusterIndex:
         self._set_units(i, self.free_units[i] - 1)
         if slots is None:
             slots = self.partial[i] = {}
-            self.node_pool[i].partial_nodes.add(i)
+            if self.bucketed:
+                self.node_pool[i].partial_nodes.add(i)
         slot = self._next_slot[i]
         self._next_slot[i] = slot + 1
         slots[slot] = FULL_GPU_MILLI - share
@@ -263,7 +293,8 @@ class ClusterIndex:
                 self._set_units(i, self.free_units[i] + 1)
                 if not slots:
                     self.partial[i] = None
-                    self.node_pool[i].partial_nodes.remove(i)
+                    if self.bucketed:
+                        self.node_pool[i].partial_nodes.remove(i)
         self.version += 1
 
     def release_all(self, allocations: Iterable[Allocation]) -> None:

@@ -29,7 +29,7 @@ from trainyard.scheduler.capacity import Allocation, ClusterIndex
 from trainyard.scheduler.filters import eligible_tiers
 from trainyard.scheduler.placement import Tier, choose_nodes, place
 from trainyard.scheduler.policies import Policy
-from trainyard.scheduler.preemption import try_preempt
+from trainyard.scheduler.preemption import VictimPool, try_preempt
 from trainyard.scheduler.queueing import Lane, PendingSet
 from trainyard.scheduler.reservation import ReservationPlan, plan_reservation
 from trainyard.scheduler.running import Placed, RunningSet
@@ -105,6 +105,8 @@ def run_cycle(
     lane_reason: dict[int, PendingReason] = {}
     job_reason: dict[str, PendingReason] = {}
     backfill_budget: dict[str, int] = {}
+    admitted_now: set[str] = set()  # a cycle never preempts its own admissions
+    victim_pool = VictimPool(running)
     heap: list[tuple[object, int, int, Lane]] = [
         (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
     ]
@@ -159,14 +161,15 @@ def run_cycle(
             allocations = place(index, tiers, job.request, job.workers, job.kind)
         if allocations is not None:
             _admit(out, running, job, allocations, [], now, backfilled=head is not None)
+            admitted_now.add(job.id)
             _advance(heap, lane, pos)
             continue
         failed[shape] = version
         if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
-            admitted_now = {a.job.id for a in out.admitted}
-            result = try_preempt(index, running, job, tiers, now, admitted_now)
+            result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
             if result is not None:
                 _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
+                admitted_now.add(job.id)
                 _advance(heap, lane, pos)
                 continue
             failed_preempt[(shape, job.priority)] = version

@@ -59,6 +59,8 @@ def choose_nodes(
             return [(node, workers)]
         if workers == 1:
             return None
+    if not _domains_by_fit(index, tier, [None], units, workers):
+        return None  # not even the whole cluster has room: skip the per-domain sums
     for level in _levels(index):
         for domain in _domains_by_fit(index, tier, level, units, workers):
             chosen = _build(index, tier, domain, request, workers, units)

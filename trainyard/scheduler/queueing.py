@@ -32,7 +32,7 @@ def shape_of(job: PendingJob) -> Shape:
 
 
 class Lane:
-    """Jobs of one (queue, shape), ordered by rank key."""
+    """Jobs of one (queue, shape), ordered by rank key; hashed by identity."""
 
     __slots__ = ("entries", "number", "queue", "shape", "shape_id")
 
@@ -77,8 +77,34 @@ class PendingSet:
         self.jobs[job.id] = (key, job, lane)
 
     def extend(self, jobs: Iterable[PendingJob]) -> None:
+        """Add many jobs; lanes are bulk-built with one sort each when they are new."""
+        grouped: dict[Lane, list[tuple[RankKey, PendingJob]]] = {}
+        key_of: dict[str, Callable[..., RankKey]] = {}
+        lanes, known, ctx = self.lanes, self.jobs, self.ctx
         for job in jobs:
-            self.add(job)
+            if job.id in known:
+                raise ValueError(f"job {job.id} is already pending")
+            queue = job.queue
+            shape = (job.request, job.workers, job.kind, job.tolerations)
+            lane = lanes.get((queue, shape))
+            if lane is None:
+                shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
+                lane = Lane(len(lanes), queue, shape, shape_id)
+                lanes[(queue, shape)] = lane
+                grouped[lane] = []
+            elif lane not in grouped:
+                grouped[lane] = []
+            key_fn = key_of.get(queue)
+            if key_fn is None:
+                key_fn = key_of[queue] = self.policy_for(queue).ordering.key
+            key = key_fn(job, ctx)
+            grouped[lane].append((key, job))
+            known[job.id] = (key, job, lane)
+        for lane, entries in grouped.items():
+            if len(lane.entries):
+                lane.entries.update(entries)
+            else:
+                lane.entries = SortedList(entries)
 
     def remove(self, job_id: str) -> PendingJob:
         key, job, lane = self.jobs.pop(job_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainyard.scheduler.capacity import ClusterIndex
+from trainyard.scheduler.capacity import FULL_GPU_MILLI, ClusterIndex
 from trainyard.scheduler.freeing import FreeingWalk
 from trainyard.scheduler.placement import Tier, choose_nodes
 from trainyard.scheduler.running import RunningSet
@@ -62,6 +62,7 @@ def plan_reservation(
     single = job.workers == 1 and units > 0
     exact = not request.gpu_share_milli
     extra: dict[int, list[int]] = {}  # node -> [cpu, memory, units, gpu milli] released
+    slot_freed: dict[tuple[int, int], int] = {}  # (node, shared GPU slot) -> milli released
     total = 0
     if not single:
         total = sum(
@@ -86,6 +87,13 @@ def plan_reservation(
             got[1] += r.memory_bytes * a.count
             got[2] += (r.gpus or r.tpu_chips) * a.count
             got[3] += r.gpu_share_milli * a.count
+            for slot in a.share_slots:
+                # A shared GPU whose last share ends becomes a whole free GPU again.
+                freed = slot_freed.get((node, slot), 0) + r.gpu_share_milli
+                slot_freed[(node, slot)] = freed
+                slots = index.partial[node]
+                if slots is not None and slots.get(slot, 0) + freed >= FULL_GPU_MILLI:
+                    got[2] += 1
             if single:
                 if _room(index, node, request, units, got) >= 1:
                     return ReservationPlan(job, max(end, now), ((node, 1),))

@@ -93,8 +93,29 @@ class WorkerRequest:
     tpu_chips: int = 0
     tpu_type: str | None = None
     tpu_topology: str | None = None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        # Requests key the per-cycle caches and lanes; hash the fields once, not per lookup.
+        return self._hash
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.cpu_millicores,
+                    self.memory_bytes,
+                    self.gpus,
+                    self.gpu_share_milli,
+                    self.gpu_models,
+                    self.tpu_chips,
+                    self.tpu_type,
+                    self.tpu_topology,
+                )
+            ),
+        )
         for name in ("cpu_millicores", "memory_bytes", "gpus", "gpu_share_milli", "tpu_chips"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
