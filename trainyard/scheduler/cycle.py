@@ -20,7 +20,6 @@ updated in place so the simulator can keep them across cycles; `schedule()` in
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,7 +112,7 @@ def run_cycle(
     heapq.heapify(heap)
 
     def reason(code: ReasonCode, job: PendingJob, **extra: object) -> PendingReason:
-        return PendingReason(code, job.id, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
+        return PendingReason(code, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
 
     while heap:
         _key, number, pos, lane = heapq.heappop(heap)
@@ -286,10 +285,7 @@ def _explain(
     for job_id, (_key, job, lane) in pending.jobs.items():
         got = job_reason.get(job_id)
         if got is None:
-            base = lane_reason.get(lane.number)
-            got = (
-                dataclasses.replace(base, job_id=job_id)
-                if base is not None
-                else reason(ReasonCode.NOT_CONSIDERED, job)
-            )
+            got = lane_reason.get(lane.number)
+            if got is None:
+                got = lane_reason[lane.number] = reason(ReasonCode.NOT_CONSIDERED, job)
         out.reasons[job_id] = got

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from pathlib import Path
@@ -119,6 +120,12 @@ def simulate(
         int, typer.Option(min=1, help="jobs tried behind a reserved head per cycle")
     ] = 100,
     limit: Annotated[int, typer.Option(min=0, help="replay only the first N jobs (0 = all)")] = 0,
+    arrival_scale: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="multiply submit times by this (< 1 compresses arrivals: more load)"
+        ),
+    ] = 1.0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Replay a cluster trace through the scheduling core under each policy."""
@@ -133,6 +140,8 @@ def simulate(
         )
     try:
         jobs = _load_jobs(trace, fmt)
+        if arrival_scale != 1.0:
+            jobs = [dataclasses.replace(j, submit_time=j.submit_time * arrival_scale) for j in jobs]
         clusters, dropped = _clusters(
             fmt, trace, jobs, nodes, gpus_per_node, nodes_file, queue_nodes
         )
@@ -185,6 +194,7 @@ def simulate(
         "unschedulable (never fit the cluster)": str(unschedulable),
         "checkpoint interval": f"{checkpoint_interval:g} s",
         "runtime limit factor": f"{runtime_limit_factor:g}",
+        "arrival scale": f"{arrival_scale:g}",
     }
     write_metrics(out, metrics)
     write_markdown(out, metrics, context)
