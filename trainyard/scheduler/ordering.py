@@ -102,3 +102,29 @@ class MultifactorOrder:
 
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey:
         return (-self.score(job, ctx), job.submit_time, job.id)
+
+    def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
+        """`key` for many jobs at once: the same arithmetic as `score`, hoisted out of
+        the loop, because a refresh re-ranks every waiting job."""
+        w = self.weights
+        now, total = ctx.now, ctx.total_gpus
+        shares = ctx.queue_gpu_share
+        scale, max_age = w.priority_scale, w.max_age_seconds
+        out: list[RankKey] = []
+        for job in jobs:
+            cls = job.priority / scale
+            cls = 0.0 if cls < 0.0 else 1.0 if cls > 1.0 else cls
+            age = (now - job.submit_time) / max_age
+            age = 0.0 if age < 0.0 else 1.0 if age > 1.0 else age
+            size = job.request.gpu_milli * job.workers / 1000.0 / total if total else 0.0
+            size = 1.0 if size > 1.0 else size
+            share = shares.get(job.queue, 0.0)
+            share = 0.0 if share < 0.0 else 1.0 if share > 1.0 else share
+            score = (
+                w.priority_class * cls
+                + w.age * age
+                + w.job_size * size
+                + w.queue_usage * (1.0 - share)
+            )
+            out.append((-score, job.submit_time, job.id))
+        return out

@@ -121,13 +121,18 @@ class PendingSet:
         Lanes are rebuilt in bulk (one C-level sort each), several times cheaper than
         re-inserting every job."""
         self.ctx = ctx
-        grouped: dict[int, list[tuple[RankKey, PendingJob]]] = {}
-        for job_id, (_key, job, lane) in self.jobs.items():
-            key = self.policy_for(job.queue).ordering.key(job, ctx)
-            grouped.setdefault(lane.number, []).append((key, job))
-            self.jobs[job_id] = (key, job, lane)
+        known = self.jobs
         for lane in self.lanes.values():
-            lane.entries = SortedList(grouped.get(lane.number, ()))
+            if not len(lane.entries):
+                continue
+            jobs = [job for _key, job in lane.entries]
+            ordering = self.policy_for(lane.queue).ordering
+            batch = getattr(ordering, "keys", None)
+            keys = batch(jobs, ctx) if batch else [ordering.key(job, ctx) for job in jobs]
+            pairs = list(zip(keys, jobs, strict=True))
+            lane.entries = SortedList(pairs)
+            for key, job in pairs:
+                known[job.id] = (key, job, lane)
 
     def needs_refresh(self, now: float) -> float | None:
         """The smallest refresh interval of any policy in use, if any is time-dependent."""
