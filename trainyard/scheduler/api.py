@@ -77,7 +77,7 @@ def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> Or
     shares: dict[str, float] = {}
     if total:
         for placed in running.by_id.values():
-            gpus = placed.request.gpu_milli * placed.workers / 1000.0
+            gpus = placed.gpus
             shares[placed.queue] = shares.get(placed.queue, 0.0) + gpus / total
     return OrderingContext(now=now, total_gpus=total, queue_gpu_share=shares)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sortedcontainers import SortedList
 
@@ -23,6 +23,10 @@ class Placed:
     preemptible: bool = True
     expected_end: float | None = None
     last_checkpoint: float | None = None
+    gpus: float = field(default=0.0, init=False)  # GPUs held, shares as fractions
+
+    def __post_init__(self) -> None:
+        self.gpus = self.request.gpu_milli * self.workers / 1000.0
 
     @property
     def workers(self) -> int:
@@ -31,7 +35,7 @@ class Placed:
     def lost_gpu_seconds(self, now: float) -> float:
         """GPU-seconds of work a preemption now would throw away (since the last checkpoint)."""
         since = self.last_checkpoint if self.last_checkpoint is not None else self.start_time
-        return self.request.gpu_milli * self.workers / 1000.0 * max(now - since, 0.0)
+        return self.gpus * max(now - since, 0.0)
 
 
 class RunningSet:
