@@ -59,13 +59,6 @@ class Pool:
         self.leaf_buckets: dict[int, list[SortedList]] = {}
         self.partial_nodes: SortedList = SortedList()
 
-    def leaf(self, leaf_id: int) -> list[SortedList]:
-        buckets = self.leaf_buckets.get(leaf_id)
-        if buckets is None:
-            buckets = [SortedList() for _ in range(self.max_units + 1)]
-            self.leaf_buckets[leaf_id] = buckets
-        return buckets
-
 
 @dataclass(frozen=True, slots=True)
 class Allocation:

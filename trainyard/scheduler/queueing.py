@@ -134,16 +134,6 @@ class PendingSet:
             for key, job in pairs:
                 known[job.id] = (key, job, lane)
 
-    def needs_refresh(self, now: float) -> float | None:
-        """The smallest refresh interval of any policy in use, if any is time-dependent."""
-        intervals = [
-            self.policy_for(lane.queue).ordering.refresh_interval
-            for lane in self.lanes.values()
-            if len(lane)
-        ]
-        finite = [i for i in intervals if i is not None]
-        return min(finite) if finite else None
-
     def active_lanes(self) -> Iterator[Lane]:
         return (lane for lane in self.lanes.values() if len(lane))
 

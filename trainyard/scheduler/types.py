@@ -192,6 +192,8 @@ class PendingJob:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.runtime_limit is not None and self.runtime_limit < 0:
+            raise ValueError("runtime_limit must be >= 0 seconds (or None: unknown)")
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -206,3 +206,39 @@ def test_cli_rejects_unknown_policy(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "unknown policy sjf" in result.output
+
+
+def test_native_loader_rejects_duplicate_ids(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        '{"id": "a", "submit_time": 0, "duration": 1}\n'
+        '{"id": "a", "submit_time": 1, "duration": 1}\n'
+    )
+    with pytest.raises(TraceError, match="job id 'a' appears twice"):
+        load_native(trace)
+
+
+def test_native_csv_trace_with_models_and_inference(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "id,submit_time,duration,workers,gpus,gpu_models,kind,queue,priority,preemptible\n"
+        "svc,0,50,2,1,H100|A100,inference,serving,5,false\n"
+    )
+    (job,) = load_native(trace)
+    assert (job.workers, job.request.gpu_models, job.kind.value, job.queue) == (
+        2,
+        ("H100", "A100"),
+        "inference",
+        "serving",
+    )
+    assert (job.priority, job.preemptible) == (5, False)
+    result = replay(
+        synthetic_nodes(2, 8, product="NVIDIA-H100-80GB-HBM3"), [job], SimConfig("fifo")
+    )
+    assert [(r.first_start, r.end) for r in result.records] == [(0, 50)]
+
+
+def test_simulate_is_registered_on_the_trainyard_command() -> None:
+    from trainyard.cli import app
+
+    assert "simulate" in [c.name for c in app.registered_commands]

@@ -200,6 +200,11 @@ def load_native(path: Path) -> list[SimJob]:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise TraceError(f"{path}: record {number}: {exc}") from exc
+    seen: set[str] = set()
+    for job in jobs:
+        if job.id in seen:
+            raise TraceError(f"{path}: job id {job.id!r} appears twice; ids must be unique")
+        seen.add(job.id)
     return jobs
 
 
