@@ -18,7 +18,6 @@ from trainyard.scheduler.ordering import (
     PriorityAgingOrder,
     QueueOrdering,
 )
-from trainyard.scheduler.types import DEFAULT_RACK_LABEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,6 @@ class SchedulerConfig:
     default_policy: str = "backfill"
     queue_policies: Mapping[str, str] = field(default_factory=dict)
     settings: PolicySettings = field(default_factory=PolicySettings)
-    rack_label: str = DEFAULT_RACK_LABEL
 
     def resolver(self) -> Callable[[str], Policy]:
         """A queue-name -> Policy function with each policy built once."""

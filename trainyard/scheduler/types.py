@@ -243,7 +243,7 @@ class Outcome(enum.IntEnum):
 class ReasonCode(enum.IntEnum):
     """Why a job is still pending, most fundamental first."""
 
-    NEVER_FITS = 0  # no node set in the cluster could ever hold the gang
+    NEVER_FITS = 0  # the cluster could not hold it even with none of our jobs running
     INSUFFICIENT_CAPACITY = 1  # could fit an empty cluster, not the free capacity now
     WOULD_DELAY_RESERVATION = 2  # fits now but would push back the backfill reservation
     RESERVED = 3  # holds the backfill reservation, starts at its time
@@ -277,6 +277,13 @@ class PendingReason:
     reservation_time: float | None = None
 
     @property
+    def outcome(self) -> Outcome:
+        """NO_FIT when capacity is the problem, BLOCKED when policy holds the job back."""
+        if self.code in (ReasonCode.NEVER_FITS, ReasonCode.INSUFFICIENT_CAPACITY):
+            return Outcome.NO_FIT
+        return Outcome.BLOCKED
+
+    @property
     def message(self) -> str:
         plural = "s" if self.workers != 1 else ""
         need = f"needs {self.workers} worker{plural} x {_describe(self.request)}"
@@ -294,7 +301,7 @@ class PendingReason:
                 f"at t={self.reservation_time:g}"
             )
         if self.code == ReasonCode.NEVER_FITS:
-            return f"{need}; no set of nodes in the cluster can ever hold it"
+            return f"{need}; the cluster cannot hold it even with none of our jobs running"
         cap = self.capacity
         if cap is None:
             return f"{need}; not enough free capacity"
@@ -327,7 +334,10 @@ def _describe(request: WorkerRequest) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Start `job_id` with worker i on `placement[i]`, after evicting `preempts` (if any)."""
+    """Start `job_id` with worker i on `placement[i]`, after evicting `preempts` (if any).
+
+    Evicted jobs go back to the queue with their original submit time; that, and
+    issuing the decision at all, is the caller's step."""
 
     job_id: str
     placement: tuple[str, ...]

@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from sched_builders import job, node
+from sched_builders import GI, job, node
 
 from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
-from trainyard.scheduler.types import Node, PendingJob, RunningJob
+from trainyard.scheduler.types import (
+    GPU_PRODUCT_LABEL,
+    Node,
+    Outcome,
+    PendingJob,
+    RunningJob,
+    TaintEffect,
+)
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-40GB"
@@ -125,6 +132,25 @@ CASES = [
         [node(f"n{i}").gpus(8).build() for i in range(3)],
         [job("svc").gpus(1).workers(3).inference().build()],
         {"svc": ("n0", "n1", "n2")},
+    ),
+    Case(
+        "inference replicas share a node when there are not enough nodes",
+        [node("n0").gpus(8).build()],
+        [job("svc").gpus(2).workers(2).inference().build()],
+        {"svc": ("n0", "n0")},
+    ),
+    Case(
+        "capacity used outside Trainyard is not handed out",
+        [Node("n0", 64_000, 512 * GI, gpus=8, labels={GPU_PRODUCT_LABEL: H100}, used_gpus=6)],
+        [job("a").gpus(4).build(), job("b").gpus(2).submitted(1).build()],
+        {"b": ("n0",)},
+        want_pending={"a": ReasonCode.NEVER_FITS},
+    ),
+    Case(
+        "PreferNoSchedule is advisory, not a filter",
+        [node("soft").gpus(8).taint("spot", effect=TaintEffect.PREFER_NO_SCHEDULE).build()],
+        [job("a").gpus(8).build()],
+        {"a": ("soft",)},
     ),
     Case(
         "TPU work needs the asked type and topology",
@@ -248,6 +274,8 @@ def test_decisions(case: Case) -> None:
     assert got == case.want
     for job_id, code in case.want_pending.items():
         assert result.pending[job_id].code == code, result.pending[job_id].message
+        capacity = code in (ReasonCode.NEVER_FITS, ReasonCode.INSUFFICIENT_CAPACITY)
+        assert result.pending[job_id].outcome == (Outcome.NO_FIT if capacity else Outcome.BLOCKED)
     got_preempted = {a.job_id: a.preempts for a in result.admissions if a.preempts}
     assert got_preempted == case.want_preempted
     assert set(result.pending) == {j.id for j in case.pending} - set(got)
