@@ -104,6 +104,7 @@ def run_cycle(
     lane_reason: dict[int, PendingReason] = {}
     job_reason: dict[str, PendingReason] = {}
     backfill_budget: dict[str, int] = {}
+    lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
     victim_pool = VictimPool(running)
     heap: list[tuple[object, int, int, Lane]] = [
@@ -154,7 +155,9 @@ def run_cycle(
                 _advance(heap, lane, pos)
                 continue
         out.examined += 1
-        tiers = tiers_for(job)
+        tiers = lane_tiers.get(number)
+        if tiers is None:
+            tiers = lane_tiers[number] = tiers_for(job)
         allocations = None
         if tiers and failed.get(shape) != version:
             allocations = place(index, tiers, job.request, job.workers, job.kind)
