@@ -242,3 +242,27 @@ def test_simulate_is_registered_on_the_trainyard_command() -> None:
     from trainyard.cli import app
 
     assert "simulate" in [c.name for c in app.registered_commands]
+
+
+def test_nodes_file_in_json_lines_with_zones_and_taints(tmp_path: Path) -> None:
+    from trainyard.scheduler.simulator.loaders import load_nodes_file
+
+    nodes_file = tmp_path / "nodes.jsonl"
+    nodes_file.write_text(
+        '{"name": "a", "cpu_millicores": 8000, "memory_bytes": 68719476736, "gpus": 8,'
+        ' "gpu_product": "NVIDIA-H100-80GB-HBM3", "zone": "z1"}\n'
+        '{"name": "b", "cpu_millicores": 8000, "memory_bytes": 68719476736, "gpus": 8,'
+        ' "gpu_product": "NVIDIA-H100-80GB-HBM3", "zone": "z2",'
+        ' "taints": [{"key": "reserved", "effect": "NoSchedule"}]}\n'
+    )
+    nodes = load_nodes_file(nodes_file)
+    assert [(n.name, n.zone, n.gpu_product, len(n.taints)) for n in nodes] == [
+        ("a", "z1", "NVIDIA-H100-80GB-HBM3", 0),
+        ("b", "z2", "NVIDIA-H100-80GB-HBM3", 1),
+    ]
+    jobs = [
+        SimJob(f"j{i}", 0.0, 10.0, WorkerRequest(gpus=8, gpu_models=("H100",))) for i in range(2)
+    ]
+    result = replay(nodes, jobs, SimConfig("fifo"))
+    # The tainted node takes nothing, so the two jobs run one after the other on "a".
+    assert sorted((r.first_start, r.end) for r in result.records) == [(0, 10), (10, 20)]
