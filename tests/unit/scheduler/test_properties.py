@@ -245,3 +245,65 @@ def test_decisions_are_deterministic(snapshot: ClusterSnapshot, policy: str, rnd
     assert {k: v.message for k, v in first.pending.items()} == {
         k: v.message for k, v in second.pending.items()
     }
+
+
+@st.composite
+def gpu_only_snapshots(draw: st.DrawFn) -> ClusterSnapshot:
+    """Homogeneous GPU nodes in two zones, GPU-only training gangs: only topology decides."""
+    cluster = tuple(
+        Node(
+            f"n{i}",
+            64_000,
+            256 * GI,
+            gpus=8,
+            labels={ZONE_LABEL: draw(st.sampled_from(["z1", "z2"])), GPU_PRODUCT_LABEL: "H100"},
+        )
+        for i in range(draw(st.integers(2, 8)))
+    )
+    running = []
+    for i, n in enumerate(cluster):
+        used = draw(st.sampled_from([0, 0, 4, 8]))
+        if used:
+            running.append(RunningJob(f"r{i}", WorkerRequest(gpus=used), (n.name,), 0.0))
+    pending = tuple(
+        PendingJob(
+            f"p{i}",
+            WorkerRequest(gpus=draw(st.sampled_from([4, 8]))),
+            workers=draw(st.integers(1, 4)),
+            submit_time=float(i),
+        )
+        for i in range(draw(st.integers(1, 6)))
+    )
+    return ClusterSnapshot(cluster, tuple(running), pending)
+
+
+@PROFILE
+@given(gpu_only_snapshots())
+def test_gangs_stay_in_one_zone_when_one_can_hold_them(snapshot: ClusterSnapshot) -> None:
+    result = schedule(snapshot, 0.0, SchedulerConfig("fifo-besteffort"))
+    zone = {n.name: n.zone for n in snapshot.nodes}
+    free = {n.name: n.gpus for n in snapshot.nodes}
+    for r in snapshot.running:
+        for name in r.placement:
+            free[name] -= r.request.gpus
+    pending = {j.id: j for j in snapshot.pending}
+    for a in result.admissions:
+        j = pending[a.job_id]
+        per_node = j.request.gpus
+        room = {z: 0 for z in zone.values()}
+        for name, f in free.items():
+            room[zone[name]] += f // per_node
+        zones_used = {zone[name] for name in a.placement}
+        event(f"nodes used: {len(set(a.placement))}, zones used: {len(zones_used)}")
+        if any(r >= j.workers for r in room.values()):
+            assert len(zones_used) == 1, f"{a.job_id} split over {zones_used} though a zone fit"
+        # Fewest nodes: as few as the roomiest nodes of the zone(s) it used would need.
+        rooms = sorted((free[n] // per_node for n in free if zone[n] in zones_used), reverse=True)
+        fewest, held = 0, 0
+        while held < j.workers:
+            held += rooms[fewest]
+            fewest += 1
+        assert len(set(a.placement)) == fewest, f"{a.job_id} on more nodes than needed"
+        for name in a.placement:
+            free[name] -= per_node
+            assert free[name] >= 0
