@@ -69,10 +69,11 @@ def try_preempt(
     cycle must not undo its own decisions."""
     walk = FreeingWalk(index, tiers, job.request, job.workers, job.kind)
     pool = pool or VictimPool(running)
+    everywhere = len(walk.eligible) == len(index.pools)  # then every victim touches the job
     candidates = [
         p
         for p in pool.below(job.priority)
-        if p.job_id not in protected and can_preempt(p, job) and walk.touches(p)
+        if p.job_id not in protected and can_preempt(p, job) and (everywhere or walk.touches(p))
     ]
     if not candidates:
         return None
