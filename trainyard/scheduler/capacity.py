@@ -42,7 +42,8 @@ class PoolKey:
     product: str
     tpu_type: str
     tpu_topology: str
-    taints: tuple[Taint, ...]
+    taints: tuple[Taint, ...]  # hard taints (NoSchedule, NoExecute)
+    soft_taints: tuple[Taint, ...] = ()  # PreferNoSchedule: avoided, never excluded
 
 
 class Pool:
@@ -71,7 +72,14 @@ class Allocation:
 
 
 def node_pool_key(node: Node) -> PoolKey:
-    """The pool a node belongs to (hard taints only: PreferNoSchedule never excludes)."""
+    """The pool a node belongs to. Hard taints exclude jobs that do not tolerate them;
+    PreferNoSchedule only marks the pool as a last resort."""
+    soft = tuple(
+        sorted(
+            (t for t in node.taints if t.effect == TaintEffect.PREFER_NO_SCHEDULE),
+            key=lambda t: (t.key, t.value),
+        )
+    )
     hard = tuple(
         sorted(
             (t for t in node.taints if t.effect != TaintEffect.PREFER_NO_SCHEDULE),
@@ -79,7 +87,7 @@ def node_pool_key(node: Node) -> PoolKey:
         )
     )
     if node.gpus > 0:
-        return PoolKey("gpu", node.gpu_product, "", "", hard)
+        return PoolKey("gpu", node.gpu_product, "", "", hard, soft)
     if node.tpu_chips > 0:
         labels = node.labels
         return PoolKey(
@@ -88,8 +96,9 @@ def node_pool_key(node: Node) -> PoolKey:
             labels.get(TPU_ACCELERATOR_LABEL, ""),
             labels.get(TPU_TOPOLOGY_LABEL, ""),
             hard,
+            soft,
         )
-    return PoolKey("cpu", "", "", "", hard)
+    return PoolKey("cpu", "", "", "", hard, soft)
 
 
 class ClusterIndex:

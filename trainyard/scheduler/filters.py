@@ -3,9 +3,11 @@
 These are the kube-scheduler "Filter" extension point, evaluated once per pool instead
 of once per node (every node of a pool shares model, accelerator and taints), and each
 filter is one small predicate. The result is a tuple of *tiers*: the placement tries
-the first tier and falls back to the next only when the first cannot hold the job;
-CPU-only work uses that to prefer CPU nodes and only then spill onto accelerator nodes
-(taking CPU and memory there, never an accelerator).
+the first tier and falls back to the next only when the first cannot hold the job. Each
+tier adds pools to the previous one, so a gang may still mix them as a last resort. CPU-only
+work uses that to prefer CPU nodes and only then spill onto accelerator nodes (taking CPU
+and memory there, never an accelerator); every job prefers nodes without a
+PreferNoSchedule taint it does not tolerate.
 """
 
 from __future__ import annotations
@@ -61,8 +63,15 @@ def eligible_tiers(
 ) -> tuple[tuple[Pool, ...], ...]:
     """Pools that pass every filter, grouped into preference tiers (first is preferred)."""
     passing = [p for p in pools if all(f(p.key, request, tolerations) for f in filters)]
-    if not request.cpu_only:
-        return (tuple(passing),) if passing else ()
-    cpu = tuple(p for p in passing if p.key.accelerator == "cpu")
-    accel = tuple(p for p in passing if p.key.accelerator != "cpu")
-    return tuple(tier for tier in (cpu, accel) if tier)
+
+    def rank(pool: Pool) -> int:
+        accel = 1 if request.cpu_only and pool.key.accelerator != "cpu" else 0
+        avoided = any(not any(t.tolerates(s) for t in tolerations) for s in pool.key.soft_taints)
+        return accel * 2 + (1 if avoided else 0)
+
+    tiers: list[tuple[Pool, ...]] = []
+    for level in range(4):
+        tier = tuple(p for p in passing if rank(p) <= level)
+        if tier and (not tiers or len(tier) > len(tiers[-1])):
+            tiers.append(tier)
+    return tuple(tiers)

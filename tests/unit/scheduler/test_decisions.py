@@ -153,6 +153,15 @@ CASES = [
         {"a": ("soft",)},
     ),
     Case(
+        "PreferNoSchedule nodes are used last, and a gang may mix them in",
+        [
+            node("soft").gpus(8).taint("spot", effect=TaintEffect.PREFER_NO_SCHEDULE).build(),
+            node("plain").gpus(8).build(),
+        ],
+        [job("a").gpus(4).build(), job("g").gpus(4).workers(3).submitted(1).build()],
+        {"a": ("plain",), "g": ("soft", "soft", "plain")},
+    ),
+    Case(
         "TPU work needs the asked type and topology",
         [
             node("v5e").tpu(4, "tpu-v5-lite-podslice", "2x2").build(),
