@@ -30,7 +30,7 @@ class Policy:
     - `preemption`: a job may evict preemptible jobs of strictly lower priority.
     - `backfill_depth`: how many jobs one cycle tries after the reservation is set
       behind a reserved head, per queue (Slurm's bf_max_job_test): bounds the work of a
-      cycle on very long queues.
+      cycle on very long queues (500 is Slurm's default).
     """
 
     name: str
@@ -38,7 +38,7 @@ class Policy:
     blocking: bool = False
     backfill: bool = False
     preemption: bool = False
-    backfill_depth: int = 100
+    backfill_depth: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class PolicySettings:
 
     aging_per_hour: float = 1.0
     multifactor: MultifactorWeights = field(default_factory=MultifactorWeights)
-    backfill_depth: int = 100
+    backfill_depth: int = 500
 
 
 PolicyFactory = Callable[[PolicySettings], Policy]

@@ -118,7 +118,7 @@ def simulate(
     ] = 1.0,
     backfill_depth: Annotated[
         int, typer.Option(min=1, help="jobs tried behind a reserved head per cycle")
-    ] = 100,
+    ] = 500,
     limit: Annotated[int, typer.Option(min=0, help="replay only the first N jobs (0 = all)")] = 0,
     arrival_scale: Annotated[
         float,
