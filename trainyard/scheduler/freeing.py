@@ -1,8 +1,8 @@
 """Release running jobs one at a time until a job would fit, then roll back.
 
-Both the backfill reservation (which running jobs must end before the top blocked job
-fits?) and preemption (which jobs must be evicted?) ask the same question; this walk
-answers it against the live index, as Kueue simulates removing victims and restores.
+Preemption (which jobs must be evicted?) asks this against the live index, as Kueue
+simulates removing victims and restores; reservation planning uses it to confirm what its
+cheaper virtual walk found (which running jobs must end before the blocked job fits?).
 Trying a full placement after every release would cost O(releases x placement), so a
 cheap necessary condition is kept incrementally and the real placement is only tried
 when the condition holds: for a one-worker job, "some node just touched can now take

@@ -6,8 +6,6 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
 from trainyard.scheduler.simulator.engine import ReplayResult
 from trainyard.scheduler.simulator.metrics import METRIC_KEYS, merged_timeline
 
@@ -57,6 +55,9 @@ def write_markdown(out: Path, metrics: Metrics, context: Mapping[str, str]) -> P
 
 def write_plot(out: Path, results: Mapping[str, Sequence[ReplayResult]]) -> Path:
     """JCT CDF per policy, queue length over time, GPU utilisation over time."""
+    # Imported here so that every other `trainyard` command starts without matplotlib.
+    import matplotlib
+
     matplotlib.use("Agg")  # headless: no display on servers and CI
     import matplotlib.pyplot as plt  # after use(): pyplot binds its backend on import
 
