@@ -300,13 +300,13 @@ class PendingReason:
                 f"{need}; fits now but would delay the reservation of {self.blocking_job} "
                 f"at t={self.reservation_time:g}"
             )
+        cap = self.capacity
+        if cap is not None and cap.eligible_nodes == 0:
+            return f"{need}; no ready node matches its model, accelerator and tolerations"
         if self.code == ReasonCode.NEVER_FITS:
             return f"{need}; the cluster cannot hold it even with none of our jobs running"
-        cap = self.capacity
         if cap is None:
             return f"{need}; not enough free capacity"
-        if cap.eligible_nodes == 0:
-            return f"{need}; no ready node matches its model, accelerator and tolerations"
         if cap.largest_free == 0:
             return f"{need}; none of the {cap.eligible_nodes} eligible nodes has {cap.unit} free"
         return (

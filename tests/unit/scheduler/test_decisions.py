@@ -352,3 +352,24 @@ def test_inputs_are_not_mutated_and_decisions_repeat() -> None:
     assert {k: v.message for k, v in first.pending.items()} == {
         k: v.message for k, v in second.pending.items()
     }
+
+
+def test_empty_inputs_decide_nothing() -> None:
+    assert schedule(ClusterSnapshot(()), 0.0).admissions == []
+    lonely = schedule(ClusterSnapshot((), (), (job("a").gpus(1).build(),)), 0.0)
+    assert lonely.admissions == []
+    assert lonely.pending["a"].code == ReasonCode.NEVER_FITS
+    assert "no ready node matches" in lonely.pending["a"].message
+
+
+def test_duplicate_pending_ids_are_rejected() -> None:
+    twice = (job("a").gpus(1).build(), job("a").gpus(2).build())
+    with pytest.raises(ValueError, match="job a is already pending"):
+        schedule(ClusterSnapshot((node("n").gpus(8).build(),), (), twice), 0.0)
+
+
+def test_running_job_on_a_vanished_node_holds_nothing() -> None:
+    nodes = (node("n0").gpus(8).build(),)
+    running = (job("ghost").gpus(8).running_on("gone"),)
+    result = schedule(ClusterSnapshot(nodes, running, (job("a").gpus(8).build(),)), 0.0)
+    assert [a.placement for a in result.admissions] == [("n0",)]
