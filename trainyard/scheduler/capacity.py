@@ -49,7 +49,17 @@ class PoolKey:
 class Pool:
     """Nodes sharing one PoolKey, bucketed by free accelerator units."""
 
-    __slots__ = ("buckets", "id", "key", "leaf_buckets", "max_units", "nodes", "partial_nodes")
+    __slots__ = (
+        "buckets",
+        "free_total",
+        "id",
+        "key",
+        "leaf_buckets",
+        "leaf_free",
+        "max_units",
+        "nodes",
+        "partial_nodes",
+    )
 
     def __init__(self, pool_id: int, key: PoolKey, max_units: int) -> None:
         self.id = pool_id
@@ -59,6 +69,10 @@ class Pool:
         self.buckets: list[SortedList] = [SortedList() for _ in range(max_units + 1)]
         self.leaf_buckets: dict[int, list[SortedList]] = {}
         self.partial_nodes: SortedList = SortedList()
+        # Free units per topology leaf and in all: an O(1) upper bound that lets gang
+        # placement skip domains (and busy clusters skip most) without summing buckets.
+        self.leaf_free: dict[int, int] = {}
+        self.free_total = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +200,10 @@ class ClusterIndex:
                 lid: [SortedList(b) for b in bs] for lid, bs in sorted(leaves.items())
             }
             pool.partial_nodes = SortedList(i for i in pool.nodes if self.partial[i])
+            pool.leaf_free = dict.fromkeys(pool.leaf_buckets, 0)
+            for i in pool.nodes:
+                pool.leaf_free[self.node_leaf[i]] += self.free_units[i]
+            pool.free_total = sum(pool.leaf_free.values())
         self.bucketed = True
 
     @staticmethod
@@ -236,9 +254,12 @@ class ClusterIndex:
         pool = self.node_pool[i]
         pool.buckets[old].remove(i)
         pool.buckets[new].add(i)
-        leaf = pool.leaf_buckets[self.node_leaf[i]]
+        leaf_id = self.node_leaf[i]
+        leaf = pool.leaf_buckets[leaf_id]
         leaf[old].remove(i)
         leaf[new].add(i)
+        pool.leaf_free[leaf_id] += new - old
+        pool.free_total += new - old
         self.free_units[i] = new
 
     def take(self, i: int, request: WorkerRequest, count: int) -> Allocation:

@@ -96,7 +96,14 @@ def _domains_by_fit(
     """Domains whose free units could hold the gang, tightest first (an upper bound:
     CPU and memory are checked when nodes are actually chosen)."""
     feasible: list[tuple[int, int, Domain]] = []
+    need = workers * units
     for order, domain in enumerate(level):
+        if domain is None:
+            free = sum(pool.free_total for pool in tier)
+        else:
+            free = sum(pool.leaf_free.get(leaf, 0) for pool in tier for leaf in domain)
+        if free < need:
+            continue  # not even the raw free units suffice: skip the bucket sums
         bound = 0
         for pool in tier:
             for buckets in _buckets(pool, domain):
