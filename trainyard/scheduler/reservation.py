@@ -64,7 +64,15 @@ def plan_reservation(
     extra: dict[int, list[int]] = {}  # node -> [cpu, memory, units, gpu milli] released
     slot_freed: dict[tuple[int, int], int] = {}  # (node, shared GPU slot) -> milli released
     total = 0
-    if not single:
+    if not single and units and not request.cpu_millicores and not request.memory_bytes:
+        # Room is set by accelerators alone: sum it from the bucket sizes, not per node.
+        total = sum(
+            len(p.buckets[k]) * (k // units)
+            for tier in tiers
+            for p in tier
+            for k in range(units, p.max_units + 1)
+        )
+    elif not single:
         total = sum(
             _room(index, n, request, units, None) for tier in tiers for p in tier for n in p.nodes
         )
