@@ -6,9 +6,7 @@ import typer
 
 from trainyard.scheduler.simulator.cli import simulate
 
-app = typer.Typer(
-    help="Trainyard: a Kubernetes-native job scheduler for ML work.", no_args_is_help=True
-)
+app = typer.Typer(help="Trainyard: a Kubernetes-native job scheduler for ML work.", no_args_is_help=True)
 app.command("simulate")(simulate)
 
 
