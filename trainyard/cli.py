@@ -25,6 +25,7 @@ import typer
 import yaml
 
 from trainyard.api.client import ApiError, TrainyardClient
+from trainyard.scheduler.simulator.cli import simulate
 
 app = typer.Typer(
     help="Trainyard: a Kubernetes-native job scheduler for ML work.",
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Manage API tokens (an admin operation on the store).")
 app.add_typer(token_app, name="token")
+app.command("simulate")(simulate)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

@@ -1,0 +1,190 @@
+"""Fluent builders for scheduler tests: `job("a").gpus(8).workers(2).build()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from trainyard.scheduler.types import (
+    DEFAULT_RACK_LABEL,
+    GPU_PRODUCT_LABEL,
+    TPU_ACCELERATOR_LABEL,
+    TPU_TOPOLOGY_LABEL,
+    ZONE_LABEL,
+    JobKind,
+    Node,
+    PendingJob,
+    RunningJob,
+    Taint,
+    TaintEffect,
+    Toleration,
+    WorkerRequest,
+)
+
+GI = 2**30
+
+
+@dataclass
+class JobBuilder:
+    _id: str
+    _request: WorkerRequest = field(default_factory=WorkerRequest)
+    _workers: int = 1
+    _queue: str = "default"
+    _priority: int = 0
+    _submit: float = 0.0
+    _limit: float | None = None
+    _preemptible: bool = True
+    _kind: JobKind = JobKind.TRAINING
+    _tolerations: tuple[Toleration, ...] = ()
+
+    def gpus(self, n: int, *models: str) -> JobBuilder:
+        self._request = replace(self._request, gpus=n, gpu_models=tuple(models))
+        return self
+
+    def gpu_share(self, milli: int) -> JobBuilder:
+        self._request = replace(self._request, gpu_share_milli=milli)
+        return self
+
+    def tpu(
+        self, chips: int, tpu_type: str | None = None, topology: str | None = None
+    ) -> JobBuilder:
+        self._request = replace(
+            self._request, tpu_chips=chips, tpu_type=tpu_type, tpu_topology=topology
+        )
+        return self
+
+    def cpu(self, millicores: int) -> JobBuilder:
+        self._request = replace(self._request, cpu_millicores=millicores)
+        return self
+
+    def memory_gi(self, gi: int) -> JobBuilder:
+        self._request = replace(self._request, memory_bytes=gi * GI)
+        return self
+
+    def workers(self, n: int) -> JobBuilder:
+        self._workers = n
+        return self
+
+    def queue(self, name: str) -> JobBuilder:
+        self._queue = name
+        return self
+
+    def priority(self, p: int) -> JobBuilder:
+        self._priority = p
+        return self
+
+    def submitted(self, t: float) -> JobBuilder:
+        self._submit = t
+        return self
+
+    def limit(self, seconds: float | None) -> JobBuilder:
+        self._limit = seconds
+        return self
+
+    def not_preemptible(self) -> JobBuilder:
+        self._preemptible = False
+        return self
+
+    def inference(self) -> JobBuilder:
+        self._kind = JobKind.INFERENCE
+        return self
+
+    def tolerates(self, key: str, value: str = "") -> JobBuilder:
+        self._tolerations = (*self._tolerations, Toleration(key, "Equal", value))
+        return self
+
+    def build(self) -> PendingJob:
+        return PendingJob(
+            self._id,
+            self._request,
+            workers=self._workers,
+            queue=self._queue,
+            priority=self._priority,
+            submit_time=self._submit,
+            runtime_limit=self._limit,
+            preemptible=self._preemptible,
+            kind=self._kind,
+            tolerations=self._tolerations,
+        )
+
+    def running_on(self, *nodes: str, start: float = 0.0, end: float | None = None) -> RunningJob:
+        return RunningJob(
+            self._id,
+            self._request,
+            tuple(nodes),
+            start,
+            queue=self._queue,
+            priority=self._priority,
+            submit_time=self._submit,
+            expected_end=end,
+            preemptible=self._preemptible,
+            kind=self._kind,
+        )
+
+
+@dataclass
+class NodeBuilder:
+    _name: str
+    _cpu: int = 64_000
+    _memory: int = 512 * GI
+    _gpus: int = 0
+    _tpu: int = 0
+    _labels: dict[str, str] = field(default_factory=dict)
+    _taints: tuple[Taint, ...] = ()
+    _ready: bool = True
+
+    def gpus(self, n: int, product: str = "NVIDIA-H100-80GB-HBM3") -> NodeBuilder:
+        self._gpus = n
+        self._labels[GPU_PRODUCT_LABEL] = product
+        return self
+
+    def tpu(self, chips: int, tpu_type: str, topology: str) -> NodeBuilder:
+        self._tpu = chips
+        self._labels[TPU_ACCELERATOR_LABEL] = tpu_type
+        self._labels[TPU_TOPOLOGY_LABEL] = topology
+        return self
+
+    def cpu(self, millicores: int) -> NodeBuilder:
+        self._cpu = millicores
+        return self
+
+    def memory_gi(self, gi: int) -> NodeBuilder:
+        self._memory = gi * GI
+        return self
+
+    def zone(self, z: str) -> NodeBuilder:
+        self._labels[ZONE_LABEL] = z
+        return self
+
+    def rack(self, r: str) -> NodeBuilder:
+        self._labels[DEFAULT_RACK_LABEL] = r
+        return self
+
+    def taint(
+        self, key: str, value: str = "", effect: TaintEffect = TaintEffect.NO_SCHEDULE
+    ) -> NodeBuilder:
+        self._taints = (*self._taints, Taint(key, value, effect))
+        return self
+
+    def not_ready(self) -> NodeBuilder:
+        self._ready = False
+        return self
+
+    def build(self) -> Node:
+        return Node(
+            self._name,
+            self._cpu,
+            self._memory,
+            gpus=self._gpus,
+            tpu_chips=self._tpu,
+            labels=dict(self._labels),
+            taints=self._taints,
+            ready=self._ready,
+        )
+
+
+def job(job_id: str) -> JobBuilder:
+    return JobBuilder(job_id)
+
+
+def node(name: str) -> NodeBuilder:
+    return NodeBuilder(name)

@@ -1,0 +1,128 @@
+"""The one-shot entry point the operator calls: snapshot in, decisions out.
+
+`schedule` builds the capacity index, the running set and the ordered pending set from
+a `ClusterSnapshot`, runs one cycle and returns plain `CycleResult` values. It never
+mutates its inputs and reads no clock: `now` is an argument. Issuing the decisions
+(binding pods, deleting victims) is the caller's separate step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainyard.scheduler.capacity import Allocation, ClusterIndex
+from trainyard.scheduler.cycle import TierCache, run_cycle
+from trainyard.scheduler.ordering import OrderingContext
+from trainyard.scheduler.placement import placement_names
+from trainyard.scheduler.policies import Policy, SchedulerConfig
+from trainyard.scheduler.queueing import PendingSet
+from trainyard.scheduler.running import Placed, RunningSet
+from trainyard.scheduler.types import (
+    Admission,
+    ClusterSnapshot,
+    CycleResult,
+    Outcome,
+    Reservation,
+    RunningJob,
+)
+
+
+def build_running(index: ClusterIndex, jobs: tuple[RunningJob, ...]) -> RunningSet:
+    """Charge running jobs to the index. Workers on unknown or unready nodes are ignored
+    (they hold nothing the core could give away); an over-committed node keeps the
+    excess as negative free capacity instead of failing the whole cycle."""
+    running = RunningSet()
+    for job in jobs:
+        per_node: dict[int, int] = {}
+        for name in job.placement:
+            i = index.index_of.get(name)
+            if i is not None:
+                per_node[i] = per_node.get(i, 0) + 1
+        allocations: list[Allocation] = []
+        for i, count in per_node.items():
+            allocations.append(_charge(index, i, job, count))
+        running.add(
+            Placed(
+                job.id,
+                job.request,
+                allocations,
+                job.start_time,
+                queue=job.queue,
+                priority=job.priority,
+                preemptible=job.preemptible,
+                expected_end=job.expected_end,
+                last_checkpoint=job.last_checkpoint,
+            )
+        )
+    return running
+
+
+def _charge(index: ClusterIndex, i: int, job: RunningJob, count: int) -> Allocation:
+    request = job.request
+    try:
+        return index.take(i, request, count)
+    except ValueError:
+        # Over-committed snapshot (allocatable shrank, or a race): clamp accelerators at
+        # zero free and let CPU/memory go negative so nothing else lands there.
+        index.free_cpu[i] -= request.cpu_millicores * count
+        index.free_mem[i] -= request.memory_bytes * count
+        units = min((request.gpus or request.tpu_chips) * count, index.free_units[i])
+        index._set_units(i, index.free_units[i] - units)
+        return Allocation(i, 0, request)
+
+
+def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> OrderingContext:
+    """Usage-aware context: each queue's share of the cluster's GPUs in use now."""
+    total = index.total_gpus
+    shares: dict[str, float] = {}
+    if total:
+        for placed in running.by_id.values():
+            gpus = placed.gpus
+            shares[placed.queue] = shares.get(placed.queue, 0.0) + gpus / total
+    return OrderingContext(now=now, total_gpus=total, queue_gpu_share=shares)
+
+
+def schedule(
+    snapshot: ClusterSnapshot,
+    now: float,
+    config: SchedulerConfig | None = None,
+    *,
+    policy_for: Callable[[str], Policy] | None = None,
+    explain: bool = True,
+) -> CycleResult:
+    """Decide one scheduling cycle for `snapshot` at time `now`."""
+    config = config or SchedulerConfig()
+    policy_for = policy_for or config.resolver()
+    index = ClusterIndex(snapshot.nodes, snapshot.rack_label, defer_buckets=True)
+    running = build_running(index, snapshot.running)
+    index.build_buckets()
+    pending = PendingSet(policy_for, ordering_context(index, running, now))
+    pending.extend(snapshot.pending)
+    domain = "rack" if index.has_racks else "zone"
+    out = run_cycle(
+        index,
+        pending,
+        running,
+        policy_for,
+        now,
+        tiers_for=TierCache(index),
+        explain=explain,
+        domain_name=domain,
+    )
+    result = CycleResult(pending=out.reasons, examined=out.examined)
+    for admitted in out.admitted:
+        result.admissions.append(
+            Admission(
+                admitted.job.id,
+                placement_names(index, admitted.allocations),
+                tuple(v.job_id for v in admitted.victims),
+                Outcome.FIT_WITH_PREEMPTION if admitted.victims else Outcome.FIT,
+                admitted.backfilled,
+            )
+        )
+    for plan in out.reservations:
+        names: list[str] = []
+        for node, count in plan.chosen or ():
+            names.extend([index.nodes[node].name] * count)
+        result.reservations.append(Reservation(plan.job.id, plan.start_time, tuple(names)))
+    return result

@@ -1,0 +1,294 @@
+"""One scheduling cycle over live structures: the allocate, preempt and backfill actions.
+
+The cycle reads as phases:
+
+1. walk pending jobs in global rank order (a k-way merge over lanes, see queueing);
+2. for each job: skip it if its queue is blocked (strict FIFO) or its shape already
+   failed this cycle; behind a backfill queue's reserved head, let it through only if
+   it ends before the reservation (EASY's shadow-time rule); then try a gang placement
+   (filters -> placement);
+3. on failure: try preemption if the job's policy allows it; then block the queue
+   (strict policies) or, for a backfill policy, make the job its queue's reserved head;
+4. record admissions (the caller issues them) and, when asked, a reason for every job
+   left pending.
+
+Everything here is deterministic: iteration follows rank keys, lane numbers and node
+indices, never hash order. The structures (index, pending set, running set) are
+updated in place so the simulator can keep them across cycles; `schedule()` in
+`trainyard.scheduler.api` wraps this for one-shot use.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trainyard.scheduler.capacity import Allocation, ClusterIndex
+from trainyard.scheduler.filters import eligible_tiers
+from trainyard.scheduler.placement import Tier, choose_nodes, place
+from trainyard.scheduler.policies import Policy
+from trainyard.scheduler.preemption import VictimPool, try_preempt
+from trainyard.scheduler.queueing import Lane, PendingSet
+from trainyard.scheduler.reservation import ReservationPlan, plan_reservation
+from trainyard.scheduler.running import Placed, RunningSet
+from trainyard.scheduler.types import (
+    CapacityView,
+    Outcome,
+    PendingJob,
+    PendingReason,
+    ReasonCode,
+    Toleration,
+    WorkerRequest,
+)
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A job the cycle started, with its allocations and any jobs it evicted."""
+
+    job: PendingJob
+    allocations: list[Allocation]
+    victims: list[Placed] = field(default_factory=list)
+    backfilled: bool = False
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.FIT_WITH_PREEMPTION if self.victims else Outcome.FIT
+
+
+@dataclass(slots=True)
+class CycleOutcome:
+    admitted: list[Admitted] = field(default_factory=list)
+    reservations: list[ReservationPlan] = field(default_factory=list)
+    reasons: dict[str, PendingReason] = field(default_factory=dict)
+    examined: int = 0
+
+
+class TierCache:
+    """Feasibility filters evaluated once per (request, tolerations) per index."""
+
+    def __init__(self, index: ClusterIndex) -> None:
+        self.index = index
+        self.cache: dict[tuple[WorkerRequest, tuple[Toleration, ...]], tuple[Tier, ...]] = {}
+
+    def __call__(self, job: PendingJob) -> tuple[Tier, ...]:
+        key = (job.request, job.tolerations)
+        tiers = self.cache.get(key)
+        if tiers is None:
+            tiers = eligible_tiers(self.index.pools, job.request, job.tolerations)
+            self.cache[key] = tiers
+        return tiers
+
+
+def run_cycle(
+    index: ClusterIndex,
+    pending: PendingSet,
+    running: RunningSet,
+    policy_for: Callable[[str], Policy],
+    now: float,
+    *,
+    tiers_for: TierCache | None = None,
+    explain: bool = False,
+    domain_name: str = "zone",
+) -> CycleOutcome:
+    """Decide one cycle; admitted jobs move from `pending` to `running`, victims leave
+    `running` (the caller puts them back in the queue with their original submit time)."""
+    tiers_for = tiers_for or TierCache(index)
+    out = CycleOutcome()
+    blocked: dict[str, str] = {}  # strict queue -> id of its blocked head
+    reserved: dict[str, PendingJob] = {}  # backfill queue -> its highest-ranked blocked job
+    plans: dict[str, ReservationPlan | None] = {}  # computed lazily, once per cycle
+    failed: dict[int, int] = {}  # shape id -> index.version when it last failed to fit
+    failed_preempt: dict[tuple[int, int], int] = {}
+    lane_reason: dict[int, PendingReason] = {}
+    job_reason: dict[str, PendingReason] = {}
+    backfill_budget: dict[str, int] = {}
+    lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
+    admitted_now: set[str] = set()  # a cycle never preempts its own admissions
+    victim_pool = VictimPool(running)
+    heap: list[tuple[object, int, int, Lane]] = [
+        (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
+    ]
+    heapq.heapify(heap)
+
+    def reason(code: ReasonCode, job: PendingJob, **extra: object) -> PendingReason:
+        return PendingReason(code, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
+
+    while heap:
+        _key, number, pos, lane = heapq.heappop(heap)
+        job: PendingJob = lane.entries[pos][1]
+        queue = lane.queue
+        if queue in blocked:
+            if explain:
+                lane_reason[number] = reason(
+                    ReasonCode.BEHIND_QUEUE_HEAD, job, blocking_job=blocked[queue]
+                )
+            continue
+        policy = policy_for(queue)
+        shape = lane.shape_id
+        version = index.version
+        head = reserved.get(queue)
+        if head is not None:
+            # Behind a reserved head: EASY's shadow-time rule, within a work budget.
+            budget = backfill_budget.get(queue, policy.backfill_depth)
+            if budget <= 0:
+                continue
+            backfill_budget[queue] = budget - 1
+            if failed.get(shape) == version:
+                if explain:
+                    lane_reason[number] = _capacity_reason(index, tiers_for(job), job, reason)
+                continue  # drops the lane: nothing of this shape fits now
+            if queue not in plans:
+                plans[queue] = plan_reservation(
+                    index, running, head, tiers_for(head), now, want_nodes=explain
+                )
+            plan = plans[queue]
+            if plan is not None and not plan.ends_in_time(job, now):
+                if explain:
+                    job_reason[job.id] = reason(
+                        ReasonCode.WOULD_DELAY_RESERVATION,
+                        job,
+                        blocking_job=head.id,
+                        reservation_time=plan.start_time,
+                    )
+                _advance(heap, lane, pos)
+                continue
+        out.examined += 1
+        tiers = lane_tiers.get(number)
+        if tiers is None:
+            tiers = lane_tiers[number] = tiers_for(job)
+        allocations = None
+        if tiers and failed.get(shape) != version:
+            allocations = place(index, tiers, job.request, job.workers, job.kind)
+        if allocations is not None:
+            _admit(out, running, job, allocations, [], now, backfilled=head is not None)
+            admitted_now.add(job.id)
+            _advance(heap, lane, pos)
+            continue
+        failed[shape] = version
+        if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
+            result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
+            if result is not None:
+                _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
+                admitted_now.add(job.id)
+                _advance(heap, lane, pos)
+                continue
+            failed_preempt[(shape, job.priority)] = version
+        if policy.blocking:
+            blocked[queue] = job.id
+        elif policy.backfill and head is None and tiers:
+            reserved[queue] = job
+        if explain:
+            lane_reason[number] = _capacity_reason(index, tiers, job, reason)
+    for queue, head in reserved.items():
+        if queue not in plans:
+            plans[queue] = plan_reservation(
+                index, running, head, tiers_for(head), now, want_nodes=explain
+            )
+        plan = plans[queue]
+        if plan is not None:
+            out.reservations.append(plan)
+            if explain:
+                job_reason[head.id] = reason(
+                    ReasonCode.RESERVED, head, reservation_time=plan.start_time
+                )
+    for admitted in out.admitted:
+        pending.remove(admitted.job.id)
+    if explain:
+        _explain(out, pending, lane_reason, job_reason, reason)
+    return out
+
+
+def _advance(heap: list, lane: Lane, pos: int) -> None:
+    nxt = pos + 1
+    if nxt < len(lane.entries):
+        heapq.heappush(heap, (lane.entries[nxt][0], lane.number, nxt, lane))
+
+
+def _admit(
+    out: CycleOutcome,
+    running: RunningSet,
+    job: PendingJob,
+    allocations: list[Allocation],
+    victims: list[Placed],
+    now: float,
+    *,
+    backfilled: bool,
+) -> None:
+    end = now + job.runtime_limit if job.runtime_limit is not None else None
+    running.add(
+        Placed(
+            job.id,
+            job.request,
+            allocations,
+            now,
+            queue=job.queue,
+            priority=job.priority,
+            preemptible=job.preemptible,
+            expected_end=end,
+        )
+    )
+    out.admitted.append(Admitted(job, allocations, victims, backfilled))
+
+
+def capacity_view(
+    index: ClusterIndex, tiers: tuple[Tier, ...], request: WorkerRequest
+) -> CapacityView:
+    """The largest free block among a job's eligible nodes, for its pending message."""
+    pools = [pool for tier in tiers for pool in tier]
+    eligible = sum(len(pool.nodes) for pool in pools)
+    units = request.gpus or request.tpu_chips
+    if units:
+        unit = "GPUs" if request.gpus else "TPU chips"
+        for k in range(max((p.max_units for p in pools), default=0), -1, -1):
+            count = sum(len(p.buckets[k]) for p in pools if k <= p.max_units)
+            if count:
+                return CapacityView(eligible, k, count, unit)
+        return CapacityView(eligible, 0, 0, unit)
+    best, count = 0, 0
+    for pool in pools:
+        for node in pool.nodes:
+            cap = index.capacity_of(node, request)
+            if cap > best:
+                best, count = cap, 1
+            elif cap == best and cap:
+                count += 1
+    return CapacityView(eligible, min(best, 1 << 20), count, "workers' room")
+
+
+def _capacity_reason(
+    index: ClusterIndex,
+    tiers: tuple[Tier, ...],
+    job: PendingJob,
+    reason: Callable[..., PendingReason],
+) -> PendingReason:
+    if not tiers:
+        return reason(ReasonCode.NEVER_FITS, job, capacity=CapacityView(0, 0, 0, "nodes"))
+    code = ReasonCode.INSUFFICIENT_CAPACITY if fits_empty(index, job) else ReasonCode.NEVER_FITS
+    return reason(code, job, capacity=capacity_view(index, tiers, job.request))
+
+
+def fits_empty(index: ClusterIndex, job: PendingJob) -> bool:
+    """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops)."""
+    empty = index.empty_twin
+    if empty is None:
+        empty = index.empty_twin = ClusterIndex(index.nodes, "")
+    tiers = eligible_tiers(empty.pools, job.request, job.tolerations)
+    return any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
+
+
+def _explain(
+    out: CycleOutcome,
+    pending: PendingSet,
+    lane_reason: dict[int, PendingReason],
+    job_reason: dict[str, PendingReason],
+    reason: Callable[..., PendingReason],
+) -> None:
+    for job_id, (_key, job, lane) in pending.jobs.items():
+        got = job_reason.get(job_id)
+        if got is None:
+            got = lane_reason.get(lane.number)
+            if got is None:
+                got = lane_reason[lane.number] = reason(ReasonCode.NOT_CONSIDERED, job)
+        out.reasons[job_id] = got

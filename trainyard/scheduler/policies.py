@@ -1,0 +1,103 @@
+"""Policies are named compositions of parts, found in a registry by name.
+
+A policy says how a queue is ordered, what a blocked head does (block the queue or be
+skipped), whether the top blocked job gets an EASY-backfill reservation, and whether a
+job may preempt lower-priority work. Each of those parts lives in its own module; this
+one only wires them, so a new policy is a few lines here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from trainyard.scheduler.ordering import (
+    FifoOrder,
+    MultifactorOrder,
+    MultifactorWeights,
+    PriorityAgingOrder,
+    QueueOrdering,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One scheduling policy.
+
+    - `blocking`: strict head-of-line: a head that does not fit blocks its queue.
+    - `backfill`: a queue's highest-ranked blocked job gets a reservation at the earliest
+      time it fits; later jobs of that queue start only if they end by then.
+    - `preemption`: a job may evict preemptible jobs of strictly lower priority.
+    - `backfill_depth`: how many jobs one cycle tries after the reservation is set
+      behind a reserved head, per queue (Slurm's bf_max_job_test): bounds the work of a
+      cycle on very long queues (500 is Slurm's default).
+    """
+
+    name: str
+    ordering: QueueOrdering
+    blocking: bool = False
+    backfill: bool = False
+    preemption: bool = False
+    backfill_depth: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Tunables shared by the registry's factories (from config or the CLI)."""
+
+    aging_per_hour: float = 1.0
+    multifactor: MultifactorWeights = field(default_factory=MultifactorWeights)
+    backfill_depth: int = 500
+
+
+PolicyFactory = Callable[[PolicySettings], Policy]
+
+REGISTRY: dict[str, PolicyFactory] = {
+    "fifo": lambda s: Policy("fifo", FifoOrder(), blocking=True),
+    "fifo-besteffort": lambda s: Policy("fifo-besteffort", FifoOrder()),
+    "priority": lambda s: Policy("priority", PriorityAgingOrder(s.aging_per_hour), preemption=True),
+    "backfill": lambda s: Policy(
+        "backfill",
+        PriorityAgingOrder(s.aging_per_hour),
+        backfill=True,
+        backfill_depth=s.backfill_depth,
+    ),
+    "multifactor": lambda s: Policy(
+        "multifactor", MultifactorOrder(s.multifactor), preemption=True
+    ),
+}
+
+
+def policy_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_policy(name: str, settings: PolicySettings | None = None) -> Policy:
+    """Build the named policy; unknown names list the known ones."""
+    factory = REGISTRY.get(name)
+    if factory is None:
+        raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(REGISTRY)}")
+    return factory(settings or PolicySettings())
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Deployment-wide policy plus per-queue overrides.
+
+    A queue's policy decides how its own jobs rank, whether its blocked head blocks it,
+    and whether its jobs may reserve or preempt; queues are interleaved by rank key.
+    """
+
+    default_policy: str = "backfill"
+    queue_policies: Mapping[str, str] = field(default_factory=dict)
+    settings: PolicySettings = field(default_factory=PolicySettings)
+
+    def resolver(self) -> Callable[[str], Policy]:
+        """A queue-name -> Policy function with each policy built once."""
+        default = get_policy(self.default_policy, self.settings)
+        per_queue = {q: get_policy(n, self.settings) for q, n in self.queue_policies.items()}
+
+        def policy_for(queue: str) -> Policy:
+            return per_queue.get(queue, default)
+
+        return policy_for

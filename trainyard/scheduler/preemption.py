@@ -1,0 +1,114 @@
+"""Preemption: evict preemptible lower-priority jobs when nothing else frees room.
+
+Victims are tried lowest priority first, then fewest GPU-seconds lost (work since the
+last checkpoint), then id. Releasing stops as soon as the preemptor fits; a second pass
+then puts back every released job the preemptor turns out not to need (most valuable
+first), so the victim set is minimal. If even all candidates together would not make
+room, nothing is evicted: never preempt for a job that would still not fit.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trainyard.scheduler.capacity import Allocation, ClusterIndex
+from trainyard.scheduler.freeing import FreeingWalk
+from trainyard.scheduler.placement import Tier, choose_nodes
+from trainyard.scheduler.running import Placed, RunningSet
+from trainyard.scheduler.types import PendingJob
+
+
+@dataclass(slots=True)
+class PreemptionResult:
+    allocations: list[Allocation]
+    victims: list[Placed]
+
+
+def can_preempt(victim: Placed, preemptor: PendingJob) -> bool:
+    """The preemptable predicate: preemptible and of strictly lower priority."""
+    return victim.preemptible and victim.priority < preemptor.priority
+
+
+class VictimPool:
+    """Preemptible running jobs sorted by priority, built once per cycle on first use.
+
+    A preemptor only looks at the prefix of strictly lower priority, instead of
+    filtering every running job on every attempt."""
+
+    def __init__(self, running: RunningSet) -> None:
+        self.running = running
+        self._sorted: list[Placed] | None = None
+        self._priorities: list[int] = []
+
+    def below(self, priority: int) -> list[Placed]:
+        if self._sorted is None:
+            self._sorted = sorted(
+                (p for p in self.running.by_id.values() if p.preemptible),
+                key=lambda p: (p.priority, p.job_id),
+            )
+            self._priorities = [p.priority for p in self._sorted]
+        end = bisect.bisect_left(self._priorities, priority)
+        by_id = self.running.by_id
+        return [p for p in self._sorted[:end] if by_id.get(p.job_id) is p]
+
+
+def try_preempt(
+    index: ClusterIndex,
+    running: RunningSet,
+    job: PendingJob,
+    tiers: Sequence[Tier],
+    now: float,
+    protected: frozenset[str] | set[str] = frozenset(),
+    pool: VictimPool | None = None,
+) -> PreemptionResult | None:
+    """Find a minimal victim set, evict it and place `job`; or change nothing.
+
+    `protected` jobs (those admitted earlier in the same cycle) are never victims: a
+    cycle must not undo its own decisions."""
+    walk = FreeingWalk(index, tiers, job.request, job.workers, job.kind)
+    pool = pool or VictimPool(running)
+    everywhere = len(walk.eligible) == len(index.pools)  # then every victim touches the job
+    candidates = [
+        p
+        for p in pool.below(job.priority)
+        if p.job_id not in protected and can_preempt(p, job) and (everywhere or walk.touches(p))
+    ]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+    chosen = None
+    for placed in candidates:
+        chosen = walk.release(placed)
+        if chosen is not None:
+            break
+    if chosen is None:
+        walk.rollback()
+        return None
+    released = list(walk.released)
+    needed: list[Placed] = [released[-1]]
+    for placed in reversed(released[:-1]):
+        placed.allocations = [index.take(a.node, a.request, a.count) for a in placed.allocations]
+        fit = _fits(index, tiers, job)
+        if fit is None:
+            index.release_all(placed.allocations)
+            needed.append(placed)
+        else:
+            chosen = fit
+    walk.released.clear()
+    allocations = [index.take(node, job.request, count) for node, count in chosen]
+    for victim in needed:
+        running.remove(victim.job_id)
+    needed.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+    return PreemptionResult(allocations, needed)
+
+
+def _fits(
+    index: ClusterIndex, tiers: Sequence[Tier], job: PendingJob
+) -> list[tuple[int, int]] | None:
+    for tier in tiers:
+        chosen = choose_nodes(index, tier, job.request, job.workers, job.kind)
+        if chosen is not None:
+            return chosen
+    return None

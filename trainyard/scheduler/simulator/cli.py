@@ -1,0 +1,230 @@
+"""`trainyard simulate`: replay a trace under one or more policies and write a report."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainyard.scheduler.policies import PolicySettings, policy_names
+from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, SimJob, replay
+from trainyard.scheduler.simulator.loaders import (
+    TraceError,
+    load_alibaba,
+    load_native,
+    load_nodes_file,
+    load_philly,
+    load_queue_nodes,
+    synthetic_nodes,
+)
+from trainyard.scheduler.simulator.metrics import summarize
+from trainyard.scheduler.simulator.report import write_markdown, write_metrics, write_plot
+from trainyard.scheduler.types import Node
+
+ALIBABA_NODE_LIST = "openb_node_list_gpu_node.csv"
+
+
+class TraceFormat(enum.StrEnum):
+    philly = "philly"
+    alibaba = "alibaba"
+    native = "native"
+
+
+def _load_jobs(trace: Path, fmt: TraceFormat) -> list[SimJob]:
+    if fmt == TraceFormat.philly:
+        return load_philly(trace)
+    if fmt == TraceFormat.alibaba:
+        return load_alibaba(trace)
+    return load_native(trace)
+
+
+def _clusters(
+    fmt: TraceFormat,
+    trace: Path,
+    jobs: list[SimJob],
+    nodes: int | None,
+    gpus_per_node: int,
+    nodes_file: Path | None,
+    queue_nodes: Path | None,
+) -> tuple[list[tuple[str, list[Node], list[SimJob]]], int]:
+    """(name, nodes, jobs) per separately scheduled cluster, and the dropped job count."""
+    if queue_nodes is not None:
+        if nodes_file is not None:
+            raise typer.BadParameter(
+                "--queue-nodes builds clusters of --gpus-per-node nodes; drop --nodes-file"
+            )
+        sizes = load_queue_nodes(queue_nodes)
+        clusters = [
+            (
+                queue,
+                synthetic_nodes(size, gpus_per_node, prefix=f"{queue}-node"),
+                [j for j in jobs if j.queue == queue],
+            )
+            for queue, size in sizes.items()
+        ]
+        return clusters, sum(1 for j in jobs if j.queue not in sizes)
+    if nodes_file is not None:
+        cluster = load_nodes_file(nodes_file)
+    elif nodes is not None:
+        cluster = synthetic_nodes(nodes, gpus_per_node)
+    elif fmt == TraceFormat.alibaba and (trace.parent / ALIBABA_NODE_LIST).exists():
+        cluster = load_nodes_file(trace.parent / ALIBABA_NODE_LIST)
+    else:
+        raise typer.BadParameter(
+            "give the cluster: --nodes N [--gpus-per-node G], --nodes-file or --queue-nodes"
+        )
+    return [("cluster", cluster, jobs)], 0
+
+
+def simulate(
+    trace: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="trace file to replay")],
+    out: Annotated[
+        Path,
+        typer.Option(file_okay=False, help="directory for metrics.json, report.md, report.png"),
+    ],
+    fmt: Annotated[TraceFormat, typer.Option("--format", help="trace format")] = TraceFormat.native,
+    policy: Annotated[
+        str, typer.Option(help="comma-separated policies: " + ", ".join(policy_names()))
+    ] = "fifo,backfill",
+    nodes: Annotated[
+        int | None, typer.Option(min=1, help="cluster of N identical GPU nodes")
+    ] = None,
+    gpus_per_node: Annotated[
+        int, typer.Option(min=0, help="GPUs per node for --nodes / --queue-nodes")
+    ] = 8,
+    nodes_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="nodes: openb CSV or JSON lines"),
+    ] = None,
+    queue_nodes: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="CSV queue,nodes: one cluster per queue"),
+    ] = None,
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="seconds between checkpoints; 0 = none")
+    ] = 1800.0,
+    runtime_limit_factor: Annotated[
+        float, typer.Option(min=1.0, help="runtime limit = duration x this")
+    ] = 1.0,
+    aging_per_hour: Annotated[
+        float, typer.Option(min=0.0, help="priority points gained per hour waited")
+    ] = 1.0,
+    backfill_depth: Annotated[
+        int, typer.Option(min=1, help="jobs tried behind a reserved head per cycle")
+    ] = 500,
+    limit: Annotated[int, typer.Option(min=0, help="replay only the first N jobs (0 = all)")] = 0,
+    arrival_scale: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="multiply submit times by this (< 1 compresses arrivals: more load)"
+        ),
+    ] = 1.0,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Replay a cluster trace through the scheduling core under each policy."""
+    console = Console(stderr=True)
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in policy_names()]
+    if not policies or unknown:
+        raise typer.BadParameter(
+            f"unknown policy {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(policy_names())}",
+            param_hint="--policy",
+        )
+    try:
+        jobs = _load_jobs(trace, fmt)
+        if arrival_scale != 1.0:
+            jobs = [dataclasses.replace(j, submit_time=j.submit_time * arrival_scale) for j in jobs]
+        clusters, dropped = _clusters(
+            fmt, trace, jobs, nodes, gpus_per_node, nodes_file, queue_nodes
+        )
+    except TraceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trace") from exc
+    if limit:
+        keep = {j.id for j in sorted(jobs, key=lambda j: (j.submit_time, j.id))[:limit]}
+        clusters = [(name, ns, [j for j in js if j.id in keep]) for name, ns, js in clusters]
+    out.mkdir(parents=True, exist_ok=True)
+    settings = PolicySettings(aging_per_hour=aging_per_hour, backfill_depth=backfill_depth)
+    total_jobs = sum(len(js) for _n, _ns, js in clusters)
+    metrics: dict[str, dict[str, float | int]] = {}
+    results: dict[str, list[ReplayResult]] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        for name in policies:
+            task = bar.add_task(f"{name:>16}", total=total_jobs)
+            parts: list[ReplayResult] = []
+            started = time.perf_counter()
+            offset = 0
+            for _cluster, cluster_nodes, cluster_jobs in clusters:
+                config = SimConfig(
+                    name,
+                    settings=settings,
+                    checkpoint_interval=checkpoint_interval,
+                    runtime_limit_factor=runtime_limit_factor,
+                )
+
+                def report(done: int, _total: int, base: int = offset, task_id: int = task) -> None:
+                    bar.update(task_id, completed=base + done)
+
+                parts.append(replay(cluster_nodes, cluster_jobs, config, report))
+                offset += len(cluster_jobs)
+            elapsed = time.perf_counter() - started
+            results[name] = parts
+            metrics[name] = summarize(parts, elapsed)
+    unschedulable = sum(r.unschedulable for r in next(iter(results.values())))
+    context = {
+        "trace": f"`{trace}` ({fmt.value}, {len(jobs)} jobs)",
+        "clusters": ", ".join(
+            f"{n}: {len(ns)} nodes / {sum(x.gpus for x in ns)} GPUs" for n, ns, _j in clusters
+        ),
+        "dropped (queue without a cluster)": str(dropped),
+        "unschedulable (never fit the cluster)": str(unschedulable),
+        "checkpoint interval": f"{checkpoint_interval:g} s",
+        "runtime limit factor": f"{runtime_limit_factor:g}",
+        "arrival scale": f"{arrival_scale:g}",
+    }
+    write_metrics(out, metrics)
+    write_markdown(out, metrics, context)
+    write_plot(out, results)
+    table = Table(
+        title=f"{trace.name}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
+    )
+    table.add_column("policy")
+    for col in (
+        "jobs",
+        "jct_mean h",
+        "jct_p95 h",
+        "wait_mean h",
+        "util",
+        "frag",
+        "preempt",
+        "replay s",
+    ):
+        table.add_column(col, justify="right")
+    for name, m in metrics.items():
+        table.add_row(
+            name,
+            str(m["jobs"]),
+            f"{m['jct_mean'] / 3600:.2f}",
+            f"{m['jct_p95'] / 3600:.2f}",
+            f"{m['wait_mean'] / 3600:.2f}",
+            f"{m['gpu_utilization']:.3f}",
+            f"{m['fragmentation']:.3f}",
+            str(m["preemptions"]),
+            f"{m['replay_seconds']:.1f}",
+        )
+    Console().print(table)
+    Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.png'}")
