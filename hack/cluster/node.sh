@@ -28,9 +28,7 @@ case ${1:-} in
         "${kubectl[@]}" delete node "$node"
         ;;
     restore)
-        profile="$(cat "$STATE_DIR/profile")"
-        "$STATE_DIR/bin/nodegen" "$profile" "$CLUSTER_HACK_DIR/profiles/$profile.yaml" |
-            "${kubectl[@]}" apply -f -
+        "${kubectl[@]}" apply -f "$STATE_DIR/nodes.json"
         ;;
     *) usage ;;
 esac

@@ -183,6 +183,17 @@ fi
 ensure_tools
 "$CLUSTER_HACK_DIR/build.sh"
 
+# A start that fails half-way stops what it started (logs stay in .cluster/logs).
+on_failed_start() {
+    local name
+    echo "up.sh: the cluster did not come up; last log lines:" >&2
+    for name in "${ALL_COMPONENTS[@]}"; do
+        [ -f "$LOG_DIR/$name.log" ] && { echo "--- $name" >&2; tail -n 5 "$LOG_DIR/$name.log" >&2; }
+    done
+    "$CLUSTER_HACK_DIR/down.sh" || true
+}
+trap on_failed_start EXIT
+
 for port in $ETCD_CLIENT_PORT $ETCD_PEER_PORT $APISERVER_PORT $CONTROLLER_MANAGER_PORT $SCHEDULER_PORT $KWOK_PORT; do
     if port_in_use "$port"; then
         echo "up.sh: 127.0.0.1:$port is already in use by a process that is not this cluster:" >&2
@@ -267,19 +278,30 @@ start kwok \
     --server-address="127.0.0.1:$KWOK_PORT" \
     --cidr="$POD_CIDR" \
     --node-ip=10.0.0.1 \
-    --node-lease-duration-seconds=40
+    --node-lease-duration-seconds=40 \
+    -v=WARN
 
 wait_for "kube-controller-manager /healthz" 120 \
     curl -skf --max-time 5 "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz"
 wait_for "kwok /healthz" 60 curl -sf --max-time 5 "http://127.0.0.1:$KWOK_PORT/healthz"
 [ "$with_scheduler" = 1 ] && start_scheduler
 
-"$nodegen" "$profile" "$profile_file" | "${KUBECTL[@]}" apply -f - >/dev/null
-echo "$profile" >"$STATE_DIR/profile"
-wait_for "the $profile profile's nodes to be Ready" 180 \
-    "${KUBECTL[@]}" wait --for=condition=Ready node -l "trainyard.io/node-profile=$profile" --timeout=10s
+"$nodegen" "$profile" "$profile_file" >"$STATE_DIR/nodes.json"
+"${KUBECTL[@]}" apply -f "$STATE_DIR/nodes.json" >/dev/null
+node_count=$(grep -c '"kind": "Node"' "$STATE_DIR/nodes.json")
+# One list per poll (not `kubectl wait`, which watches node by node and is
+# throttled client-side with the 160-node bench profile).
+profile_nodes_ready() {
+    [ "$("${KUBECTL[@]}" get nodes -l "trainyard.io/node-profile=$profile" \
+        -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+        grep -c '^True$')" -eq "$node_count" ]
+}
+wait_for "the $node_count nodes of profile $profile to be Ready" 180 profile_nodes_ready
 # Pods can only be created once the namespace's default ServiceAccount exists.
 wait_for "the default ServiceAccount" 120 "${KUBECTL[@]}" get serviceaccount default -n default
+# Written last: it marks a cluster that came all the way up (the fast path checks it).
+echo "$profile" >"$STATE_DIR/profile"
+trap - EXIT
 
 log "up in $(($(date +%s) - started_at))s: $("${KUBECTL[@]}" get nodes --no-headers | wc -l) fake nodes (profile $profile)"
 log "KUBECONFIG=$STATE_DIR/kubeconfig; kubectl and helm in $STATE_DIR/bin"

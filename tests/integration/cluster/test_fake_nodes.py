@@ -134,6 +134,8 @@ def test_not_ready_node_is_tainted_by_the_node_controller_then_recovers(
             lambda: has_taint(core, node, "node.kubernetes.io/not-ready"),
             120,
         )
+        # kwok no longer manages the node, so nothing has flipped it back meanwhile.
+        assert node_ready_status(core, node) == "False"
     finally:
         make_node_ready(core, node)
     wait_until("kwok to mark the node Ready again", lambda: node_ready_status(core, node) == "True")
