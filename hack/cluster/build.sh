@@ -45,9 +45,22 @@ version_of() {
     esac
 }
 
+# stamp_of NAME: what a binary's .version stamp must say for it to be reused: its
+# pinned version plus a hash of the recipe (this script and its wrapper module),
+# so a changed ldflag or go.sum rebuilds it instead of silently keeping the old one.
+stamp_of() {
+    local recipe=("$here/build.sh")
+    case $1 in
+        etcd) recipe+=("$here/go/etcd/go.mod" "$here/go/etcd/go.sum" "$here/go/etcd/main.go") ;;
+        kwok | helm) ;;
+        *) recipe+=("$here/go/kubernetes/go.mod" "$here/go/kubernetes/go.sum") ;;
+    esac
+    echo "$(version_of "$1") $(cat "${recipe[@]}" | sha256sum | cut -c1-16)"
+}
+
 build_one() {
     local name=$1 out="$bin_dir/$1" start
-    if [ -x "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$(version_of "$name")" ]; then
+    if [ -x "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$(stamp_of "$name")" ]; then
         return 0
     fi
     echo "build.sh: building $name $(version_of "$name") (this takes minutes on a cold cache)" >&2
@@ -80,7 +93,7 @@ build_one() {
         *) echo "build.sh: unknown binary $name" >&2; exit 2 ;;
     esac
     mv "$out.tmp" "$out"
-    version_of "$name" >"$out.version"
+    stamp_of "$name" >"$out.version"
     echo "$(date -u +%FT%TZ) $name $(version_of "$name") $(($(date +%s) - start))s" >>"$times_log"
 }
 
