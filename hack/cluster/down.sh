@@ -10,6 +10,7 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+take_cluster_lock
 
 started_at=$(date +%s)
 # Stop in reverse dependency order: clients first, etcd last.

@@ -80,3 +80,17 @@ wait_for() {
         sleep 0.5
     done
 }
+
+# take_cluster_lock: serialise up.sh/down.sh of this checkout (two pytest sessions,
+# or `make test` next to a manual `make cluster-up`). Held until the script exits;
+# a nested call (up.sh running down.sh) inherits it through TRAINYARD_CLUSTER_LOCK.
+take_cluster_lock() {
+    [ "${TRAINYARD_CLUSTER_LOCK:-}" = "$STATE_DIR" ] && return 0
+    mkdir -p "$STATE_DIR"
+    exec 9>"$STATE_DIR/.lock"
+    if ! flock -w 600 9; then
+        echo "cluster: another up.sh/down.sh held $STATE_DIR/.lock for 10 minutes" >&2
+        exit 1
+    fi
+    export TRAINYARD_CLUSTER_LOCK="$STATE_DIR"
+}

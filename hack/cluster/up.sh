@@ -16,6 +16,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
+take_cluster_lock
 
 profile=${TRAINYARD_NODE_PROFILE:-default}
 profile_file="$CLUSTER_HACK_DIR/profiles/$profile.yaml"
@@ -144,8 +145,10 @@ KUBECONFIG
 start() {
     local name=$1
     shift
-    setsid "$CACHE_BIN/$name" "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    # 9>&-: the component must not inherit (and so hold forever) the cluster lock.
+    setsid "$CACHE_BIN/$name" "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$PID_DIR/$name.pid"
+    started+=("$name")
 }
 
 start_scheduler() {
@@ -184,11 +187,13 @@ ensure_tools
 "$CLUSTER_HACK_DIR/build.sh"
 
 # A start that fails half-way stops what it started (logs stay in .cluster/logs).
+started=()
 on_failed_start() {
     local name
-    echo "up.sh: the cluster did not come up; last log lines:" >&2
-    for name in "${ALL_COMPONENTS[@]}"; do
-        [ -f "$LOG_DIR/$name.log" ] && { echo "--- $name" >&2; tail -n 5 "$LOG_DIR/$name.log" >&2; }
+    echo "up.sh: the cluster did not come up" >&2
+    for name in "${started[@]}"; do
+        echo "--- last lines of $LOG_DIR/$name.log" >&2
+        tail -n 5 "$LOG_DIR/$name.log" >&2
     done
     "$CLUSTER_HACK_DIR/down.sh" || true
 }
