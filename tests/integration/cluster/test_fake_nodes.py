@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections import Counter
@@ -180,3 +181,11 @@ def test_kubectl_and_helm_are_provided(kube_cluster: Cluster) -> None:
         text=True,
     ).stdout
     assert shown.startswith(helm_version), shown
+    releases = subprocess.run(
+        [str(STATE_DIR / "bin" / "helm"), "list", "--all-namespaces", "--output", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"KUBECONFIG": str(kube_cluster.kubeconfig), "HOME": str(STATE_DIR)},
+    ).stdout
+    assert isinstance(json.loads(releases), list)  # helm reached the apiserver
