@@ -169,7 +169,7 @@ if all_running && apiserver_ready && [ "$(cat "$STATE_DIR/profile" 2>/dev/null)"
     log "already up (profile $profile); KUBECONFIG=$STATE_DIR/kubeconfig"
     exit 0
 fi
-if [ "$with_scheduler" = 1 ] && [ -z "$(pid_of kube-scheduler)" ] && [ -n "$(pid_of kube-apiserver)" ] &&
+if [ "$with_scheduler" = 1 ] && [ -z "$(pid_of kube-scheduler)" ] && with_scheduler=0 all_running &&
     apiserver_ready && [ "$(cat "$STATE_DIR/profile" 2>/dev/null)" = "$profile" ]; then
     start_scheduler
     log "kube-scheduler started on the running cluster"
