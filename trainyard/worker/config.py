@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trainyard.worker.precision import CHOICES as PRECISION_CHOICES
+# Kept here, not in precision.py, so parsing options never imports torch.
+PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass

@@ -13,8 +13,9 @@ from typing import Literal
 
 import torch
 
+from trainyard.worker.config import PRECISION_CHOICES as CHOICES
+
 Precision = Literal["bf16", "fp16", "fp32"]
-CHOICES = ("auto", "bf16", "fp16", "fp32")
 ENV_VAR = "TRAINYARD_PRECISION"
 DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
