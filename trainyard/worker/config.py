@@ -46,6 +46,7 @@ class TrainConfig:
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
+    vocab_size: int | None = None
     dropout: float | None = None
     # test/diagnostic hooks (hidden from --help)
     debug_param_checksums: bool = False
@@ -53,7 +54,7 @@ class TrainConfig:
     debug_crash_at_step: int | None = None
 
     def model_options(self) -> dict[str, Any]:
-        keys = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+        keys = ("block_size", "n_layer", "n_head", "n_embd", "vocab_size", "dropout")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -133,8 +134,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add(p, "metrics_port", d.metrics_port, int, "metrics port base (+ local rank); 0: off")
     _add(p, "metrics_addr", d.metrics_addr, str, "metrics listen address")
     _add(p, "peak_flops", d.peak_flops, float, "peak FLOP/s per rank for MFU (auto on known GPUs)")
-    for name, cast in (("block_size", int), ("n_layer", int), ("n_head", int), ("n_embd", int)):
-        p.add_argument("--" + name.replace("_", "-"), type=cast, default=None, help=f"gpt {name}")
+    for name in ("block_size", "n_layer", "n_head", "n_embd", "vocab_size"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"gpt {name}")
     p.add_argument("--dropout", type=float, default=None, help="gpt dropout")
     p.add_argument("--debug-param-checksums", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-dump-grads-step", type=int, default=None, help=argparse.SUPPRESS)
@@ -170,5 +171,7 @@ def validate_train(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: must be at least 1")
     if cfg.lr <= 0:
         raise ValueError("--lr: must be positive")
+    if cfg.vocab_size is not None and cfg.vocab_size < 256:
+        raise ValueError("--vocab-size: must be at least 256 (the corpus is bytes)")
     if cfg.num_workers < 0 or cfg.clip < 0 or cfg.warmup_steps < 0:
         raise ValueError("--num-workers, --clip and --warmup-steps must not be negative")

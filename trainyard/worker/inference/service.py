@@ -101,6 +101,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(predictor.warm_up, max_batch)
         batcher.start()
         yield
         await batcher.stop()
