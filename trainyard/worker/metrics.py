@@ -119,7 +119,11 @@ class WorkerMetrics:
         """Start the scrape endpoint; port 0 means metrics are not served."""
         if port <= 0:
             return
-        self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:  # losing metrics must not cost the job its training
+            log.error("metrics NOT served: cannot listen on %s:%d: %s", addr, port, exc)
+            return
         log.info("metrics on http://%s:%d/metrics", addr, port)
 
     def close(self) -> None:

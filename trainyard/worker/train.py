@@ -57,10 +57,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-    fused = device.type in _get_fused_kernels_supported_devices()
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused)
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    except RuntimeError as exc:  # no fused kernel for this device or dtype
+        log.info(
+            "fused AdamW unavailable on %s (%s); using the foreach implementation", device, exc
+        )
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -144,3 +144,18 @@ def test_cnn_predictions_match_eager_argmax(tmp_path: Path) -> None:
     for i in range(5):
         assert results[i]["probs"] == pytest.approx(expected[i].tolist(), abs=0.02)
     assert "image: must have shape [3, 16, 16]" in results[5]["error"]
+
+
+def test_user_workload_inference_returns_raw_outputs(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    directory = _train_checkpoint(tmp_path / "user", "--workload", "user_workload:regression")
+    predictor, info = load_predictor(directory, CPU, precision="fp32")
+    assert info["workload"] == "user_workload:regression"
+    x = [0.5] * 8
+    results = _run(predictor, [json.dumps({"input": x}), json.dumps({"input": "nope"})])
+    with torch.no_grad():
+        expected = predictor.model(torch.tensor([x])).tolist()[0]
+    assert results[0]["output"] == pytest.approx(expected)
+    assert results[1]["error"].startswith("input:")

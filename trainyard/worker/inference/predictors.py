@@ -17,6 +17,8 @@ An optional `"id"` is echoed back.
 from __future__ import annotations
 
 import contextlib
+import logging
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import nn
 
 from trainyard.worker.precision import Precision, autocast
 
+log = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 256
 
 
@@ -32,7 +35,7 @@ class RecordError(ValueError):
     """A record that cannot be predicted; the message names the field and the rule."""
 
 
-class Predictor:
+class Predictor(ABC):
     """A model in eval mode plus how to parse records and run batches for it."""
 
     def __init__(self, model: nn.Module, device: torch.device, precision: Precision) -> None:
@@ -46,14 +49,20 @@ class Predictor:
         stack.enter_context(autocast(self.device, self.precision))
         return stack
 
+    @abstractmethod
     def parse(self, record: Any) -> Any:
-        raise RecordError("record: this workload does not support inference")
+        """Validate one decoded JSON record and return the model input it describes."""
 
+    @abstractmethod
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
-        raise RecordError("record: this workload does not support inference")
+        """One result object per parsed item, in order, computed as a single batch."""
 
     def warm_up(self, max_batch: int) -> None:
-        """Pay one-off costs (kernel selection per shape) before serving; no-op by default."""
+        """Pay one-off costs (kernel selection per shape) before serving.
+
+        The generic predictor cannot guess input shapes, so it only says so; GPT overrides it.
+        """
+        log.debug("%s: no warm-up for up to %d records", type(self).__name__, max_batch)
 
 
 def _require_object(record: Any) -> dict[str, Any]:

@@ -108,6 +108,9 @@ def create_app(
 
     async def predict(request: Request) -> JSONResponse:
         started = time.perf_counter()
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return JSONResponse({"error": f"body: larger than {MAX_BODY_BYTES} bytes"}, 413)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return JSONResponse({"error": f"body: larger than {MAX_BODY_BYTES} bytes"}, 413)
