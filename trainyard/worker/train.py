@@ -191,7 +191,8 @@ class Trainer:
             )
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])  # else: precision changed since then
         rng = state["rng"]
         if len(rng) == self.ctx.world_size:
             set_rng_state(rng[self.ctx.rank], self.ctx.device)

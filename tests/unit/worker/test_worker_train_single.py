@@ -105,3 +105,14 @@ def test_gpt_loss_matches_uniform_guess_at_init(tmp_path: Path) -> None:
     """Sanity of the model and loss: an untrained byte model is close to ln(256)."""
     summary = _train(tmp_path, "--steps", "1", "--batch-size", "4", "--precision", "fp32")
     assert abs(summary["first_loss"] - torch.log(torch.tensor(256.0)).item()) < 0.1
+
+
+def test_resume_may_change_precision(tmp_path: Path) -> None:
+    """A run checkpointed in fp16 (scaler state) continues in bf16 (no scaler), and back."""
+    _train(tmp_path, "--precision", "fp16", "--steps", "2", "--batch-size", "4")
+    assert (
+        _train(tmp_path, "--precision", "bf16", "--steps", "3", "--batch-size", "4")["steps"] == 3
+    )
+    assert (
+        _train(tmp_path, "--precision", "fp16", "--steps", "4", "--batch-size", "4")["steps"] == 4
+    )
