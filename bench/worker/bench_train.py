@@ -60,7 +60,9 @@ def run_once(out: Path, nproc: int, steps: int, extra: list[str]) -> dict:
         *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        sys.exit(f"run failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-6000:]}")
     return json.loads((out / "summary.json").read_text())
 
 

@@ -63,6 +63,13 @@ def shutdown_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank; used before a clean exit so no rank tears down its connections
+    while a peer is still finishing (gloo reports that as "Connection closed by peer")."""
+    if ctx.is_distributed:
+        dist.barrier()
+
+
 def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
     """Sum a few floats across ranks in one collective (identity when single-process)."""
     if not ctx.is_distributed:

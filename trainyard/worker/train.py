@@ -35,6 +35,7 @@ from trainyard.worker.distributed import (
     all_gather_objects,
     all_reduce_max,
     all_reduce_sum,
+    barrier,
     broadcast_object,
     init_distributed,
     shutdown_distributed,
@@ -429,6 +430,8 @@ def train(cfg: TrainConfig) -> int:
     configure_logging(int(os.environ.get("RANK", "0")))
     ctx = init_distributed()
     try:
-        return Trainer(cfg, ctx).run()
+        code = Trainer(cfg, ctx).run()
+        barrier(ctx)  # only on the orderly path: after a failure a peer may never arrive
+        return code
     finally:
         shutdown_distributed(ctx)
