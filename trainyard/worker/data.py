@@ -83,8 +83,8 @@ class BatchStream:
         per_rank = len(dataset) // world_size  # type: ignore[arg-type]
         if per_rank < batch_size:
             raise ValueError(
-                f"dataset of {len(dataset)} samples gives {per_rank} per rank, "  # type: ignore[arg-type]
-                f"fewer than batch_size {batch_size}"
+                f"--batch-size: {batch_size} is more than the {per_rank} samples per rank "
+                f"({len(dataset)} samples over {world_size} ranks)"  # type: ignore[arg-type]
             )
 
     def position(self) -> dict[str, int]:

@@ -183,8 +183,20 @@ class Trainer:
         chosen = broadcast_object(self.ctx, chosen)  # type: ignore[assignment]
         if chosen is None:
             return None
+        problem = ""
         if state is None:  # other ranks read the file rank 0 validated (shared output dir)
-            state = load_valid(checkpoint_path(self.out, chosen), chosen)
+            try:
+                state = load_valid(checkpoint_path(self.out, chosen), chosen)
+            except (ValueError, OSError) as exc:
+                problem = str(exc)
+        # Agree before going on: a rank that cannot read the checkpoint must stop every rank,
+        # not leave the others waiting in DDP's first collective until the timeout.
+        if all_reduce_max(self.ctx, float(bool(problem))) > 0:
+            raise ValueError(
+                f"--output-dir: rank {self.ctx.rank} cannot read checkpoint-{chosen}.pt "
+                f"({problem or 'another rank failed'}); is {self.out} shared by all nodes?"
+            )
+        assert state is not None
         if state["workload"] != self.workload.spec:
             raise ValueError(
                 f"--workload: {self.workload.spec!r} but {self.out} holds checkpoints of "

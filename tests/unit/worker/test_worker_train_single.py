@@ -116,3 +116,10 @@ def test_resume_may_change_precision(tmp_path: Path) -> None:
     assert (
         _train(tmp_path, "--precision", "fp16", "--steps", "4", "--batch-size", "4")["steps"] == 4
     )
+
+
+def test_batch_larger_than_the_data_is_explained(tmp_path: Path, capsys) -> None:
+    code = main(["train", "--output-dir", str(tmp_path), "--metrics-port", "0",
+                 "--batch-size", "1000000"])  # fmt: skip
+    assert code == 2
+    assert "--batch-size: 1000000 is more than the" in capsys.readouterr().err
