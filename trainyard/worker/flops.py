@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-# (substring of torch.cuda.get_device_name, precision) -> dense peak FLOP/s per GPU
+# (substring of torch.cuda.get_device_name, precision) -> dense peak FLOP/s per GPU. Ordered:
+# the first matching substring wins, so longer names come before their prefixes.
 _GPU_PEAKS: dict[tuple[str, str], float] = {
     ("H200", "bf16"): 989e12,
     ("H100", "bf16"): 989e12,
@@ -18,8 +19,11 @@ _GPU_PEAKS: dict[tuple[str, str], float] = {
     ("A100", "bf16"): 312e12,
     ("A100", "fp16"): 312e12,
     ("A100", "fp32"): 156e12,  # TF32
+    ("L40S", "bf16"): 362e12,  # before "L4": matching is by substring, first hit wins
+    ("L40S", "fp16"): 362e12,
     ("L4", "bf16"): 121e12,
     ("L4", "fp16"): 121e12,
+    ("A10G", "bf16"): 70e12,
     ("A10", "bf16"): 125e12,
     ("V100", "fp16"): 125e12,
     ("T4", "fp16"): 65e12,
