@@ -1,0 +1,1 @@
+"""Inference with a trained workload: batch JSONL files, and HTTP with dynamic batching."""
