@@ -123,11 +123,17 @@ class ClusterIndex:
     """
 
     def __init__(
-        self, nodes: Sequence[Node], rack_label: str, *, defer_buckets: bool = False
+        self,
+        nodes: Sequence[Node],
+        rack_label: str,
+        *,
+        defer_buckets: bool = False,
+        pool_keys: Sequence[PoolKey] | None = None,
     ) -> None:
         """Index the ready nodes. With `defer_buckets`, `take` only updates the free
         arrays until `build_buckets()` is called: charging thousands of running jobs
-        first and bucketing once is much cheaper than moving nodes between buckets."""
+        first and bucketing once is much cheaper than moving nodes between buckets.
+        `pool_keys` (one per ready node) skips recomputing them: see `empty_copy`."""
         self.nodes: list[Node] = [n for n in nodes if n.ready]
         self.index_of: dict[str, int] = {n.name: i for i, n in enumerate(self.nodes)}
         n = len(self.nodes)
@@ -154,11 +160,11 @@ class ClusterIndex:
         ]
         self.has_racks = any(rack for _zone, rack in leaf_keys)
 
+        if pool_keys is None:
+            pool_keys = [node_pool_key(nd) for nd in self.nodes]
+        keys = self.pool_keys = list(pool_keys)
         max_units: dict[PoolKey, int] = {}
-        keys: list[PoolKey] = []
-        for nd in self.nodes:
-            key = node_pool_key(nd)
-            keys.append(key)
+        for nd, key in zip(self.nodes, keys, strict=True):
             max_units[key] = max(max_units.get(key, 0), self._units_of(nd, key))
         for i, nd in enumerate(self.nodes):
             key = keys[i]
@@ -205,6 +211,13 @@ class ClusterIndex:
                 pool.leaf_free[self.node_leaf[i]] += self.free_units[i]
             pool.free_total = sum(pool.leaf_free.values())
         self.bucketed = True
+
+    def empty_copy(self) -> ClusterIndex:
+        """The same ready nodes with nothing of ours running, leaves by zone only.
+
+        Answers "could this job ever fit" for pending reasons. It reuses this index's
+        pool keys, the costliest part of indexing (sorting every node's taints)."""
+        return ClusterIndex(self.nodes, "", pool_keys=self.pool_keys)
 
     @staticmethod
     def _units_of(node: Node, key: PoolKey) -> int:

@@ -106,7 +106,7 @@ def run_cycle(
     backfill_budget: dict[str, int] = {}
     lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
-    victim_pool = VictimPool(running)
+    victim_pool = VictimPool(running, now)
     heap: list[tuple[object, int, int, Lane]] = [
         (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
     ]
@@ -273,7 +273,7 @@ def fits_empty(index: ClusterIndex, job: PendingJob) -> bool:
     """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops)."""
     empty = index.empty_twin
     if empty is None:
-        empty = index.empty_twin = ClusterIndex(index.nodes, "")
+        empty = index.empty_twin = index.empty_copy()
     tiers = eligible_tiers(empty.pools, job.request, job.tolerations)
     return any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
 

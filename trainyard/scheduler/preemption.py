@@ -32,26 +32,34 @@ def can_preempt(victim: Placed, preemptor: PendingJob) -> bool:
 
 
 class VictimPool:
-    """Preemptible running jobs sorted by priority, built once per cycle on first use.
+    """Preemptible running jobs in victim order, sorted once per cycle on first use.
 
-    A preemptor only looks at the prefix of strictly lower priority, instead of
-    filtering every running job on every attempt."""
+    The order is the full victim key (priority, GPU-seconds lost at `now`, id), so a
+    preemptor takes the prefix of strictly lower priority already in the order it
+    tries victims, instead of filtering and re-sorting every running job per attempt."""
 
-    def __init__(self, running: RunningSet) -> None:
+    def __init__(self, running: RunningSet, now: float) -> None:
         self.running = running
+        self.now = now
         self._sorted: list[Placed] | None = None
         self._priorities: list[int] = []
 
     def below(self, priority: int) -> list[Placed]:
+        """Still-running candidates of priority < `priority`, in victim order."""
         if self._sorted is None:
             self._sorted = sorted(
                 (p for p in self.running.by_id.values() if p.preemptible),
-                key=lambda p: (p.priority, p.job_id),
+                key=lambda p: victim_key(p, self.now),
             )
             self._priorities = [p.priority for p in self._sorted]
         end = bisect.bisect_left(self._priorities, priority)
         by_id = self.running.by_id
         return [p for p in self._sorted[:end] if by_id.get(p.job_id) is p]
+
+
+def victim_key(placed: Placed, now: float) -> tuple[int, float, str]:
+    """Lowest priority first, then fewest GPU-seconds lost, then id (a total order)."""
+    return (placed.priority, placed.lost_gpu_seconds(now), placed.job_id)
 
 
 def try_preempt(
@@ -68,7 +76,7 @@ def try_preempt(
     `protected` jobs (those admitted earlier in the same cycle) are never victims: a
     cycle must not undo its own decisions."""
     walk = FreeingWalk(index, tiers, job.request, job.workers, job.kind)
-    pool = pool or VictimPool(running)
+    pool = pool or VictimPool(running, now)
     everywhere = len(walk.eligible) == len(index.pools)  # then every victim touches the job
     candidates = [
         p
@@ -76,8 +84,7 @@ def try_preempt(
         if p.job_id not in protected and can_preempt(p, job) and (everywhere or walk.touches(p))
     ]
     if not candidates:
-        return None
-    candidates.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+        return None  # `candidates` is already in victim order (see VictimPool)
     chosen = None
     for placed in candidates:
         chosen = walk.release(placed)
@@ -100,7 +107,7 @@ def try_preempt(
     allocations = [index.take(node, job.request, count) for node, count in chosen]
     for victim in needed:
         running.remove(victim.job_id)
-    needed.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+    needed.sort(key=lambda p: victim_key(p, now))
     return PreemptionResult(allocations, needed)
 
 
