@@ -49,6 +49,10 @@ class FifoOrder:
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey:
         return (0.0, job.submit_time, job.id)
 
+    def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
+        """`key` for many jobs at once (a queue of 10,000 is ranked per cycle)."""
+        return [(0.0, job.submit_time, job.id) for job in jobs]
+
 
 @dataclass(frozen=True, slots=True)
 class PriorityAgingOrder:
@@ -65,6 +69,14 @@ class PriorityAgingOrder:
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey:
         effective = job.priority - self.aging_per_hour * job.submit_time / 3600.0
         return (-effective, job.submit_time, job.id)
+
+    def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
+        """`key` for many jobs at once: the same arithmetic, without a call per job."""
+        rate = self.aging_per_hour
+        return [
+            (-(job.priority - rate * job.submit_time / 3600.0), job.submit_time, job.id)
+            for job in jobs
+        ]
 
 
 @dataclass(frozen=True, slots=True)

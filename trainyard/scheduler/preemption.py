@@ -26,13 +26,11 @@ class PreemptionResult:
     victims: list[Placed]
 
 
-def can_preempt(victim: Placed, preemptor: PendingJob) -> bool:
-    """The preemptable predicate: preemptible and of strictly lower priority."""
-    return victim.preemptible and victim.priority < preemptor.priority
-
-
 class VictimPool:
     """Preemptible running jobs in victim order, sorted once per cycle on first use.
+
+    A job may be preempted only when it is preemptible and of strictly lower priority
+    than the preemptor: `below` returns exactly those.
 
     The order is the full victim key (priority, GPU-seconds lost at `now`, id), so a
     preemptor takes the prefix of strictly lower priority already in the order it
@@ -81,7 +79,7 @@ def try_preempt(
     candidates = [
         p
         for p in pool.below(job.priority)
-        if p.job_id not in protected and can_preempt(p, job) and (everywhere or walk.touches(p))
+        if p.job_id not in protected and (everywhere or walk.touches(p))
     ]
     if not candidates:
         return None  # `candidates` is already in victim order (see VictimPool)
