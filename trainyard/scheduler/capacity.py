@@ -176,6 +176,7 @@ class ClusterIndex:
         self.total_gpus = sum(max(nd.gpus - nd.used_gpus, 0) for nd in self.nodes)
         self.version = 0  # bumped by every release: lets callers know capacity grew
         self.empty_twin: ClusterIndex | None = None  # same nodes, nothing running (lazy)
+        self.fits_empty_by_shape: dict[tuple, bool] = {}  # answers on empty_twin, by shape
         self.bucketed = False
         if not defer_buckets:
             self.build_buckets()

@@ -270,12 +270,21 @@ def _capacity_reason(
 
 
 def fits_empty(index: ClusterIndex, job: PendingJob) -> bool:
-    """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops)."""
+    """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops).
+
+    The answer depends only on the job's shape and the nodes, so it is kept on the
+    index: a cycle asks once per shape, not once per queue and shape."""
+    shape = (job.request, job.workers, job.kind, job.tolerations)
+    known = index.fits_empty_by_shape.get(shape)
+    if known is not None:
+        return known
     empty = index.empty_twin
     if empty is None:
         empty = index.empty_twin = index.empty_copy()
     tiers = eligible_tiers(empty.pools, job.request, job.tolerations)
-    return any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
+    fits = any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
+    index.fits_empty_by_shape[shape] = fits
+    return fits
 
 
 def _explain(

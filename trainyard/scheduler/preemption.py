@@ -30,17 +30,18 @@ class VictimPool:
     """Preemptible running jobs in victim order, sorted once per cycle on first use.
 
     A job may be preempted only when it is preemptible and of strictly lower priority
-    than the preemptor: `below` returns exactly those.
-
-    The order is the full victim key (priority, GPU-seconds lost at `now`, id), so a
-    preemptor takes the prefix of strictly lower priority already in the order it
-    tries victims, instead of filtering and re-sorting every running job per attempt."""
+    than the preemptor: `below` returns exactly those, already in the order victims
+    are tried (the full `victim_key`), so a preemption attempt neither filters nor
+    sorts every running job. Evicted jobs are taken out with `discard`; should jobs
+    leave `running` any other way, the pool notices and re-filters itself.
+    """
 
     def __init__(self, running: RunningSet, now: float) -> None:
         self.running = running
         self.now = now
         self._sorted: list[Placed] | None = None
         self._priorities: list[int] = []
+        self._removals = running.removals
 
     def below(self, priority: int) -> list[Placed]:
         """Still-running candidates of priority < `priority`, in victim order."""
@@ -50,9 +51,29 @@ class VictimPool:
                 key=lambda p: victim_key(p, self.now),
             )
             self._priorities = [p.priority for p in self._sorted]
+            self._removals = self.running.removals
+        elif self._removals != self.running.removals:
+            self._drop_gone()
         end = bisect.bisect_left(self._priorities, priority)
+        return self._sorted[:end]
+
+    def discard(self, victims: list[Placed]) -> None:
+        """Forget jobs just removed from `running` (by bisection on their key)."""
+        if self._sorted is None:
+            return
+        for victim in victims:
+            key = victim_key(victim, self.now)
+            i = bisect.bisect_left(self._sorted, key, key=lambda p: victim_key(p, self.now))
+            if i < len(self._sorted) and self._sorted[i] is victim:
+                del self._sorted[i]
+                del self._priorities[i]
+                self._removals += 1
+
+    def _drop_gone(self) -> None:
         by_id = self.running.by_id
-        return [p for p in self._sorted[:end] if by_id.get(p.job_id) is p]
+        self._sorted = [p for p in self._sorted or () if by_id.get(p.job_id) is p]
+        self._priorities = [p.priority for p in self._sorted]
+        self._removals = self.running.removals
 
 
 def victim_key(placed: Placed, now: float) -> tuple[int, float, str]:
@@ -105,6 +126,7 @@ def try_preempt(
     allocations = [index.take(node, job.request, count) for node, count in chosen]
     for victim in needed:
         running.remove(victim.job_id)
+    pool.discard(needed)
     needed.sort(key=lambda p: victim_key(p, now))
     return PreemptionResult(allocations, needed)
 
