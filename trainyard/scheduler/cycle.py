@@ -294,10 +294,11 @@ def _explain(
     job_reason: dict[str, PendingReason],
     reason: Callable[..., PendingReason],
 ) -> None:
+    reasons = out.reasons
     for job_id, (_key, job, lane) in pending.jobs.items():
-        got = job_reason.get(job_id)
+        got = job_reason.get(job_id) if job_reason else None
         if got is None:
             got = lane_reason.get(lane.number)
             if got is None:
                 got = lane_reason[lane.number] = reason(ReasonCode.NOT_CONSIDERED, job)
-        out.reasons[job_id] = got
+        reasons[job_id] = got
