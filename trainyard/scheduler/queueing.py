@@ -81,7 +81,27 @@ class PendingSet:
         """Add many jobs; lanes are bulk-built with one sort each when they are new.
 
         Jobs are grouped by lane first and ranked a lane at a time, so an ordering with
-        a batch `keys` (multifactor) scores a whole lane in one call."""
+        a batch `keys` scores a whole lane in one call. A duplicate id rejects the whole
+        batch and leaves the set as it was."""
+        known = self.jobs
+        try:
+            grouped = self._group(jobs)
+        except ValueError:
+            for job_id in [j for j, entry in known.items() if entry is _UNRANKED]:
+                del known[job_id]
+            raise
+        for lane, members in grouped.items():
+            entries = list(zip(self._keys(lane.queue, members), members, strict=True))
+            for key, job in entries:
+                known[job.id] = (key, job, lane)
+            if len(lane.entries):
+                lane.entries.update(entries)
+            else:
+                lane.entries = SortedList(entries)
+
+    def _group(self, jobs: Iterable[PendingJob]) -> dict[Lane, list[PendingJob]]:
+        """Jobs by lane (creating lanes as needed); each id is entered in `self.jobs`
+        as `_UNRANKED` so that the set keeps arrival order once ranks are known."""
         grouped: dict[Lane, list[PendingJob]] = {}
         lanes, known = self.lanes, self.jobs
         for job in jobs:
@@ -101,15 +121,8 @@ class PendingSet:
                     grouped[lane] = [job]
                 else:
                     members.append(job)
-            known[job.id] = _UNRANKED  # keeps insertion order; the rank comes below
-        for lane, members in grouped.items():
-            entries = list(zip(self._keys(lane.queue, members), members, strict=True))
-            for key, job in entries:
-                known[job.id] = (key, job, lane)
-            if len(lane.entries):
-                lane.entries.update(entries)
-            else:
-                lane.entries = SortedList(entries)
+            known[job.id] = _UNRANKED
+        return grouped
 
     def _keys(self, queue: str, jobs: list[PendingJob]) -> list[RankKey]:
         """Rank keys of `jobs` of one queue, in a batch when the ordering offers one."""

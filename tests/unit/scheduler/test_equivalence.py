@@ -31,6 +31,7 @@ from trainyard.scheduler.ordering import (
     OrderingContext,
     PriorityAgingOrder,
 )
+from trainyard.scheduler.queueing import PendingSet
 from trainyard.scheduler.types import DEFAULT_RACK_LABEL, GPU_PRODUCT_LABEL, ZONE_LABEL
 
 GI = 2**30
@@ -148,3 +149,15 @@ def test_batch_rank_keys_equal_one_at_a_time_keys(
     ctx = OrderingContext(now=now, total_gpus=total_gpus, queue_gpu_share=shares)
     for ordering in (FifoOrder(), PriorityAgingOrder(aging_per_hour=3.5), MultifactorOrder()):
         assert ordering.keys(jobs, ctx) == [ordering.key(job, ctx) for job in jobs]
+
+
+def test_a_duplicate_in_a_batch_leaves_the_pending_set_as_it_was() -> None:
+    policy_for = SchedulerConfig("priority").resolver()
+    pending = PendingSet(policy_for, OrderingContext(now=0.0))
+    first = PendingJob("a", WorkerRequest(gpus=1), submit_time=1.0)
+    pending.extend([first])
+    batch = [PendingJob("b", WorkerRequest(gpus=2)), PendingJob("a", WorkerRequest(gpus=1))]
+    with pytest.raises(ValueError, match="job a is already pending"):
+        pending.extend(batch)
+    assert list(pending.jobs) == ["a"]
+    assert pending.ordered() == [first]
