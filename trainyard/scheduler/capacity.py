@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sortedcontainers import SortedList
 
@@ -34,9 +35,11 @@ UNBOUNDED = 1 << 40
 FULL_GPU_MILLI = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class PoolKey:
-    """What makes nodes interchangeable for feasibility: accelerator, model, taints."""
+class PoolKey(NamedTuple):
+    """What makes nodes interchangeable for feasibility: accelerator, model, taints.
+
+    A named tuple rather than a dataclass: indexing hashes one key per node, and a
+    tuple hashes in C."""
 
     accelerator: str  # "gpu", "tpu" or "cpu"
     product: str
@@ -123,11 +126,17 @@ class ClusterIndex:
     """
 
     def __init__(
-        self, nodes: Sequence[Node], rack_label: str, *, defer_buckets: bool = False
+        self,
+        nodes: Sequence[Node],
+        rack_label: str,
+        *,
+        defer_buckets: bool = False,
+        pool_keys: Sequence[PoolKey] | None = None,
     ) -> None:
         """Index the ready nodes. With `defer_buckets`, `take` only updates the free
         arrays until `build_buckets()` is called: charging thousands of running jobs
-        first and bucketing once is much cheaper than moving nodes between buckets."""
+        first and bucketing once is much cheaper than moving nodes between buckets.
+        `pool_keys` (one per ready node) skips recomputing them: see `empty_copy`."""
         self.nodes: list[Node] = [n for n in nodes if n.ready]
         self.index_of: dict[str, int] = {n.name: i for i, n in enumerate(self.nodes)}
         n = len(self.nodes)
@@ -139,11 +148,11 @@ class ClusterIndex:
         self.node_pool: list[Pool] = []
         self.node_leaf: list[int] = [0] * n
         self.pools: list[Pool] = []
-        pools_by_key: dict[PoolKey, Pool] = {}
 
-        leaf_keys = sorted(
-            {(nd.labels.get(ZONE_LABEL, ""), nd.labels.get(rack_label, "")) for nd in self.nodes}
-        )
+        node_leaves = [
+            (nd.labels.get(ZONE_LABEL, ""), nd.labels.get(rack_label, "")) for nd in self.nodes
+        ]
+        leaf_keys = sorted(set(node_leaves))
         self.leaf_ids: dict[tuple[str, str], int] = {k: i for i, k in enumerate(leaf_keys)}
         self.leaf_names: list[tuple[str, str]] = leaf_keys
         zones: dict[str, list[int]] = {}
@@ -154,33 +163,42 @@ class ClusterIndex:
         ]
         self.has_racks = any(rack for _zone, rack in leaf_keys)
 
-        max_units: dict[PoolKey, int] = {}
-        keys: list[PoolKey] = []
-        for nd in self.nodes:
-            key = node_pool_key(nd)
-            keys.append(key)
-            max_units[key] = max(max_units.get(key, 0), self._units_of(nd, key))
+        if pool_keys is None:
+            pool_keys = [node_pool_key(nd) for nd in self.nodes]
+        keys = self.pool_keys = list(pool_keys)
+        self._build_pools(keys)
+        leaf_ids = self.leaf_ids
         for i, nd in enumerate(self.nodes):
-            key = keys[i]
-            pool = pools_by_key.get(key)
-            if pool is None:
-                pool = Pool(len(self.pools), key, max_units[key])
-                pools_by_key[key] = pool
-                self.pools.append(pool)
-            units = self._units_of(nd, key)
             self.free_cpu[i] = nd.cpu_millicores - nd.used_cpu_millicores
             self.free_mem[i] = nd.memory_bytes - nd.used_memory_bytes
-            self.free_units[i] = max(units, 0)
-            leaf = self.leaf_ids[(nd.labels.get(ZONE_LABEL, ""), nd.labels.get(rack_label, ""))]
-            self.node_leaf[i] = leaf
-            self.node_pool.append(pool)
-            pool.nodes.append(i)
+            self.free_units[i] = max(self._units_of(nd, keys[i]), 0)
+            self.node_leaf[i] = leaf_ids[node_leaves[i]]
         self.total_gpus = sum(max(nd.gpus - nd.used_gpus, 0) for nd in self.nodes)
         self.version = 0  # bumped by every release: lets callers know capacity grew
         self.empty_twin: ClusterIndex | None = None  # same nodes, nothing running (lazy)
+        self.fits_empty_by_shape: dict[tuple, bool] = {}  # answers on empty_twin, by shape
         self.bucketed = False
         if not defer_buckets:
             self.build_buckets()
+
+    def _build_pools(self, keys: list[PoolKey]) -> None:
+        """One pool per distinct key, numbered in order of first appearance."""
+        members: dict[PoolKey, list[int]] = {}
+        for i, key in enumerate(keys):
+            group = members.get(key)
+            if group is None:
+                members[key] = [i]
+            else:
+                group.append(i)
+        node_pool: list[Pool] = [None] * len(keys)  # type: ignore[list-item]
+        for key, nodes in members.items():
+            units = max(0, *(self._units_of(self.nodes[i], key) for i in nodes))
+            pool = Pool(len(self.pools), key, units)
+            pool.nodes = nodes
+            self.pools.append(pool)
+            for i in nodes:
+                node_pool[i] = pool
+        self.node_pool = node_pool
 
     def build_buckets(self) -> None:
         """Put every node in the bucket of its current free units."""
@@ -205,6 +223,13 @@ class ClusterIndex:
                 pool.leaf_free[self.node_leaf[i]] += self.free_units[i]
             pool.free_total = sum(pool.leaf_free.values())
         self.bucketed = True
+
+    def empty_copy(self) -> ClusterIndex:
+        """The same ready nodes with nothing of ours running, leaves by zone only.
+
+        Answers "could this job ever fit" for pending reasons. It reuses this index's
+        pool keys, the costliest part of indexing (sorting every node's taints)."""
+        return ClusterIndex(self.nodes, "", pool_keys=self.pool_keys)
 
     @staticmethod
     def _units_of(node: Node, key: PoolKey) -> int:

@@ -106,7 +106,7 @@ def run_cycle(
     backfill_budget: dict[str, int] = {}
     lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
-    victim_pool = VictimPool(running)
+    victim_pool = VictimPool(running, now)
     heap: list[tuple[object, int, int, Lane]] = [
         (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
     ]
@@ -270,12 +270,21 @@ def _capacity_reason(
 
 
 def fits_empty(index: ClusterIndex, job: PendingJob) -> bool:
-    """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops)."""
+    """Would the job fit if nothing of ours were running? (NEVER_FITS, simulator drops).
+
+    The answer depends only on the job's shape and the nodes, so it is kept on the
+    index: a cycle asks once per shape, not once per queue and shape."""
+    shape = (job.request, job.workers, job.kind, job.tolerations)
+    known = index.fits_empty_by_shape.get(shape)
+    if known is not None:
+        return known
     empty = index.empty_twin
     if empty is None:
-        empty = index.empty_twin = ClusterIndex(index.nodes, "")
+        empty = index.empty_twin = index.empty_copy()
     tiers = eligible_tiers(empty.pools, job.request, job.tolerations)
-    return any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
+    fits = any(choose_nodes(empty, tier, job.request, job.workers, job.kind) for tier in tiers)
+    index.fits_empty_by_shape[shape] = fits
+    return fits
 
 
 def _explain(
@@ -285,10 +294,11 @@ def _explain(
     job_reason: dict[str, PendingReason],
     reason: Callable[..., PendingReason],
 ) -> None:
+    reasons = out.reasons
     for job_id, (_key, job, lane) in pending.jobs.items():
-        got = job_reason.get(job_id)
+        got = job_reason.get(job_id) if job_reason else None
         if got is None:
             got = lane_reason.get(lane.number)
             if got is None:
                 got = lane_reason[lane.number] = reason(ReasonCode.NOT_CONSIDERED, job)
-        out.reasons[job_id] = got
+        reasons[job_id] = got

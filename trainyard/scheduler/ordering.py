@@ -49,6 +49,10 @@ class FifoOrder:
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey:
         return (0.0, job.submit_time, job.id)
 
+    def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
+        """`key` for many jobs at once (a queue of 10,000 is ranked per cycle)."""
+        return [(0.0, job.submit_time, job.id) for job in jobs]
+
 
 @dataclass(frozen=True, slots=True)
 class PriorityAgingOrder:
@@ -65,6 +69,14 @@ class PriorityAgingOrder:
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey:
         effective = job.priority - self.aging_per_hour * job.submit_time / 3600.0
         return (-effective, job.submit_time, job.id)
+
+    def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
+        """`key` for many jobs at once: the same arithmetic, without a call per job."""
+        rate = self.aging_per_hour
+        return [
+            (-(job.priority - rate * job.submit_time / 3600.0), job.submit_time, job.id)
+            for job in jobs
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,26 +117,31 @@ class MultifactorOrder:
 
     def keys(self, jobs: list[PendingJob], ctx: OrderingContext) -> list[RankKey]:
         """`key` for many jobs at once: the same arithmetic as `score`, hoisted out of
-        the loop, because a refresh re-ranks every waiting job."""
+        the loop (weights in locals, the usage term once per queue), because every
+        cycle ranks the whole queue. Results are bit-identical to `key`."""
         w = self.weights
         now, total = ctx.now, ctx.total_gpus
-        shares = ctx.queue_gpu_share
+        w_class, w_age, w_size = w.priority_class, w.age, w.job_size
         scale, max_age = w.priority_scale, w.max_age_seconds
+        usage_terms: dict[str, float] = {}
         out: list[RankKey] = []
         for job in jobs:
             cls = job.priority / scale
             cls = 0.0 if cls < 0.0 else 1.0 if cls > 1.0 else cls
             age = (now - job.submit_time) / max_age
             age = 0.0 if age < 0.0 else 1.0 if age > 1.0 else age
-            size = job.request.gpu_milli * job.workers / 1000.0 / total if total else 0.0
+            request = job.request
+            milli = request.gpus * 1000 + request.gpu_share_milli  # request.gpu_milli
+            size = milli * job.workers / 1000.0 / total if total else 0.0
             size = 1.0 if size > 1.0 else size
-            share = shares.get(job.queue, 0.0)
-            share = 0.0 if share < 0.0 else 1.0 if share > 1.0 else share
-            score = (
-                w.priority_class * cls
-                + w.age * age
-                + w.job_size * size
-                + w.queue_usage * (1.0 - share)
-            )
+            usage = usage_terms.get(job.queue)
+            if usage is None:
+                usage = usage_terms[job.queue] = self._usage_term(job.queue, ctx)
+            score = w_class * cls + w_age * age + w_size * size + usage
             out.append((-score, job.submit_time, job.id))
         return out
+
+    def _usage_term(self, queue: str, ctx: OrderingContext) -> float:
+        share = ctx.queue_gpu_share.get(queue, 0.0)
+        share = 0.0 if share < 0.0 else 1.0 if share > 1.0 else share
+        return self.weights.queue_usage * (1.0 - share)

@@ -98,10 +98,7 @@ def _domains_by_fit(
     feasible: list[tuple[int, int, Domain]] = []
     need = workers * units
     for order, domain in enumerate(level):
-        if domain is None:
-            free = sum(pool.free_total for pool in tier)
-        else:
-            free = sum(pool.leaf_free.get(leaf, 0) for pool in tier for leaf in domain)
+        free = _free_units(tier, domain)
         if free < need:
             continue  # not even the raw free units suffice: skip the bucket sums
         bound = 0
@@ -115,6 +112,21 @@ def _domains_by_fit(
             feasible.append((bound, order, domain))
     feasible.sort(key=lambda t: (t[0], t[1]))
     return [d for _b, _o, d in feasible]
+
+
+def _free_units(tier: Tier, domain: Domain) -> int:
+    """Free units of the tier's pools within `domain` (plain loops: this runs for every
+    rack of every gang that does not fit, so generator overhead shows)."""
+    free = 0
+    if domain is None:
+        for pool in tier:
+            free += pool.free_total
+        return free
+    for pool in tier:
+        leaf_free = pool.leaf_free
+        for leaf in domain:
+            free += leaf_free.get(leaf, 0)
+    return free
 
 
 def _best_fit(

@@ -26,32 +26,59 @@ class PreemptionResult:
     victims: list[Placed]
 
 
-def can_preempt(victim: Placed, preemptor: PendingJob) -> bool:
-    """The preemptable predicate: preemptible and of strictly lower priority."""
-    return victim.preemptible and victim.priority < preemptor.priority
-
-
 class VictimPool:
-    """Preemptible running jobs sorted by priority, built once per cycle on first use.
+    """Preemptible running jobs in victim order, sorted once per cycle on first use.
 
-    A preemptor only looks at the prefix of strictly lower priority, instead of
-    filtering every running job on every attempt."""
+    A job may be preempted only when it is preemptible and of strictly lower priority
+    than the preemptor: `below` returns exactly those, already in the order victims
+    are tried (the full `victim_key`), so a preemption attempt neither filters nor
+    sorts every running job. Evicted jobs are taken out with `discard`; should jobs
+    leave `running` any other way, the pool notices and re-filters itself.
+    """
 
-    def __init__(self, running: RunningSet) -> None:
+    def __init__(self, running: RunningSet, now: float) -> None:
         self.running = running
+        self.now = now
         self._sorted: list[Placed] | None = None
         self._priorities: list[int] = []
+        self._removals = running.removals
 
     def below(self, priority: int) -> list[Placed]:
+        """Still-running candidates of priority < `priority`, in victim order."""
         if self._sorted is None:
             self._sorted = sorted(
                 (p for p in self.running.by_id.values() if p.preemptible),
-                key=lambda p: (p.priority, p.job_id),
+                key=lambda p: victim_key(p, self.now),
             )
             self._priorities = [p.priority for p in self._sorted]
+            self._removals = self.running.removals
+        elif self._removals != self.running.removals:
+            self._drop_gone()
         end = bisect.bisect_left(self._priorities, priority)
+        return self._sorted[:end]
+
+    def discard(self, victims: list[Placed]) -> None:
+        """Forget jobs just removed from `running` (by bisection on their key)."""
+        if self._sorted is None:
+            return
+        for victim in victims:
+            key = victim_key(victim, self.now)
+            i = bisect.bisect_left(self._sorted, key, key=lambda p: victim_key(p, self.now))
+            if i < len(self._sorted) and self._sorted[i] is victim:
+                del self._sorted[i]
+                del self._priorities[i]
+                self._removals += 1
+
+    def _drop_gone(self) -> None:
         by_id = self.running.by_id
-        return [p for p in self._sorted[:end] if by_id.get(p.job_id) is p]
+        self._sorted = [p for p in self._sorted or () if by_id.get(p.job_id) is p]
+        self._priorities = [p.priority for p in self._sorted]
+        self._removals = self.running.removals
+
+
+def victim_key(placed: Placed, now: float) -> tuple[int, float, str]:
+    """Lowest priority first, then fewest GPU-seconds lost, then id (a total order)."""
+    return (placed.priority, placed.lost_gpu_seconds(now), placed.job_id)
 
 
 def try_preempt(
@@ -68,16 +95,15 @@ def try_preempt(
     `protected` jobs (those admitted earlier in the same cycle) are never victims: a
     cycle must not undo its own decisions."""
     walk = FreeingWalk(index, tiers, job.request, job.workers, job.kind)
-    pool = pool or VictimPool(running)
+    pool = pool or VictimPool(running, now)
     everywhere = len(walk.eligible) == len(index.pools)  # then every victim touches the job
     candidates = [
         p
         for p in pool.below(job.priority)
-        if p.job_id not in protected and can_preempt(p, job) and (everywhere or walk.touches(p))
+        if p.job_id not in protected and (everywhere or walk.touches(p))
     ]
     if not candidates:
-        return None
-    candidates.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+        return None  # `candidates` is already in victim order (see VictimPool)
     chosen = None
     for placed in candidates:
         chosen = walk.release(placed)
@@ -100,7 +126,8 @@ def try_preempt(
     allocations = [index.take(node, job.request, count) for node, count in chosen]
     for victim in needed:
         running.remove(victim.job_id)
-    needed.sort(key=lambda p: (p.priority, p.lost_gpu_seconds(now), p.job_id))
+    pool.discard(needed)
+    needed.sort(key=lambda p: victim_key(p, now))
     return PreemptionResult(allocations, needed)
 
 

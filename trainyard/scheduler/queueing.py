@@ -24,6 +24,7 @@ from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.types import PendingJob
 
 Shape = tuple[Hashable, ...]
+_UNRANKED: tuple = ()  # placeholder while `PendingSet.extend` ranks a batch
 
 
 def shape_of(job: PendingJob) -> Shape:
@@ -77,10 +78,32 @@ class PendingSet:
         self.jobs[job.id] = (key, job, lane)
 
     def extend(self, jobs: Iterable[PendingJob]) -> None:
-        """Add many jobs; lanes are bulk-built with one sort each when they are new."""
-        grouped: dict[Lane, list[tuple[RankKey, PendingJob]]] = {}
-        key_of: dict[str, Callable[..., RankKey]] = {}
-        lanes, known, ctx = self.lanes, self.jobs, self.ctx
+        """Add many jobs; lanes are bulk-built with one sort each when they are new.
+
+        Jobs are grouped by lane first and ranked a lane at a time, so an ordering with
+        a batch `keys` scores a whole lane in one call. A duplicate id rejects the whole
+        batch and leaves the set as it was."""
+        known = self.jobs
+        try:
+            grouped = self._group(jobs)
+        except ValueError:
+            for job_id in [j for j, entry in known.items() if entry is _UNRANKED]:
+                del known[job_id]
+            raise
+        for lane, members in grouped.items():
+            entries = list(zip(self._keys(lane.queue, members), members, strict=True))
+            for key, job in entries:
+                known[job.id] = (key, job, lane)
+            if len(lane.entries):
+                lane.entries.update(entries)
+            else:
+                lane.entries = SortedList(entries)
+
+    def _group(self, jobs: Iterable[PendingJob]) -> dict[Lane, list[PendingJob]]:
+        """Jobs by lane (creating lanes as needed); each id is entered in `self.jobs`
+        as `_UNRANKED` so that the set keeps arrival order once ranks are known."""
+        grouped: dict[Lane, list[PendingJob]] = {}
+        lanes, known = self.lanes, self.jobs
         for job in jobs:
             if job.id in known:
                 raise ValueError(f"job {job.id} is already pending")
@@ -91,20 +114,24 @@ class PendingSet:
                 shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
                 lane = Lane(len(lanes), queue, shape, shape_id)
                 lanes[(queue, shape)] = lane
-                grouped[lane] = []
-            elif lane not in grouped:
-                grouped[lane] = []
-            key_fn = key_of.get(queue)
-            if key_fn is None:
-                key_fn = key_of[queue] = self.policy_for(queue).ordering.key
-            key = key_fn(job, ctx)
-            grouped[lane].append((key, job))
-            known[job.id] = (key, job, lane)
-        for lane, entries in grouped.items():
-            if len(lane.entries):
-                lane.entries.update(entries)
+                grouped[lane] = [job]
             else:
-                lane.entries = SortedList(entries)
+                members = grouped.get(lane)
+                if members is None:
+                    grouped[lane] = [job]
+                else:
+                    members.append(job)
+            known[job.id] = _UNRANKED
+        return grouped
+
+    def _keys(self, queue: str, jobs: list[PendingJob]) -> list[RankKey]:
+        """Rank keys of `jobs` of one queue, in a batch when the ordering offers one."""
+        ordering = self.policy_for(queue).ordering
+        batch = getattr(ordering, "keys", None)
+        if batch is not None:
+            return batch(jobs, self.ctx)
+        key, ctx = ordering.key, self.ctx
+        return [key(job, ctx) for job in jobs]
 
     def remove(self, job_id: str) -> PendingJob:
         key, job, lane = self.jobs.pop(job_id)
@@ -126,10 +153,7 @@ class PendingSet:
             if not len(lane.entries):
                 continue
             jobs = [job for _key, job in lane.entries]
-            ordering = self.policy_for(lane.queue).ordering
-            batch = getattr(ordering, "keys", None)
-            keys = batch(jobs, ctx) if batch else [ordering.key(job, ctx) for job in jobs]
-            pairs = list(zip(keys, jobs, strict=True))
+            pairs = list(zip(self._keys(lane.queue, jobs), jobs, strict=True))
             lane.entries = SortedList(pairs)
             for key, job in pairs:
                 known[job.id] = (key, job, lane)

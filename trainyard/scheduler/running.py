@@ -44,6 +44,7 @@ class RunningSet:
     def __init__(self) -> None:
         self.by_id: dict[str, Placed] = {}
         self.by_end: SortedList = SortedList()  # (expected_end, job_id)
+        self.removals = 0  # lets derived views (VictimPool) tell whether they are stale
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -57,6 +58,7 @@ class RunningSet:
 
     def remove(self, job_id: str) -> Placed:
         placed = self.by_id.pop(job_id)
+        self.removals += 1
         if placed.expected_end is not None:
             self.by_end.remove((placed.expected_end, job_id))
         return placed
