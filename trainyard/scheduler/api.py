@@ -8,9 +8,7 @@ mutates its inputs and reads no clock: `now` is an argument. Issuing the decisio
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
 from trainyard.scheduler.cycle import TierCache, run_cycle
@@ -84,23 +82,6 @@ def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> Or
     return OrderingContext(now=now, total_gpus=total, queue_gpu_share=shares)
 
 
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector for one cycle.
-
-    A cycle allocates tens of thousands of small acyclic objects (index arrays, rank
-    keys, allocations); each allocation burst triggers collections that traverse them
-    and the caller's snapshot, which cost 5-10 % of a cycle and reclaim nothing the
-    reference counts would not. Collection resumes afterwards (only if it was on)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def schedule(
     snapshot: ClusterSnapshot,
     now: float,
@@ -109,18 +90,11 @@ def schedule(
     policy_for: Callable[[str], Policy] | None = None,
     explain: bool = True,
 ) -> CycleResult:
-    """Decide one scheduling cycle for `snapshot` at time `now`."""
-    with cyclic_gc_paused():
-        return _schedule(snapshot, now, config, policy_for, explain)
+    """Decide one scheduling cycle for `snapshot` at time `now`.
 
-
-def _schedule(
-    snapshot: ClusterSnapshot,
-    now: float,
-    config: SchedulerConfig | None,
-    policy_for: Callable[[str], Policy] | None,
-    explain: bool,
-) -> CycleResult:
+    Pure: it reads its arguments and returns decisions; it touches no global state
+    (not even the garbage collector, which a caller sharing the process relies on).
+    """
     config = config or SchedulerConfig()
     policy_for = policy_for or config.resolver()
     index = ClusterIndex(snapshot.nodes, snapshot.rack_label, defer_buckets=True)
