@@ -53,9 +53,13 @@ def yaml_to_json(raw: bytes) -> bytes:
         data = yaml.load(raw, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         raise _invalid(f"body is not valid YAML: {_one_line(exc)}") from exc
+    except RecursionError as exc:  # the composer recurses once per nesting level
+        raise _invalid("body is not valid YAML: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise _invalid(f"body is not valid YAML: {exc}") from exc
     try:
         return json.dumps(data, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _invalid(f"YAML value has no JSON equivalent: {exc}") from exc
 
 

@@ -209,7 +209,15 @@ def submit_jobs(
         return [submit_jobs(engine, submissions=[item])[0] for item in submissions]
     results: list[tuple[JobRecord, bool] | Exception] = []
     for item, job in zip(submissions, inserted, strict=True):
-        results.append((job, True) if job is not None else _existing(engine, item))
+        if job is not None:
+            results.append((job, True))
+            continue
+        # The group is committed: a failure to read back one duplicate's job must not
+        # turn the other, stored, submissions into errors.
+        try:
+            results.append(_existing(engine, item))
+        except Exception as exc:
+            results.append(exc)
     return results
 
 
@@ -294,7 +302,13 @@ def submit_job(
 
 
 def get_job(conn: Connection, *, job_id: str, owner: str | None = None) -> JobRecord | None:
-    """The job with this id; with `owner`, only if that user owns it."""
+    """The job with this id; with `owner`, only if that user owns it.
+
+    An id with a NUL character cannot exist (ids are hex) and PostgreSQL refuses NUL in
+    a text parameter with an error, so such an id is answered "not found" without asking.
+    """
+    if "\x00" in job_id:
+        return None
     query = select(jobs).where(jobs.c.id == job_id)
     if owner is not None:
         query = query.where(jobs.c.owner == owner)

@@ -38,6 +38,7 @@ from trainyard.store import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+NO_NUL = r"^[^\x00]*$"
 
 
 def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
@@ -132,9 +133,13 @@ class JobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: list[JobState] | None = Field(default=None, description="Repeat to match several.")
-    queue: str | None = Field(default=None, max_length=63)
+    # No NUL: PostgreSQL refuses it in a text parameter (a 500), and no name contains one.
+    queue: str | None = Field(default=None, max_length=63, pattern=NO_NUL)
     owner: str | None = Field(
-        default=None, max_length=128, description="Admins only; users see their own."
+        default=None,
+        max_length=128,
+        pattern=NO_NUL,
+        description="Admins only; users see their own.",
     )
     kind: Literal["training", "inference"] | None = None
     cursor: str | None = Field(

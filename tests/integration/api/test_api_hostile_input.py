@@ -1,0 +1,73 @@
+"""Input that once reached the database or the YAML parser raw and came back as a 500.
+
+PostgreSQL refuses a NUL character in any text parameter with an error, so a NUL in a
+job id or a list filter must be answered before the query is built; deeply nested or
+oversized YAML must be a 422 like any other invalid body; a failing database must be a
+503 that says so, not a 500.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.servers import ApiServer
+from trainyard.store import write_transaction
+
+JOB_YAML = b"name: ok\nworkload:\n  builtin: gpt\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("GET", ""), ("GET", "/events"), ("GET", "/logs"), ("POST", "/cancel")],
+)
+def test_job_id_with_nul_is_404_like_a_missing_job(
+    server: ApiServer, method: str, suffix: str
+) -> None:
+    with server.client() as client:
+        response = client.request(method, f"/v1/jobs/a%00b{suffix}")
+        missing = client.request(method, f"/v1/jobs/{'0' * 32}{suffix}")
+    assert response.status_code == 404, response.text
+    assert missing.status_code == 404
+    assert response.json()["detail"] == "job 'a\\x00b' not found"
+    assert response.json()["errors"] == missing.json()["errors"] == []
+
+
+@pytest.mark.parametrize("field", ["queue", "owner"])
+def test_list_filter_with_nul_is_422_naming_it(server: ApiServer, field: str) -> None:
+    with server.client() as client:
+        response = client.get("/v1/jobs", params={field: "de\x00fault"})
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        JOB_YAML + b"env: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+        JOB_YAML + b"retries: " + b"9" * 5000 + b"\n",
+    ],
+    ids=["nested-20000-deep", "5000-digit-integer"],
+)
+def test_pathological_yaml_is_422(server: ApiServer, document: bytes) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/v1/jobs", content=document, headers={"Content-Type": "application/yaml"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["rule"] == "yaml_invalid"
+        # The server is still serving.
+        assert client.get("/v1/jobs").status_code == 200
+
+
+def test_failing_database_is_503_naming_the_cause_not_500(server: ApiServer) -> None:
+    with server.client() as client:
+        assert client.post("/v1/jobs", json={"name": "before", "workload": {"builtin": "gpt"}})
+        with write_transaction(server.engine) as conn:
+            conn.exec_driver_sql("DROP TABLE job_events")
+            conn.exec_driver_sql("DROP TABLE jobs")
+        submitted = client.post("/v1/jobs", json={"name": "after", "workload": {"builtin": "gpt"}})
+        listed = client.get("/v1/jobs")
+    for response in (submitted, listed):
+        assert response.status_code == 503, response.text
+        assert "database" in response.json()["detail"]
+        assert "SELECT" not in response.text and "INSERT" not in response.text
