@@ -71,3 +71,40 @@ def test_failing_database_is_503_naming_the_cause_not_500(server: ApiServer) -> 
         assert response.status_code == 503, response.text
         assert "database" in response.json()["detail"]
         assert "SELECT" not in response.text and "INSERT" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "rule"),
+    [
+        (
+            b'{"name":"ok","workload":{"command":["run","a\\u0000b"]}}',
+            "workload.command[1]",
+            "no_nul",
+        ),
+        (b'{"name":"ok","workload":{"builtin":"gpt"},"env":{"A":"\\u0000"}}', "env.A", "no_nul"),
+        (b'{"name":"ok","workload":{"builtin":"gpt"},"image":"x\\u0000"}', "image", "no_nul"),
+        (
+            b'{"name":"ok","workload":{"builtin":"gpt","args":{"a":NaN}}}',
+            "workload.args.a",
+            "finite_number",
+        ),
+        (
+            b'{"name":"ok","workload":{"builtin":"gpt","args":{"a":[-Infinity]}}}',
+            "workload.args.a[0]",
+            "finite_number",
+        ),
+    ],
+    ids=["nul-in-command", "nul-in-env", "nul-in-image", "nan-in-args", "infinity-in-args"],
+)
+def test_nul_and_non_finite_numbers_are_422_not_stored(
+    server: ApiServer, document: bytes, field: str, rule: str
+) -> None:
+    """A NUL cannot reach a process argument or environment variable, and NaN/Infinity
+    are not JSON (pydantic would have stored them as null): refused, and nothing stored."""
+    with server.client() as client:
+        response = client.post(
+            "/v1/jobs", content=document, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert [(e["field"], e["rule"]) for e in response.json()["errors"]] == [(field, rule)]
+        assert client.get("/v1/jobs").json()["count"] == 0

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from trainyard.api.auth import Principal
 from trainyard.api.body import YamlBodyRoute
 from trainyard.api.deps import CommitterDep, EngineDep, MetricsDep, PrincipalDep, SettingsDep
+from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, log_path, read_log
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
@@ -95,7 +96,10 @@ async def submit(
     an `unschedulable: ...` reason.
     """
     priority_value = _check_queue_and_priority(job, settings)
+    # Free-form args before dumping (which would turn NaN into null), then every string.
+    check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
+    check_document(spec)
     request_hash = (
         hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         if idempotency_key
