@@ -108,3 +108,25 @@ def test_nul_and_non_finite_numbers_are_422_not_stored(
         assert response.status_code == 422, response.text
         assert [(e["field"], e["rule"]) for e in response.json()["errors"]] == [(field, rule)]
         assert client.get("/v1/jobs").json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"name":"ok","workload":{"builtin":"gpt","args":{"a":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}}",
+        b'{"name":"ok","workload":{"builtin":"gpt"},"retries":' + b"9" * 5000 + b"}",
+    ],
+    ids=["nested-100000-deep", "5000-digit-integer"],
+)
+def test_unloadable_json_is_422_saying_why(server: ApiServer, document: bytes) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/v1/jobs", content=document, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert (error["field"], error["rule"]) == ("body", "json_invalid")
+    assert error["message"].startswith("body is not valid JSON: ")
