@@ -19,7 +19,7 @@ from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, log_path, read_log
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
 from trainyard.api.schemas import EventsPublic, JobCreate, JobPublic, JobsPublic
-from trainyard.api.views import event_public, job_public, json_response
+from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
 from trainyard.config import Settings
 from trainyard.store import (
     CANCELLABLE_STATES,
@@ -30,7 +30,7 @@ from trainyard.store import (
     Submission,
     get_job,
     list_events,
-    list_jobs,
+    list_job_rows,
     read_transaction,
     transition_job,
     write_transaction,
@@ -165,19 +165,17 @@ def list_(
         return json_response({"data": [], "count": 0, "next_cursor": None})
     before = decode_cursor(query.cursor) if query.cursor else None
     with read_transaction(engine) as conn:
-        jobs = list_jobs(
+        rows = list_job_rows(
             conn,
-            owner=visible or query.owner,
+            owner=visible if visible is not None else query.owner,
             states=query.state,
             queue=query.queue,
             kind=query.kind,
             before_seq=before,
             limit=query.limit,
         )
-    next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == query.limit else None
-    return json_response(
-        {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
-    )
+    next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == query.limit else None
+    return jobs_page_response(rows, next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Get a job")
