@@ -8,6 +8,8 @@ oversized YAML must be a 422 like any other invalid body; a failing database mus
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.support.servers import ApiServer
@@ -59,7 +61,10 @@ def test_pathological_yaml_is_422(server: ApiServer, document: bytes) -> None:
         assert client.get("/v1/jobs").status_code == 200
 
 
-def test_failing_database_is_503_naming_the_cause_not_500(server: ApiServer) -> None:
+def test_failing_database_is_503_naming_the_cause_not_500(
+    server: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="trainyard.api")
     with server.client() as client:
         assert client.post("/v1/jobs", json={"name": "before", "workload": {"builtin": "gpt"}})
         with write_transaction(server.engine) as conn:
@@ -71,6 +76,10 @@ def test_failing_database_is_503_naming_the_cause_not_500(server: ApiServer) -> 
         assert response.status_code == 503, response.text
         assert "database" in response.json()["detail"]
         assert "SELECT" not in response.text and "INSERT" not in response.text
+    # The operator's log names the cause, without the statement's parameters (the job).
+    logged = [r.getMessage() for r in caplog.records if r.name == "trainyard.api"]
+    assert any("jobs" in line and "POST /v1/jobs" in line for line in logged), logged
+    assert not any("parameters" in line or "after" in line for line in logged), logged
 
 
 @pytest.mark.parametrize(
