@@ -139,3 +139,26 @@ def test_unloadable_json_is_422_saying_why(server: ApiServer, document: bytes) -
     (error,) = response.json()["errors"]
     assert (error["field"], error["rule"]) == ("body", "json_invalid")
     assert error["message"].startswith("body is not valid JSON: ")
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"cpu": "1" + "0" * 400}, "resources.cpu"),
+        ({"memory": "9" * 10_000}, "resources.memory"),
+        ({"memory": "9" * 30 + "Ei"}, "resources.memory"),
+        ({"cpu": 10**20}, "resources.cpu"),
+    ],
+    ids=["400-digit-cpu", "10000-digit-memory", "huge-memory-Ei", "huge-integer-cpu"],
+)
+def test_oversized_quantities_are_422(
+    server: ApiServer, resources: dict[str, object], field: str
+) -> None:
+    """The published schema says at most 64 characters; the value must fit Kubernetes'
+    64-bit milli-units (a 10,000-digit byte count cannot even be printed by Python)."""
+    with server.client() as client:
+        response = client.post(
+            "/v1/jobs", json={"name": "ok", "workload": {"builtin": "gpt"}, "resources": resources}
+        )
+    assert response.status_code == 422, response.text
+    assert [(e["field"], e["rule"]) for e in response.json()["errors"]] == [(field, "quantity")]
