@@ -82,8 +82,9 @@ def jobs_page_response(rows: Sequence[Mapping[str, Any]], next_cursor: str | Non
             "started_at": _iso(m["started_at"]),
             "finished_at": _iso(m["finished_at"]),
         }
-        spec: str = m["spec"]  # a JSON object, never empty: it has at least a name
-        parts.append(spec[:-1] + "," + json.dumps(lifecycle, **_COMPACT)[1:])
+        spec: str = m["spec"]  # a JSON object ("{...}"), as _dump wrote it
+        opening = spec[:-1] + "," if spec != "{}" else "{"
+        parts.append(opening + json.dumps(lifecycle, **_COMPACT)[1:])
     tail = json.dumps(next_cursor)
     body = f'{{"data":[{",".join(parts)}],"count":{len(parts)},"next_cursor":{tail}}}'
     return Response(body.encode("utf-8"), media_type="application/json")

@@ -51,3 +51,16 @@ def test_raw_row_page_equals_the_record_page(engine: Engine) -> None:
     JobsPublic.model_validate(page)  # and it is a valid JobsPublic document
     assert page["data"][0]["placement"]["11"] == "node-11"
     assert page["data"][1]["workload"]["command"][1] == "héllo ✓ \U0001f680"
+
+
+def test_a_job_stored_with_an_empty_document_still_makes_valid_json(engine: Engine) -> None:
+    """Other writers of the store (the scheduler's tests, future migrations) may store a
+    document without fields; splicing must not produce '{,'."""
+    spec = {"name": "x", "kind": "training", "queue": "default", "priority": "low"}
+    submit_job(engine, owner="bob", spec=spec, priority_value=1)
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql("UPDATE jobs SET spec = '{}'")
+    with read_transaction(engine) as conn:
+        rows = list_job_rows(conn, owner="bob")
+    (job,) = json.loads(jobs_page_response(rows, None).body)["data"]
+    assert job["owner"] == "bob" and job["state"] == "PENDING"
