@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -69,16 +70,68 @@ def ensure_admin_token(engine: Engine, *, home: Path, configured: str | None) ->
         return None
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = home / ADMIN_TOKEN_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text(encoding="utf-8").strip()
-    else:
-        token = generate_token()
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(token + "\n")
+    token = _read_admin_token(path)
+    if token is None:
+        token = _write_admin_token(path)
     _register(engine, token, f"admin token from {path}")
     return path
+
+
+class AdminTokenFileError(RuntimeError):
+    """The admin-token file cannot be trusted (a link, someone else's, empty)."""
+
+
+def _write_admin_token(path: Path) -> str:
+    """Create the admin-token file with a new token, atomically; returns the token.
+
+    The token is written to a private temporary file that is then hard-linked into place:
+    the link either creates the file complete or fails because it exists, so a server
+    starting at the same moment never reads a half-written (empty) file.
+    """
+    token = generate_token()
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another server won the race: use its token
+            existing = _read_admin_token(path)
+            if existing is None:
+                raise AdminTokenFileError(f"{path} vanished while it was being created") from None
+            return existing
+    finally:
+        temporary.unlink(missing_ok=True)
+    return token
+
+
+def _read_admin_token(path: Path) -> str | None:
+    """The token in an existing admin-token file, or None when there is no file.
+
+    Refuses a symbolic link or a file owned by another user (whoever could plant it
+    would choose the admin token), and makes a group- or world-readable file private.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise AdminTokenFileError(f"{path} must be a regular file, not a link ({exc})") from exc
+    with os.fdopen(fd, "r", encoding="utf-8") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise AdminTokenFileError(f"{path} must be a regular file")
+        if info.st_uid != os.getuid():
+            raise AdminTokenFileError(f"{path} belongs to another user (uid {info.st_uid})")
+        if info.st_mode & 0o077:
+            os.fchmod(handle.fileno(), 0o600)
+        token = handle.read().strip()
+    if not token:
+        raise AdminTokenFileError(f"{path} is empty; delete it to create a new admin token")
+    return token
 
 
 def _register(engine: Engine, token: str, description: str) -> None:

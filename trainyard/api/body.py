@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -53,10 +54,31 @@ def yaml_to_json(raw: bytes) -> bytes:
         data = yaml.load(raw, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         raise _invalid(f"body is not valid YAML: {_one_line(exc)}") from exc
+    except RecursionError as exc:  # the composer recurses once per nesting level
+        raise _invalid("body is not valid YAML: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise _invalid(f"body is not valid YAML: {exc}") from exc
     try:
         return json.dumps(data, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _invalid(f"YAML value has no JSON equivalent: {exc}") from exc
+
+
+def _json_invalid(message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "json_invalid", "loc": ("body",), "msg": message, "input": None}]
+    )
+
+
+def _unloadable_json(raw: bytes) -> str | None:
+    """Why `raw` cannot be loaded as JSON, or None if it can."""
+    try:
+        json.loads(raw)
+    except RecursionError:
+        return "body is not valid JSON: nested too deeply"
+    except ValueError as exc:
+        return f"body is not valid JSON: {exc}"
+    return None
 
 
 def _is_yaml(request: Request) -> bool:
@@ -99,7 +121,15 @@ class YamlBodyRoute(APIRoute):
                 ]
                 request = Request({**request.scope, "headers": headers}, request.receive)
                 request._body = body
-            return await handler(request)
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                # FastAPI answers JSON that is well-formed but cannot be loaded (nested
+                # too deeply, an integer over 4300 digits) with a bare 400; name it.
+                problem = _unloadable_json(await request.body()) if exc.status_code == 400 else None
+                if problem is None:
+                    raise
+                raise _json_invalid(problem) from exc
 
         return route_handler
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -57,13 +58,13 @@ class TrainyardClient:
         return self._request("GET", "/v1/jobs", params=params).json()
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/jobs/{job_id}").json()
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}").json()
 
     def events(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/jobs/{job_id}/events").json()
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}/events").json()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+        return self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel").json()
 
     def queues(self) -> dict[str, Any]:
         return self._request("GET", "/v1/queues").json()
@@ -72,13 +73,13 @@ class TrainyardClient:
         return self._request("GET", "/v1/cluster").json()
 
     def logs(self, job_id: str) -> bytes:
-        return self._request("GET", f"/v1/jobs/{job_id}/logs").content
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}/logs").content
 
     def follow_logs(self, job_id: str) -> Iterator[bytes]:
         """Stream the job's output until it finishes."""
         try:
             with self._http.stream(
-                "GET", f"/v1/jobs/{job_id}/logs", params={"follow": "true"}, timeout=None
+                "GET", f"/v1/jobs/{_segment(job_id)}/logs", params={"follow": "true"}, timeout=None
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -86,6 +87,13 @@ class TrainyardClient:
                 yield from response.iter_bytes()
         except httpx.TransportError as exc:
             raise ApiError(f"lost the log stream from {self.url}: {exc}") from exc
+
+
+def _segment(job_id: str) -> str:
+    """A job id as one path segment: '/', '..', '?' or '#' in it cannot reach another URL."""
+    if job_id in ("", ".", ".."):
+        return quote(job_id.replace(".", "%2E"), safe="%")
+    return quote(job_id, safe="")
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -7,6 +7,7 @@ and pydantic's message.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,10 +16,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from trainyard.store import ConcurrentUpdate, IdempotencyConflict, IllegalTransition, JobNotFound
+
+_log = logging.getLogger("trainyard.api")
 
 
 class FieldRuleError(Exception):
@@ -122,11 +126,31 @@ async def _conflict_handler(_request: Request, exc: Exception) -> JSONResponse:
     return _error_response(409, str(exc))
 
 
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database failed (down, locked, out of space): a 503 the client may retry.
+
+    Only the error's class goes out: the driver's message can quote SQL and parameters.
+    A retried submit is safe with its Idempotency-Key.
+    """
+    assert isinstance(exc, DBAPIError)
+    kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+    # The operator needs the cause; the driver's own message (exc.orig) carries it without
+    # the statement's parameters, which SQLAlchemy's str(exc) would include.
+    cause = " ".join(str(exc.orig if exc.orig is not None else kind).split())[:500]
+    _log.error("database error on %s %s: %s: %s", request.method, request.url.path, kind, cause)
+    return _error_response(
+        503,
+        f"the database could not complete the request ({kind}); retry later",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register Trainyard's handlers on `app`."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(FieldRuleError, _field_rule_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(JobNotFound, _not_found_handler)
+    app.add_exception_handler(DBAPIError, _database_handler)
     for conflict in (IllegalTransition, ConcurrentUpdate, IdempotencyConflict):
         app.add_exception_handler(conflict, _conflict_handler)

@@ -48,11 +48,20 @@ def _quantity(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PydanticCustomError("quantity", "must be a quantity such as '8', '500m' or '64Gi'")
     text = str(value)
+    if len(text) > 64:
+        raise PydanticCustomError("quantity", "must be at most 64 characters")
     try:
-        parse_quantity(text)
+        amount = parse_quantity(text)
     except QuantityError as exc:
         raise PydanticCustomError("quantity", str(exc)) from exc
+    # Kubernetes keeps quantities as 64-bit milli-units; beyond that no node can match,
+    # and unbounded integers break whatever prints them (Python's 4300-digit limit).
+    if amount * 1000 > _MAX_MILLI:
+        raise PydanticCustomError("quantity", "is too large (at most 2^63 milli-units)")
     return text
+
+
+_MAX_MILLI = 2**63 - 1
 
 
 Quantity = Annotated[

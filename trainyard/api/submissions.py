@@ -58,21 +58,35 @@ class GroupCommitter:
         """Store `submission` (see `trainyard.store.submit_jobs`); raises its StoreError."""
         loop = asyncio.get_running_loop()
         pending = _Pending(submission, loop, loop.create_future())
-        with self._lock:
-            self._queue.put(pending)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="trainyard-submit", daemon=True).start()
+        self._queue.put(pending)
+        self._ensure_writer()
         return await pending.future
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            # Whatever ended the loop, the next submit must start a new writer: a flag
+            # left set would make every later submit wait forever on a dead thread.
+            with self._lock:
+                self._running = False
+                restart = not self._queue.empty()
+            if restart:
+                self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="trainyard-submit", daemon=True).start()
+
+    def _serve(self) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=self._idle_exit_seconds)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
-                        self._running = False
                         return
                 continue
             group = [first]
@@ -81,7 +95,17 @@ class GroupCommitter:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(group)
+            try:
+                self._commit(group)
+            except BaseException as exc:
+                # Unexpected (not a database error, which _commit hands to the waiters):
+                # answer the group before the thread ends, so no request waits forever.
+                for pending in group:
+                    try:
+                        pending.loop.call_soon_threadsafe(_resolve, pending.future, exc)
+                    except RuntimeError:
+                        continue
+                raise
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -92,4 +116,7 @@ class GroupCommitter:
             results = [exc] * len(group)
         # A StoreError result (IdempotencyConflict) is raised in the awaiting request.
         for pending, result in zip(group, results, strict=True):
-            pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+            try:
+                pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+            except RuntimeError:  # its event loop is closed: nobody is waiting any more
+                continue

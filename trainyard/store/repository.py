@@ -209,7 +209,15 @@ def submit_jobs(
         return [submit_jobs(engine, submissions=[item])[0] for item in submissions]
     results: list[tuple[JobRecord, bool] | Exception] = []
     for item, job in zip(submissions, inserted, strict=True):
-        results.append((job, True) if job is not None else _existing(engine, item))
+        if job is not None:
+            results.append((job, True))
+            continue
+        # The group is committed: a failure to read back one duplicate's job must not
+        # turn the other, stored, submissions into errors.
+        try:
+            results.append(_existing(engine, item))
+        except Exception as exc:
+            results.append(exc)
     return results
 
 
@@ -294,7 +302,13 @@ def submit_job(
 
 
 def get_job(conn: Connection, *, job_id: str, owner: str | None = None) -> JobRecord | None:
-    """The job with this id; with `owner`, only if that user owns it."""
+    """The job with this id; with `owner`, only if that user owns it.
+
+    An id with a NUL character cannot exist (ids are hex) and PostgreSQL refuses NUL in
+    a text parameter with an error, so such an id is answered "not found" without asking.
+    """
+    if "\x00" in job_id:
+        return None
     query = select(jobs).where(jobs.c.id == job_id)
     if owner is not None:
         query = query.where(jobs.c.owner == owner)
@@ -312,20 +326,15 @@ def get_job_by_idempotency_key(
     return None if row is None else _job_from_row(row)
 
 
-def list_jobs(
-    conn: Connection,
+def _list_jobs_query(
     *,
-    owner: str | None = None,
-    states: Iterable[JobState] | None = None,
-    queue: str | None = None,
-    kind: str | None = None,
-    before_seq: int | None = None,
-    limit: int = 50,
-) -> list[JobRecord]:
-    """A page of jobs, newest first; pass the last job's `seq` as `before_seq` for the next.
-
-    Keyset pagination: each page is an index range scan however deep the page is.
-    """
+    owner: str | None,
+    states: Iterable[JobState] | None,
+    queue: str | None,
+    kind: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> Any:
     query = select(jobs)
     if owner is not None:
         query = query.where(jobs.c.owner == owner)
@@ -340,8 +349,49 @@ def list_jobs(
         query = query.where(jobs.c.kind == kind)
     if before_seq is not None:
         query = query.where(jobs.c.seq < before_seq)
-    query = query.order_by(jobs.c.seq.desc()).limit(limit)
+    return query.order_by(jobs.c.seq.desc()).limit(limit)
+
+
+def list_jobs(
+    conn: Connection,
+    *,
+    owner: str | None = None,
+    states: Iterable[JobState] | None = None,
+    queue: str | None = None,
+    kind: str | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[JobRecord]:
+    """A page of jobs, newest first; pass the last job's `seq` as `before_seq` for the next.
+
+    Keyset pagination: each page is an index range scan however deep the page is.
+    """
+    query = _list_jobs_query(
+        owner=owner, states=states, queue=queue, kind=kind, before_seq=before_seq, limit=limit
+    )
     return [_job_from_row(row) for row in conn.execute(query)]
+
+
+def list_job_rows(
+    conn: Connection,
+    *,
+    owner: str | None = None,
+    states: Iterable[JobState] | None = None,
+    queue: str | None = None,
+    kind: str | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[Mapping[str, Any]]:
+    """The page `list_jobs` returns, as raw column mappings: `spec` and `placement` are
+    the stored JSON text, `state` a plain string.
+
+    For a caller that only re-serializes the page (GET /v1/jobs): the stored document is
+    already JSON, so parsing it into a record only to encode it again is skipped.
+    """
+    query = _list_jobs_query(
+        owner=owner, states=states, queue=queue, kind=kind, before_seq=before_seq, limit=limit
+    )
+    return [row._mapping for row in conn.execute(query)]
 
 
 def list_pending(

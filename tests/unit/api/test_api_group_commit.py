@@ -49,3 +49,37 @@ def test_concurrent_submits_each_get_their_own_result_and_the_thread_exits(
     job, created = asyncio.run(committer.submit(Submission(owner="u", spec=spec, priority_value=1)))
     assert created and job.name == "x"
     engine.dispose()
+
+
+def test_a_request_whose_event_loop_closed_does_not_stall_later_submits(tmp_path: Path) -> None:
+    """The writer answers on each request's own event loop; if that loop has closed (the
+    app was shut down, or an embedding client finished), answering it fails. That must
+    not kill the writer and leave every later submit waiting forever."""
+    from trainyard.store.engine import _writer_lock
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    committer = GroupCommitter(engine, idle_exit_seconds=30)
+    spec = {"name": "x", "kind": "training", "queue": "default", "priority": "normal"}
+
+    async def give_up_at_once() -> None:
+        task = asyncio.ensure_future(
+            committer.submit(Submission(owner="u", spec=spec, priority_value=1))
+        )
+        await asyncio.sleep(0)  # the submission is queued
+        task.cancel()
+
+    # Hold the database's write lock so the writer is still storing the first job when
+    # its loop closes, then let it go.
+    with _writer_lock(engine):
+        asyncio.run(give_up_at_once())
+
+    async def submit_with_deadline() -> tuple[object, bool]:
+        return await asyncio.wait_for(
+            committer.submit(Submission(owner="u", spec={**spec, "name": "y"}, priority_value=1)),
+            timeout=60,
+        )
+
+    job, created = asyncio.run(submit_with_deadline())
+    assert created and job.name == "y"  # type: ignore[attr-defined]
+    engine.dispose()

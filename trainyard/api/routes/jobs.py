@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from trainyard.api.auth import Principal
 from trainyard.api.body import YamlBodyRoute
 from trainyard.api.deps import CommitterDep, EngineDep, MetricsDep, PrincipalDep, SettingsDep
+from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, log_path, read_log
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
 from trainyard.api.schemas import EventsPublic, JobCreate, JobPublic, JobsPublic
-from trainyard.api.views import event_public, job_public, json_response
+from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
 from trainyard.config import Settings
 from trainyard.store import (
     CANCELLABLE_STATES,
@@ -29,7 +30,7 @@ from trainyard.store import (
     Submission,
     get_job,
     list_events,
-    list_jobs,
+    list_job_rows,
     read_transaction,
     transition_job,
     write_transaction,
@@ -38,6 +39,7 @@ from trainyard.store import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+NO_NUL = r"^[^\x00]*$"
 
 
 def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
@@ -94,7 +96,10 @@ async def submit(
     an `unschedulable: ...` reason.
     """
     priority_value = _check_queue_and_priority(job, settings)
+    # Free-form args before dumping (which would turn NaN into null), then every string.
+    check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
+    check_document(spec)
     request_hash = (
         hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         if idempotency_key
@@ -132,9 +137,13 @@ class JobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: list[JobState] | None = Field(default=None, description="Repeat to match several.")
-    queue: str | None = Field(default=None, max_length=63)
+    # No NUL: PostgreSQL refuses it in a text parameter (a 500), and no name contains one.
+    queue: str | None = Field(default=None, max_length=63, pattern=NO_NUL)
     owner: str | None = Field(
-        default=None, max_length=128, description="Admins only; users see their own."
+        default=None,
+        max_length=128,
+        pattern=NO_NUL,
+        description="Admins only; users see their own.",
     )
     kind: Literal["training", "inference"] | None = None
     cursor: str | None = Field(
@@ -156,19 +165,17 @@ def list_(
         return json_response({"data": [], "count": 0, "next_cursor": None})
     before = decode_cursor(query.cursor) if query.cursor else None
     with read_transaction(engine) as conn:
-        jobs = list_jobs(
+        rows = list_job_rows(
             conn,
-            owner=visible or query.owner,
+            owner=visible if visible is not None else query.owner,
             states=query.state,
             queue=query.queue,
             kind=query.kind,
             before_seq=before,
             limit=query.limit,
         )
-    next_cursor = encode_cursor(jobs[-1].seq) if len(jobs) == query.limit else None
-    return json_response(
-        {"data": [job_public(j) for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
-    )
+    next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == query.limit else None
+    return jobs_page_response(rows, next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Get a job")
