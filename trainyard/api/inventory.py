@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes
-
-GPU_RESOURCE = "nvidia.com/gpu"
-TPU_RESOURCE = "google.com/tpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-TPU_TYPE_LABEL = "cloud.google.com/gke-tpu-accelerator"
+from trainyard.scheduler.types import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    TPU_ACCELERATOR_LABEL,
+    TPU_RESOURCE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def node_capacity_from_k8s(
         gpu=gpu,
         gpu_model=labels.get(GPU_PRODUCT_LABEL, "unknown") if gpu else None,
         tpu=tpu,
-        tpu_type=labels.get(TPU_TYPE_LABEL, "unknown") if tpu else None,
+        tpu_type=labels.get(TPU_ACCELERATOR_LABEL, "unknown") if tpu else None,
     )
 
 

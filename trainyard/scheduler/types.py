@@ -21,6 +21,10 @@ TPU_ACCELERATOR_LABEL = "cloud.google.com/gke-tpu-accelerator"
 TPU_TOPOLOGY_LABEL = "cloud.google.com/gke-tpu-topology"
 DEFAULT_RACK_LABEL = "trainyard.io/rack"
 
+# Extended resources nodes advertise in their allocatable (device plugins' names).
+GPU_RESOURCE = "nvidia.com/gpu"
+TPU_RESOURCE = "google.com/tpu"
+
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
