@@ -40,6 +40,12 @@ class JobRecord:
     updated_at: int
     started_at: int | None
     finished_at: int | None
+    attempt: int = 0
+    failures: int = 0
+    not_before: int | None = None
+    stop_target: JobState | None = None
+    stop_reason: str | None = None
+    attempt_started_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

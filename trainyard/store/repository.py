@@ -100,6 +100,12 @@ def _job_from_row(row: Row[Any]) -> JobRecord:
         updated_at=m["updated_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        attempt=m["attempt"],
+        failures=m["failures"],
+        not_before=m["not_before"],
+        stop_target=None if m["stop_target"] is None else JobState(m["stop_target"]),
+        stop_reason=m["stop_reason"],
+        attempt_started_at=m["attempt_started_at"],
     )
 
 

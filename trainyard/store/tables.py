@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -61,6 +62,18 @@ jobs = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("started_at", BigInteger, nullable=True),
     Column("finished_at", BigInteger, nullable=True),
+    # The scheduling loop's bookkeeping. `attempt` counts admissions (worker identity is
+    # job id + attempt + index); `failures` counts failed attempts against `retries`;
+    # a retried job is not offered to the core before `not_before` (backoff). A set
+    # `stop_target` means "stop every worker, then move the job to this state" (cancel
+    # of a running job, preemption, a failed gang, max_runtime): the job keeps its
+    # state, and its resources, until the backend reports no worker left.
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("not_before", BigInteger, nullable=True),
+    Column("stop_target", String(16), nullable=True),
+    Column("stop_reason", Text, nullable=True),
+    Column("attempt_started_at", BigInteger, nullable=True),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),
@@ -79,6 +92,46 @@ job_events = Table(
     Column("to_state", String(16), nullable=False),
     Column("reason", Text, nullable=True),
     Index(None, "job_id", "id"),
+)
+
+# One row per admission of a job: where it ran, what it held and how it ended; the
+# source of usage accounting (GPU-hours per queue and owner) and of `attempt` history.
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("queue", String(63), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("placement", Text, nullable=False),
+    Column("workers", Integer, nullable=False),
+    # Per worker.
+    Column("cpu_millicores", BigInteger, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("tpu_chips", Integer, nullable=False),
+    Column("accelerator_model", String(253), nullable=True),
+    Column("admitted_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=True),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("energy_joules", Float, nullable=True),
+    Index(None, "ended_at"),
+)
+
+# Leader election in the store: the loop acts only while it holds the row named after
+# its store ("scheduler"), renewing it before `expires_at`. `wake_address` is where the
+# holder listens for wake-up datagrams (a submit or cancel wakes it at once).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("acquired_at", BigInteger, nullable=False),
+    Column("renewed_at", BigInteger, nullable=False),
+    Column("wake_address", String(255), nullable=True),
 )
 
 tokens = Table(
