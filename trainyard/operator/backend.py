@@ -132,3 +132,18 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Leadership(Protocol):
+    """Whether this process may act on the store/cluster now.
+
+    The loop checks `is_leader()` before every batch of actions, not only at start, so a
+    process that lost its lease stops launching at once. Implemented by a lease row in
+    the store (`trainyard.operator.lease`) and by a coordination.k8s.io Lease.
+    """
+
+    def start(self) -> None: ...
+
+    def is_leader(self) -> bool: ...
+
+    def stop(self) -> None: ...
