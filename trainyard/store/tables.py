@@ -120,6 +120,17 @@ job_attempts = Table(
     Index(None, "ended_at"),
 )
 
+# The node view the loop schedules on, published by the loop whenever it changes, so
+# every API process and replica shows the same capacity (GET /v1/cluster, metrics).
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(253), primary_key=True),
+    # JSON: allocatable, labels, taints, readiness and what other workloads use.
+    Column("node", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 # Leader election in the store: the loop acts only while it holds the row named after
 # its store ("scheduler"), renewing it before `expires_at`. `wake_address` is where the
 # holder listens for wake-up datagrams (a submit or cancel wakes it at once).

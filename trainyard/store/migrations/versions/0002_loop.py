@@ -54,6 +54,14 @@ def upgrade() -> None:
     op.create_index("ix_job_attempts_ended_at", "job_attempts", ["ended_at"])
 
     op.create_table(
+        "cluster_nodes",
+        sa.Column("name", sa.String(253), nullable=False),
+        sa.Column("node", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_cluster_nodes"),
+    )
+
+    op.create_table(
         "leases",
         sa.Column("name", sa.String(63), nullable=False),
         sa.Column("holder", sa.String(255), nullable=False),
@@ -67,6 +75,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("leases")
+    op.drop_table("cluster_nodes")
     op.drop_index("ix_job_attempts_ended_at", table_name="job_attempts")
     op.drop_table("job_attempts")
     with op.batch_alter_table("jobs") as batch:
