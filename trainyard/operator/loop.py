@@ -31,7 +31,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,17 @@ from trainyard.store.states import JobState
 
 log = logging.getLogger("trainyard.loop")
 US = 1_000_000
+LIVE = frozenset({JobState.PENDING, JobState.ADMITTED, JobState.RUNNING})
+# A full read of every live job at least this often, whatever the incremental reads saw.
+RESYNC_SECONDS = 30
+CHANGE_MARGIN_SECONDS = 5
+
+
+_OFFER = Decision(offer=True)
+
+
+def now_us_clock() -> int:
+    return time.time_ns() // 1000
 
 
 class AlwaysLeader:
@@ -157,6 +168,11 @@ class SchedulingLoop:
         self._shapes: dict[str, JobShape] = {}
         self._launch_errors: dict[str, tuple[str, bool]] = {}
         self._published: dict[str, dict[str, Any]] | None = None
+        self._live: dict[str, LiveJob] | None = None
+        self._last_read = 0
+        self._last_full_read = 0
+        # PendingJob per (job id, version): rebuilt only when the job changed.
+        self._pending: dict[str, tuple[int, Any]] = {}
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
 
     # ------------------------------------------------------------------ the cycle
@@ -181,12 +197,30 @@ class SchedulingLoop:
         live_ids = {job.id for job in live}
         changes: dict[str, JobChange] = {}
         decisions: dict[str, Decision] = {}
+        running = []
+        pending = []
+        jobs_by_id = {job.id: job for job in live}
+        offer = _OFFER
         for job in live:
             shape = self._shapes[job.id]
+            job_workers = by_job.get(job.id)
+            if (
+                job.state is JobState.PENDING
+                and job.stop_target is None
+                and not job_workers
+                and (job.not_before is None or job.not_before <= now_us)
+            ):
+                # The common case at 10,000 pending jobs, without the general machinery.
+                decisions[job.id] = offer
+                cached = self._pending.get(job.id)
+                if cached is None or cached[0] != job.version:
+                    cached = self._pending[job.id] = (job.version, pending_job(job, shape))
+                pending.append(cached[1])
+                continue
             decision = reconcile_job(
                 job,
                 self._specs[job.id],
-                by_job.get(job.id, ()),
+                job_workers or (),
                 now_us=now_us,
                 retry=self.retry,
                 log_tail=lambda index, job_id=job.id: self.backend.log_tail(job_id, index),
@@ -196,20 +230,14 @@ class SchedulingLoop:
             decisions[job.id] = decision
             if decision.change is not None:
                 changes[job.id] = decision.change
-        orphans = sorted(set(by_job) - live_ids)
-
-        running = []
-        pending = []
-        jobs_by_id = {job.id: job for job in live}
-        for job in live:
-            decision = decisions[job.id]
-            shape = self._shapes[job.id]
-            stopping = decision.stopping
             if decision.holds:
-                running.append(running_job(job, shape, decision.holds, stopping=stopping, now=now))
+                running.append(
+                    running_job(job, shape, decision.holds, stopping=decision.stopping, now=now)
+                )
             elif decision.offer:
                 pending.append(pending_job(job, shape))
-        # Workers of jobs the store no longer has hold resources until they are gone.
+        orphans = sorted(set(by_job) - live_ids)
+
         report.offered = len(pending)
         result = schedule(
             ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
@@ -223,7 +251,7 @@ class SchedulingLoop:
         for admission in result.admissions:
             job = jobs_by_id[admission.job_id]
             fresh_victims = [
-                v for v in admission.preempts if not decisions[v].stopping and v in jobs_by_id
+                v for v in admission.preempts if v in jobs_by_id and not decisions[v].stopping
             ]
             if admission.preempts:
                 for victim_id in fresh_victims:
@@ -246,9 +274,12 @@ class SchedulingLoop:
                 continue
             changes[job.id] = self._admission(job, admission.placement, now_us)
             admitted.append(job.id)
+        texts: dict[int, str] = {}  # jobs of one lane share one reason object
         for job_id, reason in result.pending.items():
-            job = jobs_by_id[job_id]
-            self._set_reason(changes, job, pending_reason_text(reason.code, reason.message))
+            text = texts.get(id(reason))
+            if text is None:
+                text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
+            self._set_reason(changes, jobs_by_id[job_id], text)
 
         node_view = {node.name: node_document(node) for node in nodes}
         if not self.leadership.is_leader():
@@ -259,6 +290,7 @@ class SchedulingLoop:
             if node_view != self._published:
                 publish_nodes(conn, nodes=node_view)
         self._published = node_view
+        self._remember_reasons(changes.values(), applied)
         t3 = time.perf_counter()
         report.write_s = t3 - t2
         report.admitted = [j for j in admitted if j in applied]
@@ -285,21 +317,49 @@ class SchedulingLoop:
     # ------------------------------------------------------------------ steps
 
     def _read(self) -> tuple[list[LiveJob], Sequence[WorkerStatus], Sequence[Node]]:
+        """Workers, nodes and the live jobs: all of them every RESYNC_SECONDS, otherwise
+        only rows changed since the last read (minus a margin for writers whose commit
+        landed after their timestamp, or whose clock is a little behind ours)."""
         workers = self.backend.workers()
         nodes = self.backend.nodes()
+        read_at = now_us_clock()
+        full = self._live is None or read_at - self._last_full_read > RESYNC_SECONDS * US
         with read_transaction(self.engine) as conn:
-            live = load_live_jobs(conn)
+            if full:
+                self._live = {job.id: job for job in load_live_jobs(conn)}
+                self._last_full_read = read_at
+            else:
+                assert self._live is not None
+                since = self._last_read - CHANGE_MARGIN_SECONDS * US
+                for job in load_live_jobs(conn, changed_since=since):
+                    if job.state in LIVE:
+                        self._live[job.id] = job
+                    else:
+                        self._live.pop(job.id, None)
+            self._last_read = read_at
+            live = sorted(self._live.values(), key=lambda job: job.seq)
             unknown = [job.id for job in live if job.id not in self._specs]
             if unknown:
                 self._specs.update(load_specs(conn, unknown))
-        live_ids = {job.id for job in live}
+        live_ids = self._live.keys()
         for job_id in [j for j in self._specs if j not in live_ids]:
             del self._specs[job_id]
             self._shapes.pop(job_id, None)
+            self._pending.pop(job_id, None)
         for job in live:
             if job.id not in self._shapes:
                 self._shapes[job.id] = job_shape(self._specs[job.id])
         return live, workers, nodes
+
+    def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
+        """Reason-only writes do not touch updated_at (they are advisory), so the
+        incremental read would not see them: keep the cached rows in step."""
+        assert self._live is not None
+        for change in changes:
+            if change.reason_only and change.job_id in applied:
+                job = self._live.get(change.job_id)
+                if job is not None:
+                    self._live[change.job_id] = replace(job, reason=change.values.get("reason"))
 
     def _set_reason(self, changes: dict[str, JobChange], job: LiveJob, reason: str) -> None:
         change = changes.get(job.id)

@@ -75,39 +75,58 @@ class LiveJob:
     attempt_started_at: int | None
 
 
-def load_live_jobs(conn: Connection) -> list[LiveJob]:
-    """Every PENDING, ADMITTED and RUNNING job, in submission order."""
-    query = (
-        select(*_LIGHT_COLUMNS)
-        .where(jobs.c.state.in_([s.value for s in LIVE_STATES]))
-        .order_by(jobs.c.seq)
-    )
+_LIVE_QUERY = (
+    select(*_LIGHT_COLUMNS)
+    .where(jobs.c.state.in_([s.value for s in LIVE_STATES]))
+    .order_by(jobs.c.seq)
+)
+_CHANGED_QUERY = (
+    select(*_LIGHT_COLUMNS)
+    .where(jobs.c.updated_at >= bindparam("since"))
+    .order_by(jobs.c.seq)
+)
+_STATE_BY_VALUE = {state.value: state for state in JobState}
+
+
+def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> list[LiveJob]:
+    """Every PENDING, ADMITTED and RUNNING job, in submission order; with
+    `changed_since`, instead every job (in any state) updated at or after that time.
+
+    Read as plain tuples and built positionally: at 10,000 live jobs this runs every
+    cycle, and per-row attribute access and enum construction were most of its cost.
+    """
+    states = _STATE_BY_VALUE
+    loads = json.loads
     out = []
-    for row in conn.execute(query):
-        placement = row.placement
+    if changed_since is None:
+        rows = conn.execute(_LIVE_QUERY).tuples()
+    else:
+        rows = conn.execute(_CHANGED_QUERY, {"since": changed_since}).tuples()
+    for row in rows:
+        (seq, job_id, owner, name, kind, queue, priority_value, state, reason, placement,
+         version, created_at, started_at, attempt, failures, not_before, stop_target,
+         stop_reason, attempt_started_at) = row  # fmt: skip
         out.append(
             LiveJob(
-                seq=row.seq,
-                id=row.id,
-                owner=row.owner,
-                name=row.name,
-                kind=row.kind,
-                queue=row.queue,
-                priority_value=row.priority_value,
-                state=JobState(row.state),
-                reason=row.reason,
-                placement=None
-                if placement is None
-                else {int(k): v for k, v in json.loads(placement).items()},
-                version=row.version,
-                created_at=row.created_at,
-                started_at=row.started_at,
-                attempt=row.attempt,
-                failures=row.failures,
-                not_before=row.not_before,
-                stop_target=None if row.stop_target is None else JobState(row.stop_target),
-                stop_reason=row.stop_reason,
-                attempt_started_at=row.attempt_started_at,
+                seq,
+                job_id,
+                owner,
+                name,
+                kind,
+                queue,
+                priority_value,
+                states[state],
+                reason,
+                None if placement is None else {int(k): v for k, v in loads(placement).items()},
+                version,
+                created_at,
+                started_at,
+                attempt,
+                failures,
+                not_before,
+                None if stop_target is None else states[stop_target],
+                stop_reason,
+                attempt_started_at,
             )
         )
     return out

@@ -80,6 +80,8 @@ jobs = Table(
     Index(None, "state", "seq"),
     Index(None, "owner", "state", "seq"),
     Index(None, "queue", "state", "seq"),
+    # The loop's incremental read: jobs changed since its last cycle.
+    Index(None, "updated_at"),
 )
 
 job_events = Table(

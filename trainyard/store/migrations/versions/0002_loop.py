@@ -27,6 +27,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("stop_reason", sa.Text, nullable=True))
         batch.add_column(sa.Column("attempt_started_at", sa.BigInteger, nullable=True))
 
+    op.create_index("ix_jobs_updated_at", "jobs", ["updated_at"])
+
     op.create_table(
         "job_attempts",
         sa.Column("job_id", sa.String(32), nullable=False),
@@ -78,6 +80,7 @@ def downgrade() -> None:
     op.drop_table("cluster_nodes")
     op.drop_index("ix_job_attempts_ended_at", table_name="job_attempts")
     op.drop_table("job_attempts")
+    op.drop_index("ix_jobs_updated_at", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         for name in (
             "attempt_started_at",
