@@ -109,6 +109,7 @@ class _Worker:
     paths: AttemptPaths
     phase: WorkerPhase
     pidfd: int | None = None
+    notify_fd: int | None = None  # while starting: the supervisor's "S" arrives here
     own_child: bool = False  # spawned by this process: ours to waitpid
     worker_pgid: int | None = None
     exit_code: int | None = None
@@ -197,6 +198,9 @@ class LocalBackend:
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._workers: dict[Key, _Worker] = {}
+        # Live workers the watcher's tick must look at (stopping, or adopted while
+        # starting): a tick costs O(these), not O(every worker).
+        self._attention: set[Key] = set()
         self._rendezvous: dict[tuple[str, int], int] = {}
         self._snapshot: tuple[WorkerStatus, ...] | None = ()
         self._wake: Callable[[], None] = lambda: None
@@ -232,9 +236,10 @@ class LocalBackend:
             self._watcher.close()
         with self._lock:
             for worker in self._workers.values():
-                if worker.pidfd is not None:
-                    os.close(worker.pidfd)
-                    worker.pidfd = None
+                for fd in (worker.pidfd, worker.notify_fd):
+                    if fd is not None:
+                        os.close(fd)
+                worker.pidfd = worker.notify_fd = None
 
     # -- the contract ----------------------------------------------------------------
 
@@ -285,9 +290,11 @@ class LocalBackend:
                 self._check_worker(gang, worker)
             gpus = self._assign_gpus(gang, missing)
             self._ensure_dirs(paths, gang.job_id)
-            for worker in missing:
-                self._launch_one(gang, paths, worker, gpus[worker.index])
-            self._invalidate()
+            try:
+                for worker in missing:
+                    self._launch_one(gang, paths, worker, gpus[worker.index])
+            finally:  # workers launched before a failure are real: show them
+                self._invalidate()
 
     def stop(self, job_id: str, *, grace_seconds: float, reason: str) -> None:
         """SIGTERM every live worker of the job (once), SIGKILL its group when the grace
@@ -305,6 +312,7 @@ class LocalBackend:
                     requested = worker.record.stop.requested_at if worker.record.stop else now
                     worker.record = worker.record.with_stop(StopRequest(reason, requested, kill_at))
                     self._persist(worker)
+                self._attention.add(worker.key)
                 if not worker.term_sent:
                     worker.term_sent = True
                     self._signal_supervisor(worker, signal.SIGTERM)
@@ -519,20 +527,22 @@ class LocalBackend:
         key = worker.key
         self._watcher.add(worker.pidfd, lambda: self._on_exit(key))
         if notify_fd is not None:
-            self._watcher.add(notify_fd, lambda: self._on_notify(key, notify_fd))
+            worker.notify_fd = notify_fd
+            self._watcher.add(notify_fd, lambda: self._on_notify(key))
 
-    def _on_notify(self, key: Key, fd: int) -> None:
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            data = b""
-        finally:
-            os.close(fd)
-        if b"S" not in data:
-            return  # closed without starting: the exit is reported through the pidfd
+    def _on_notify(self, key: Key) -> None:
         with self._lock:
             worker = self._workers.get(key)
-            if worker is not None and worker.phase == WorkerPhase.STARTING:
+            if worker is None or worker.notify_fd is None:
+                return
+            try:
+                data = os.read(worker.notify_fd, 64)
+            except OSError:
+                data = b""
+            os.close(worker.notify_fd)
+            worker.notify_fd = None
+            # No "S" (closed without starting): the exit is reported through the pidfd.
+            if b"S" in data and worker.phase == WorkerPhase.STARTING:
                 worker.worker_pgid = read_started(worker.paths.started(worker.record.index))
                 worker.phase = WorkerPhase.RUNNING
                 self._changed()
@@ -562,6 +572,9 @@ class LocalBackend:
         else:
             worker.phase = WorkerPhase.FAILED
             if supervisor_status is not None:
+                # The supervisor exits with the worker's code when it cannot write it down.
+                code = os.waitstatus_to_exitcode(supervisor_status)
+                worker.exit_code = code if code >= 0 else 128 - code
                 how = _wait_words(supervisor_status)
                 worker.message = f"lost: its supervisor {how} without an exit status"
             else:
@@ -590,8 +603,10 @@ class LocalBackend:
         now = time.time()
         next_due: float | None = None
         with self._lock:
-            for worker in self._workers.values():
-                if worker.phase.exited:
+            for key in list(self._attention):
+                worker = self._workers.get(key)
+                if worker is None or worker.phase.exited:
+                    self._attention.discard(key)
                     continue
                 if worker.poll_started and worker.phase == WorkerPhase.STARTING:
                     pgid = read_started(worker.paths.started(worker.record.index))
@@ -601,10 +616,11 @@ class LocalBackend:
                         self._changed()
                     else:
                         next_due = _earliest(next_due, now + ADOPTED_START_POLL_SECONDS)
-                if worker.record.stop is not None:
-                    due = self._enforce_deadline(worker, now)
-                    if due is not None:
-                        next_due = _earliest(next_due, due)
+                due = self._enforce_deadline(worker, now) if worker.stopping else None
+                if due is not None:
+                    next_due = _earliest(next_due, due)
+                elif not (worker.poll_started and worker.phase == WorkerPhase.STARTING):
+                    self._attention.discard(key)
             dirty, self._dirty = self._dirty, False
         if dirty:
             try:
@@ -669,6 +685,8 @@ class LocalBackend:
             else:
                 entry.poll_started = True
             self._workers[entry.key] = entry
+            if entry.poll_started or entry.stopping:
+                self._attention.add(entry.key)
             self._watch(entry, notify_fd=None)
             return
         # Reap it if it is a zombie child of this very process (an earlier backend object).
@@ -703,6 +721,7 @@ class LocalBackend:
 
     def _forget(self, worker: _Worker) -> None:
         self._workers.pop(worker.key, None)
+        self._attention.discard(worker.key)
         try:
             remove_worker_files(worker.paths, worker.record.index)
         except OSError as exc:

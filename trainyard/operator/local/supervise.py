@@ -259,11 +259,14 @@ def supervise(status_path: str, started_path: str) -> int:
         code, message = _exec_failure(argv[0], exc)
         os.write(2, f"trainyard: {message}\n".encode())
         write_status(status_path, exit_code=code, signum=None, message=message)
-        return 0
+        return code
     _State.child = child
     if _State.stop_requested:  # a stop raced the spawn: pass it on now
         _forward(_signal.SIGTERM, None)
-    write_atomic(started_path, f"pid={child}\npgid={child}\nstarted_at={time.time():.6f}\n")
+    try:
+        write_atomic(started_path, f"pid={child}\npgid={child}\nstarted_at={time.time():.6f}\n")
+    except OSError as exc:  # a full disk: the worker runs anyway, the notify says so
+        os.write(2, f"trainyard supervisor: cannot write {started_path}: {exc}\n".encode())
     try:
         os.write(1, b"S")
     except OSError:
@@ -274,8 +277,13 @@ def supervise(status_path: str, started_path: str) -> int:
     _, wait_status = os.waitpid(child, 0)
     code, signum, message = _describe(wait_status)
     _reap_orphans(hard=signum is not None or _State.stop_requested)
-    write_status(status_path, exit_code=code, signum=signum, message=message)
-    return 0
+    try:
+        write_status(status_path, exit_code=code, signum=signum, message=message)
+    except OSError as exc:
+        os.write(2, f"trainyard supervisor: cannot write {status_path}: {exc}\n".encode())
+    # Our own exit code is the worker's too: a backend that is our parent still learns
+    # it when the status file could not be written.
+    return min(code, 255)
 
 
 if __name__ == "__main__":
