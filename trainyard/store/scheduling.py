@@ -97,9 +97,9 @@ def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> lis
     loads = json.loads
     out = []
     if changed_since is None:
-        rows = conn.execute(_LIVE_QUERY).tuples()
+        rows = conn.execute(_LIVE_QUERY)
     else:
-        rows = conn.execute(_CHANGED_QUERY, {"since": changed_since}).tuples()
+        rows = conn.execute(_CHANGED_QUERY, {"since": changed_since})
     for row in rows:
         (seq, job_id, owner, name, kind, queue, priority_value, state, reason, placement,
          version, created_at, started_at, attempt, failures, not_before, stop_target,
