@@ -7,21 +7,25 @@ schemathesis) sees the same ready state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 import trainyard
-from trainyard.api.auth import TokenCache, ensure_admin_token
+from trainyard.api.auth import TokenVerifier, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, inventory_for
+from trainyard.api.logs import LogFollowers
 from trainyard.api.metrics import ApiMetrics
 from trainyard.api.routes import cluster, health, jobs, queues
 from trainyard.api.submissions import GroupCommitter
 from trainyard.config import Settings
-from trainyard.store import make_engine, migrate
+from trainyard.layout import ensure_private_dir
+from trainyard.store import TERMINAL_STATES, job_states, make_engine, migrate, read_transaction
 
 
 def create_app(
@@ -29,7 +33,8 @@ def create_app(
 ) -> FastAPI:
     """Build the API for `settings` (default: from TRAINYARD_* environment variables)."""
     settings = settings or Settings()
-    engine = make_engine(settings.resolved_database_url())
+    ensure_private_dir(settings.home)
+    engine = make_engine(settings.resolved_database_url(), timeouts=settings.database_timeouts())
     migrate(engine)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     token_file = ensure_admin_token(engine, home=settings.home, configured=admin_token)
@@ -37,12 +42,26 @@ def create_app(
     app = build_api(settings)
     app.state.settings = settings
     app.state.engine = engine
-    app.state.tokens = TokenCache(engine)
+    app.state.tokens = TokenVerifier(engine)
     app.state.committer = GroupCommitter(engine)
     app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
     app.state.metrics = ApiMetrics(engine)
     app.state.admin_token_file = token_file
+    app.state.log_followers = LogFollowers(
+        job_states=_finished_jobs(engine), max_per_user=settings.max_log_followers_per_user
+    )
     return app
+
+
+def _finished_jobs(engine: Engine) -> Callable[[list[str]], dict[str, bool]]:
+    """For the log watcher: {job id: finished} for the jobs that exist."""
+
+    def finished(job_ids: list[str]) -> dict[str, bool]:
+        with read_transaction(engine) as conn:
+            states = job_states(conn, job_ids=job_ids)
+        return {job_id: state in TERMINAL_STATES for job_id, state in states.items()}
+
+    return finished
 
 
 def build_api(settings: Settings) -> FastAPI:
