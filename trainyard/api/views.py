@@ -24,6 +24,11 @@ from trainyard.scheduler.quantity import cpu_millicores, memory_bytes
 from trainyard.store import EventRecord, JobRecord, QueueCounts, QueuePosition, to_datetime
 
 
+def iso_time(microseconds: int | None) -> str | None:
+    """Stored microseconds as an ISO 8601 UTC time ("...Z"), or None."""
+    return _iso(microseconds)
+
+
 def _iso(microseconds: int | None) -> str | None:
     moment = to_datetime(microseconds)
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")

@@ -218,7 +218,7 @@ def test_an_aborted_upload_is_one_debug_line_not_an_error(
         sock.sendall(
             b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer " + server.admin_token.encode() + b"\r\n"
-            b"Content-Length: 100\r\n\r\n{\"na"
+            b'Content-Length: 100\r\n\r\n{"na'
         )
     wait_for(
         lambda: any("went away" in r.getMessage() for r in server_log.records),
