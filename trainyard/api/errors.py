@@ -19,7 +19,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from trainyard.store import ConcurrentUpdate, IdempotencyConflict, IllegalTransition, JobNotFound
+from trainyard.store import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IllegalTransition,
+    JobNotFound,
+    database_refusal,
+)
 
 _log = logging.getLogger("trainyard.api")
 
@@ -117,7 +123,7 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = str(exc.detail)
     headers = dict(exc.headers or {})
-    if exc.status_code == 413:
+    if exc.status_code == 413 and detail == "Content Too Large":  # Starlette's body limit
         detail = "body is larger than the limit (TRAINYARD_MAX_BODY_BYTES, default 1 MiB)"
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
@@ -145,11 +151,10 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     # the statement's parameters, which SQLAlchemy's str(exc) would include.
     cause = " ".join(str(exc.orig if exc.orig is not None else kind).split())[:500]
     _log.error("database error on %s %s: %s: %s", request.method, request.url.path, kind, cause)
-    return _error_response(
-        503,
-        f"the database could not complete the request ({kind}); retry later",
-        headers={"Retry-After": "1"},
-    )
+    reason = database_refusal(exc)
+    detail = f"the database could not complete the request ({kind}"
+    detail += f": {reason}); retry later" if reason else "); retry later"
+    return _error_response(503, detail, headers={"Retry-After": "1"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
