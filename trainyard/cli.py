@@ -184,9 +184,8 @@ def serve(
 
     Options override the TRAINYARD_* environment, which overrides the defaults.
     """
-    import uvicorn
-
     from trainyard.api.app import create_app
+    from trainyard.api.server import serve as run_server
     from trainyard.config import Settings
 
     given = {"host": host, "port": port, "backend": backend, "kubeconfig": kubeconfig}
@@ -211,8 +210,10 @@ def serve(
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+    quiet: dict[str, Any] = {"log_level": "warning", "access_log": False}
     if workers == 1:
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
+        if not run_server(app_instance, settings, **quiet):
+            raise typer.Exit(3)
         return
     # Several processes need an import string; settings travel in the environment.
     os.environ.update(
@@ -220,15 +221,7 @@ def serve(
     )
     if settings.kubeconfig is not None:
         os.environ["TRAINYARD_KUBECONFIG"] = str(settings.kubeconfig)
-    uvicorn.run(
-        "trainyard.api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    run_server("trainyard.api.app:app_from_environment", settings, workers=workers, **quiet)
 
 
 def _redact(url: str) -> str:
