@@ -286,6 +286,71 @@ def supervise(status_path: str, started_path: str) -> int:
     return min(code, 255)
 
 
+def _start_time(pid: int) -> int:
+    """Clock ticks after boot at which `pid` started (0 when it is already gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def serve_forks(sock_fd: int) -> int:
+    """The fork server: fork a supervisor per request, already warm.
+
+    A fresh interpreter per supervisor costs ~10-15 ms of CPU (most of a `true` job's
+    cost on a small machine); a fork of this small, single-threaded process costs well
+    under one. A request is one SOCK_SEQPACKET message `STATUS\0STARTED` carrying three
+    descriptors (control read end, notify write end, log); the reply is `PID START_TIME`
+    carrying the child's pidfd, opened before it could exit, so the backend's identity
+    check never races a fast exit. Children reap themselves (SIGCHLD ignored here, set
+    back to default in each child). EOF on the socket (the server closed it or died)
+    ends the fork server; the supervisors it made live on.
+    """
+    import ctypes  # noqa: F401 - loaded once here, so children become subreapers for free
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(sock, 65536, 3)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0
+        paths = message.decode("utf-8", "surrogateescape").split("\0")
+        if len(fds) != 3 or len(paths) != 2:
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"error: a request is two NUL-separated paths and 3 descriptors")
+            continue
+        pid = os.fork()
+        if pid == 0:  # the supervisor
+            code = 70
+            try:
+                sock.close()
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                os.closerange(3, 65536)
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                os.setsid()
+                code = supervise(paths[0], paths[1])
+            except BaseException as exc:
+                os.write(2, f"trainyard supervisor failed: {exc!r}\n".encode())
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(sock, [f"{pid} {_start_time(pid)}".encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--fork-server"]:
+        sys.exit(serve_forks(0))
     os.closerange(3, 65536)  # nothing of the server's leaks into the worker
     sys.exit(supervise(sys.argv[1], sys.argv[2]))
