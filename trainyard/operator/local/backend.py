@@ -61,6 +61,7 @@ from trainyard.operator.local.records import (
     WorkerRecord,
     gang_ports,
     prune,
+    read_gang_port,
     read_started,
     read_status,
     remove_worker_files,
@@ -398,12 +399,11 @@ class LocalBackend:
             self._made_dirs.add(directory)
 
     def _choose_rendezvous(self, paths: AttemptPaths, job_id: str, attempt: int) -> int:
-        if paths.gang.exists():  # another backend object on this home chose it already
-            port = gang_ports(self.home).get((job_id, attempt))
-            if port is not None:
-                self._rendezvous[(job_id, attempt)] = port
-                self._held_ports[port] = (job_id, attempt)
-                return port
+        port = read_gang_port(paths)  # another backend object on this home chose it already
+        if port is not None:
+            self._rendezvous[(job_id, attempt)] = port
+            self._held_ports[port] = (job_id, attempt)
+            return port
         self._ensure_dirs(paths, job_id)
         try:
             port = port_picker.free_block(self._ports, 1, self._held_ports, self._rng)
@@ -441,9 +441,9 @@ class LocalBackend:
     ) -> None:
         index = worker.index
         log_path = worker_log_path(self.home, gang.job_id, index)
-        nproc = int(worker.env.get("TRAINYARD_NPROC_PER_NODE", max(worker.gpus, 1)))
+        ranks = max(len(gpus), 1)  # torchrun's --nproc_per_node: one metrics port each
         try:
-            metrics_port = port_picker.free_block(self._ports, nproc, self._held_ports, self._rng)
+            metrics_port = port_picker.free_block(self._ports, ranks, self._held_ports, self._rng)
         except OSError as exc:
             raise LaunchError(
                 f"metrics port for worker {index} of job {gang.job_id}: {exc}"

@@ -242,6 +242,14 @@ def scan(home: Path) -> list[tuple[str, int, int, Path]]:
     return found
 
 
+def read_gang_port(paths: AttemptPaths) -> int | None:
+    """The attempt's rendezvous port from its gang.json, None when there is none."""
+    try:
+        return int(json.loads(paths.gang.read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def gang_ports(home: Path) -> dict[tuple[str, int], int]:
     """The rendezvous port of every attempt that has a gang.json."""
     ports = {}

@@ -351,6 +351,7 @@ def serve_forks(sock_fd: int) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--fork-server"]:
+        os.closerange(3, 65536)  # the socket is fd 0; nothing else of the server's stays
         sys.exit(serve_forks(0))
     os.closerange(3, 65536)  # nothing of the server's leaks into the worker
     sys.exit(supervise(sys.argv[1], sys.argv[2]))
