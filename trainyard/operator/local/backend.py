@@ -48,7 +48,7 @@ from trainyard.operator.backend import (
     WorkerPhase,
     WorkerStatus,
 )
-from trainyard.operator.launch import Runtime, describe
+from trainyard.operator.launch import Runtime
 from trainyard.operator.local import ports as port_picker
 from trainyard.operator.local import spawn
 from trainyard.operator.local.machine import Machine
@@ -516,9 +516,11 @@ class LocalBackend:
         """The worker's log, opened for appending with this attempt's header written (so a
         full disk or an unwritable directory fails the launch, not the worker later)."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched_at))
+        # No argv here: the log is the program's output, and a header quoting its
+        # arguments would match every grep for them (the record has the argv).
         header = (
             f"==== trainyard: job {gang.job_id} attempt {gang.attempt} worker {worker.index} "
-            f"on {self._node.name} at {stamp}: {describe(worker.argv)}\n"
+            f"on {self._node.name} at {stamp} ====\n"
         )
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
