@@ -220,22 +220,32 @@ def _reap_orphans(hard: bool) -> None:
         time.sleep(0.05)
 
 
+def _report(status_path: str, *, exit_code: int | None, signum: int | None, message: str) -> None:
+    """write_status, but a full disk is said in the log instead of crashing us (the
+    backend then reports the worker lost, with our exit code)."""
+    try:
+        write_status(status_path, exit_code=exit_code, signum=signum, message=message)
+    except OSError as exc:
+        os.write(2, f"trainyard supervisor: cannot write {status_path}: {exc}\n".encode())
+
+
 def supervise(status_path: str, started_path: str) -> int:
+    # Handlers first: a stop that arrives while we still read the spec cancels the start.
+    for signum in _FORWARDED:
+        _signal.signal(signum, _forward)
     spec = read_spec(0)
     if spec is None:
         return 0  # the server went away before recording us: run nothing
     argv, env, cwd = spec
-    for signum in _FORWARDED:
-        _signal.signal(signum, _forward)
     _become_subreaper()
     if cwd:
         try:
             os.chdir(cwd)
         except OSError as exc:
-            write_status(status_path, exit_code=None, signum=None, message=f"cwd {cwd!r}: {exc}")
-            return 0
+            _report(status_path, exit_code=None, signum=None, message=f"cwd {cwd!r}: {exc}")
+            return EXIT_NOT_EXECUTABLE
     if _State.stop_requested:
-        write_status(status_path, exit_code=None, signum=None, message="stopped before start")
+        _report(status_path, exit_code=None, signum=None, message="stopped before start")
         return 0
     program = _resolve(argv[0], env)
     try:
@@ -258,7 +268,7 @@ def supervise(status_path: str, started_path: str) -> int:
     except OSError as exc:
         code, message = _exec_failure(argv[0], exc)
         os.write(2, f"trainyard: {message}\n".encode())
-        write_status(status_path, exit_code=code, signum=None, message=message)
+        _report(status_path, exit_code=code, signum=None, message=message)
         return code
     _State.child = child
     if _State.stop_requested:  # a stop raced the spawn: pass it on now
@@ -277,10 +287,7 @@ def supervise(status_path: str, started_path: str) -> int:
     _, wait_status = os.waitpid(child, 0)
     code, signum, message = _describe(wait_status)
     _reap_orphans(hard=signum is not None or _State.stop_requested)
-    try:
-        write_status(status_path, exit_code=code, signum=signum, message=message)
-    except OSError as exc:
-        os.write(2, f"trainyard supervisor: cannot write {status_path}: {exc}\n".encode())
+    _report(status_path, exit_code=code, signum=signum, message=message)
     # Our own exit code is the worker's too: a backend that is our parent still learns
     # it when the status file could not be written.
     return min(code, 255)
