@@ -546,6 +546,17 @@ def test_an_unwritable_or_full_log_directory_fails_the_launch_not_the_backend(
         backend.launch(_gang(backend, "job-nodir", [_python("print('never')")]))
     assert blocked.value.permanent and str(logs / "job-nodir") in blocked.value.reason
 
+    # The same for the run directory, where the worker's record would go.
+    (backends.home / "run" / "job-norun").write_text("not a directory")
+    with pytest.raises(LaunchError) as no_run:
+        backend.launch(_gang(backend, "job-norun", [_python("print('never')")]))
+    assert (
+        no_run.value.permanent and str(backends.home / "run" / "job-norun") in no_run.value.reason
+    )
+    with pytest.raises(LaunchError) as no_gang:
+        backend.rendezvous("job-norun", 1)
+    assert no_gang.value.permanent
+
     # A full disk: the kernel's /dev/full answers every write with ENOSPC.
     (logs / "job-full").mkdir(mode=0o700)
     (logs / "job-full" / "worker-0.log").symlink_to("/dev/full")
@@ -553,7 +564,7 @@ def test_an_unwritable_or_full_log_directory_fails_the_launch_not_the_backend(
         backend.launch(_gang(backend, "job-full", [_python("print('never')")]))
     assert full.value.permanent and "no space left on device" in full.value.reason
     assert "worker-0.log" in full.value.reason
-    assert _of(backend, "job-nodir") == {} and _of(backend, "job-full") == {}
+    assert _of(backend, "job-nodir") == _of(backend, "job-norun") == _of(backend, "job-full") == {}
     assert not (_run_dir(backends.home, "job-full") / "attempt-1" / "worker-0.json").exists()
 
     backend.launch(_gang(backend, "job-fine", [_python("print('fine')")]))
