@@ -52,7 +52,12 @@ from trainyard.operator.launch import Runtime
 from trainyard.operator.local import ports as port_picker
 from trainyard.operator.local import spawn
 from trainyard.operator.local.machine import Machine
-from trainyard.operator.local.procfs import boot_id, is_same_process, processes_with_env
+from trainyard.operator.local.procfs import (
+    boot_id,
+    is_same_process,
+    processes_with_env,
+    read_stat,
+)
 from trainyard.operator.local.records import (
     AttemptPaths,
     ExitStatus,
@@ -710,9 +715,17 @@ class LocalBackend:
                 self._attention.add(entry.key)
             self._watch(entry, notify_fd=None)
             return
-        # Reap it if it is a zombie child of this very process (an earlier backend object).
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(record.pid, os.WNOHANG)
+        # Reap it if it is a zombie child of this very process (an earlier backend object
+        # in it), checked to be that process so no other child's exit is ever taken.
+        stat = read_stat(record.pid)
+        if (
+            stat
+            and stat.state == "Z"
+            and stat.ppid == os.getpid()
+            and stat.start_time == record.start_time
+        ):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(record.pid, os.WNOHANG)
         status = read_status(paths.status(index))
         if status is None:
             killed = self._kill_unsupervised(entry)
