@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,20 +159,33 @@ def spawn_supervisor(
     *, status_path: Path, started_path: Path, log_fd: int, fork_server: ForkServer | None = None
 ) -> Spawned:
     """Start a supervisor for one worker. OSError when it cannot be started."""
+    if fork_server is not None:
+        try:
+            return _with_pipes(
+                lambda fds: (*fork_server.spawn(status_path, started_path, fds), False), log_fd
+            )
+        except OSError as exc:
+            log.warning("fork server failed (%s); spawning this supervisor directly", exc)
+    return _with_pipes(lambda fds: _spawn_directly(status_path, started_path, fds), log_fd)
+
+
+def _with_pipes(
+    start: Callable[[tuple[int, int, int]], tuple[int, int, int, bool]], log_fd: int
+) -> Spawned:
+    """One try at starting a supervisor, with pipes of its own: a failed try's pipes are
+    never reused, since a half-started supervisor could still be holding them."""
     control_read, control_write = (_above_stdio(fd) for fd in os.pipe())
     notify_read, notify_write = (_above_stdio(fd) for fd in os.pipe())
-    log_fd = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
+    log_copy = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
     try:
-        pid, start_time, pidfd, own_child = _start(
-            status_path, started_path, (control_read, notify_write, log_fd), fork_server
-        )
+        pid, start_time, pidfd, own_child = start((control_read, notify_write, log_copy))
     except BaseException:
         for fd in (control_write, notify_read):
             os.close(fd)
         raise
     finally:
-        os.close(control_read)
-        os.close(notify_write)
+        for fd in (control_read, notify_write) + ((log_copy,) if log_copy != log_fd else ()):
+            os.close(fd)
     os.set_blocking(notify_read, False)
     return Spawned(
         pid=pid,
@@ -184,15 +197,9 @@ def spawn_supervisor(
     )
 
 
-def _start(
-    status_path: Path, started_path: Path, fds: tuple[int, int, int], fork_server: ForkServer | None
+def _spawn_directly(
+    status_path: Path, started_path: Path, fds: tuple[int, int, int]
 ) -> tuple[int, int, int, bool]:
-    if fork_server is not None:
-        try:
-            pid, start_time, pidfd = fork_server.spawn(status_path, started_path, fds)
-            return pid, start_time, pidfd, False
-        except OSError as exc:
-            log.warning("fork server failed (%s); spawning this supervisor directly", exc)
     control_read, notify_write, log_fd = fds
     pid = os.posix_spawn(
         sys.executable,
