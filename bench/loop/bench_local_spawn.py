@@ -7,9 +7,11 @@ $TRAINYARD_HOME (supervisor spawn + record + 'go' each), waits until the backend
 has seen every one exit SUCCEEDED, then stops (forgets) them all. Reported per repeat and
 as the median: launch calls/s (the loop's cost), and end-to-end workers/s from the first
 launch to the last exit observed (supervisor and worker start-up included: that is what
-bounds jobs/s through the whole lifecycle). `--batch` launches that many jobs, then waits
-for them, the way a scheduling cycle admits a batch. `--compare` interleaves runs with
-the fork server and with a fresh interpreter per supervisor (the fallback).
+bounds jobs/s through the whole lifecycle), and the CPU the server process itself spent
+per worker (launch, watch, reap, stop: what the loop's process pays). `--batch` launches
+that many jobs, then waits for them, the way a scheduling cycle admits a batch.
+`--compare` interleaves runs with the fork server and with a fresh interpreter per
+supervisor (the fallback).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from trainyard.operator.backend import GangLaunch, WorkerLaunch
 from trainyard.operator.local import LocalBackend
 
 
-def one_repeat(workers: int, batch: int, program: str, fork_server: bool) -> tuple[float, float]:
+def one_repeat(
+    workers: int, batch: int, program: str, fork_server: bool
+) -> tuple[float, float, float]:
     home = Path(tempfile.mkdtemp(prefix="bench-local-spawn-"))
     changed = threading.Event()
     backend = LocalBackend(
@@ -37,6 +41,7 @@ def one_repeat(workers: int, batch: int, program: str, fork_server: bool) -> tup
     launch_seconds = 0.0
     try:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for first in range(0, workers, batch):
             t0 = time.perf_counter()
             for n in range(first, min(first + batch, workers)):
@@ -51,12 +56,13 @@ def one_repeat(workers: int, batch: int, program: str, fork_server: bool) -> tup
             changed.wait(1.0)
             changed.clear()
         elapsed = time.perf_counter() - started
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / workers
         failed = [w for w in backend.workers() if w.phase.value != "SUCCEEDED"]
         if failed:
             raise SystemExit(f"{len(failed)} workers did not succeed: {failed[:3]}")
         for n in range(workers):
             backend.stop(f"bench-{n}", grace_seconds=0, reason="bench")
-        return workers / launch_seconds, workers / elapsed
+        return workers / launch_seconds, workers / elapsed, cpu_ms
     finally:
         backend.close()
         shutil.rmtree(home, ignore_errors=True)
@@ -75,20 +81,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     modes = [True, False] if args.compare else [True]
-    results: dict[bool, tuple[list[float], list[float]]] = {mode: ([], []) for mode in modes}
+    results: dict[bool, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
     for repeat in range(args.repeats):
         for mode in modes:
-            launch_rate, end_rate = one_repeat(args.workers, args.batch, args.program, mode)
-            results[mode][0].append(launch_rate)
-            results[mode][1].append(end_rate)
+            launch_rate, end_rate, cpu_ms = one_repeat(args.workers, args.batch, args.program, mode)
+            results[mode].append((launch_rate, end_rate, cpu_ms))
             print(
                 f"repeat {repeat + 1} {_name(mode)}: launch {launch_rate:7.1f} calls/s, "
-                f"launch->exit observed {end_rate:6.1f} workers/s"
+                f"launch->exit observed {end_rate:6.1f} workers/s, "
+                f"server CPU {cpu_ms:.2f} ms/worker"
             )
-    for mode, (launches, ends) in results.items():
+    for mode, rows in results.items():
+        launches, ends, cpus = zip(*rows, strict=True)
         print(
             f"median of {args.repeats}, {_name(mode)}: launch {statistics.median(launches):.1f} "
-            f"calls/s, end to end {statistics.median(ends):.1f} workers/s "
+            f"calls/s, end to end {statistics.median(ends):.1f} workers/s, server CPU "
+            f"{statistics.median(cpus):.2f} ms/worker "
             f"({args.workers} workers of {args.program}, batches of {args.batch})"
         )
 
