@@ -133,6 +133,11 @@ class KubernetesBackend:
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.launch_concurrency, thread_name_prefix="k8s-launch"
         )
+        # Gangs launched together (launch_many) wait on the pod-level pool above: a pool
+        # of their own, so a gang never waits for a thread held by another gang.
+        self._gang_pool = ThreadPoolExecutor(
+            max_workers=self.config.launch_concurrency, thread_name_prefix="k8s-gang"
+        )
         self.events = EventRecorder(self._core)
         self.node_cache: WatchCache[NodeRecord] = WatchCache(
             name="nodes",
@@ -179,6 +184,7 @@ class KubernetesBackend:
         self.node_cache.stop()
         self.pod_cache.stop()
         self.events.close()
+        self._gang_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ cache hooks
@@ -292,11 +298,33 @@ class KubernetesBackend:
         pod = max(candidates, key=lambda p: p.worker.attempt if p.worker else 0)
         return "\n".join(pod.log_tail.splitlines()[-lines:])
 
+    def runtime(self) -> Runtime:
+        """How the loop builds argv for pods: the worker image's python and torchrun."""
+        return RUNTIME
+
+    def output_dir(self, job_id: str) -> str:
+        """The job's output directory inside its pods (the same for every attempt)."""
+        return f"{self.config.output_root.rstrip('/')}/{job_id}"
+
     def rendezvous(self, job_id: str, attempt: int) -> tuple[str, int]:
         host = worker_hostname(job_id, 0, self._namespace, self.config.cluster_domain)
         return host, RENDEZVOUS_PORT
 
     # ------------------------------------------------------------------ launching
+    def launch_many(self, gangs: Sequence[GangLaunch]) -> list[LaunchError | None]:
+        """Launch several gangs at once (up to `launch_concurrency` in flight); for each,
+        None or the LaunchError `launch` would have raised. A loop admitting many jobs in
+        one cycle uses this instead of launching them one after the other."""
+
+        def one(gang: GangLaunch) -> LaunchError | None:
+            try:
+                self.launch(gang)
+            except LaunchError as exc:
+                return exc
+            return None
+
+        return list(self._gang_pool.map(one, gangs))
+
     def launch(self, gang: GangLaunch) -> None:
         self.wait_synced()
         with self._lock:

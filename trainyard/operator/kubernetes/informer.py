@@ -84,6 +84,7 @@ class WatchCache(Generic[R]):
         self._stopping = threading.Event()
         self._watch: watch.Watch | None = None
         self._thread: threading.Thread | None = None
+        self._listed_at = -float("inf")
         self.synced = threading.Event()
         self.relists = 0
         """Lists done so far (the first, resyncs and recoveries from 410)."""
@@ -148,8 +149,14 @@ class WatchCache(Generic[R]):
             self._apply("MODIFIED", obj)
 
     # ------------------------------------------------------------------ running
-    def start(self) -> None:
+    def start(self, *, resume_from: str | None = None) -> None:
+        """Start the list/watch thread; `resume_from` (after a `stop()`) makes it watch on
+        from that resourceVersion instead of where it stopped, as a client that was
+        disconnected for a while would."""
+        if resume_from is not None:
+            self._version = resume_from
         if self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(
                 target=self._run, name=f"watch-{self.name}", daemon=True
             )
@@ -162,6 +169,7 @@ class WatchCache(Generic[R]):
             current.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            self._thread = None
 
     def _list(self) -> None:
         objects: list[Mapping[str, Any]] = []
@@ -213,14 +221,13 @@ class WatchCache(Generic[R]):
 
     def _run(self) -> None:
         backoff = 0.5
-        listed_at = -float("inf")
         while not self._stopping.is_set():
             try:
                 now = time.monotonic()
-                if not self._version or now - listed_at >= self._resync:
+                if not self._version or now - self._listed_at >= self._resync:
                     self._list()
-                    listed_at = time.monotonic()
-                remaining = self._resync - (time.monotonic() - listed_at)
+                    self._listed_at = time.monotonic()
+                remaining = self._resync - (time.monotonic() - self._listed_at)
                 self._watch_once(int(min(self._watch_timeout, max(1.0, remaining))))
                 backoff = 0.5
             except ApiException as exc:

@@ -66,19 +66,26 @@ class LeaseLeadership:
         namespace: str,
         name: str = DEFAULT_LEASE_NAME,
         identity: str | None = None,
-        lease_duration: float = 15.0,
+        lease_duration: int = 15,
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
     ) -> None:
-        if not lease_duration > renew_deadline > 1.2 * retry_period or retry_period < 1:
+        if (
+            lease_duration != int(lease_duration)
+            or not lease_duration > renew_deadline > 1.2 * retry_period
+            or retry_period < 1
+        ):
             # The library calls sys.exit on these; say it as an error instead.
             raise ValueError(
-                "need lease_duration > renew_deadline > 1.2 * retry_period and retry_period >= 1"
+                "need a whole-second lease_duration > renew_deadline > 1.2 * retry_period "
+                "and retry_period >= 1"
             )
         self.identity = identity or f"trainyard-{uuid.uuid4().hex[:12]}"
         self.namespace = namespace
         self.name = name
-        self.lease_duration = lease_duration
+        # Whole seconds: the Lease stores leaseDurationSeconds as an integer (the library
+        # writes str(duration) and parses it back with int()).
+        self.lease_duration = int(lease_duration)
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self._api = api
