@@ -332,3 +332,15 @@ def test_permissions_are_split_by_scope_and_name_each_verb_once() -> None:
     triples = [(p.api_group, p.resource, v) for p in PERMISSIONS for v in p.verbs]
     assert len(triples) == len(set(triples))
     assert all(rule["verbs"] for rule in policy_rules("namespace") + policy_rules("cluster"))
+
+
+def test_only_gangs_of_several_workers_get_a_service_and_an_owner() -> None:
+    from trainyard.operator.kubernetes.manifests import needs_service
+
+    single = gang(workers=1)
+    assert not needs_service(single) and needs_service(gang(workers=2))
+    pod = pod_manifest(
+        single, single.workers[0], config=KubernetesConfig(), service_uid=None, node_labels={}
+    )
+    assert pod["metadata"]["ownerReferences"] == []
+    assert pod["spec"]["subdomain"] == service_name(JOB)  # its own FQDN via /etc/hosts

@@ -42,7 +42,12 @@ from trainyard.operator.backend import (
 from trainyard.operator.kubernetes.config import KubernetesConfig
 from trainyard.operator.kubernetes.events import EventRecorder, PodEvent
 from trainyard.operator.kubernetes.informer import WatchCache
-from trainyard.operator.kubernetes.manifests import binding, pod_manifest, service_manifest
+from trainyard.operator.kubernetes.manifests import (
+    binding,
+    needs_service,
+    pod_manifest,
+    service_manifest,
+)
 from trainyard.operator.kubernetes.names import (
     ATTEMPT_LABEL,
     OUR_SELECTOR,
@@ -226,7 +231,7 @@ class KubernetesBackend:
             if job_id not in self._by_job:
                 # The last pod of a stopped job is gone: so can its Service go.
                 self._stopped.pop(job_id, None)
-                self._submit(self._delete_service, job_id)
+                self._submit(self._forget_service, job_id)
             return
         # Deleted by someone else (a user, the pod GC after its node left): the loop must
         # see a failure, not a worker that silently vanished.
@@ -345,7 +350,7 @@ class KubernetesBackend:
         if missing:
             raise LaunchError(f"node {', '.join(missing)} is not in the cluster (any more)")
         try:
-            service_uid = self._ensure_service(gang)
+            service_uid = self._ensure_service(gang) if needs_service(gang) else None
         except ApiException as exc:
             raise LaunchError(
                 f"service {service_name(gang.job_id)}: {apiserver_message(exc)}",
@@ -529,7 +534,7 @@ class KubernetesBackend:
                     todo.append((pod, 0))
                     self._deletes[pod.uid] = (now, 0.0)
         if not pods:
-            self._delete_service(job_id)
+            self._forget_service(job_id)
             return
         event_reason = "Preempted" if "preempt" in reason.lower() else "Stopping"
         for pod, grace in todo:
@@ -550,6 +555,12 @@ class KubernetesBackend:
                 return
             self._services.pop(job_id, None)
             self._delete_service_now(job_id)
+
+    def _forget_service(self, job_id: str) -> None:
+        """Delete the job's Service if this process made or found one (a single-worker job
+        has none; one left by an earlier process is found by the sweep)."""
+        if job_id in self._services:
+            self._delete_service(job_id)
 
     def _delete_service_now(self, job_id: str) -> None:
         try:

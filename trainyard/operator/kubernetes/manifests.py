@@ -62,6 +62,18 @@ def job_labels(gang: GangLaunch) -> dict[str, str]:
     return labels
 
 
+def needs_service(gang: GangLaunch) -> bool:
+    """Only a gang of several workers needs DNS names for its peers.
+
+    A single worker resolves its own name (`<pod>.<service>.<ns>.svc.<domain>`, the
+    master address) without one: the kubelet writes the pod's hostname and subdomain
+    into its /etc/hosts. Skipping the Service saves two API writes per job (create and
+    delete) and the EndpointSlice controller's writes, the larger share of a one-pod
+    job's cost to the apiserver (bench/k8s).
+    """
+    return len(gang.workers) > 1
+
+
 def service_manifest(gang: GangLaunch) -> dict[str, Any]:
     """The job's headless Service: DNS names for its workers, nothing load-balanced."""
     labels = job_labels(gang)
@@ -150,10 +162,14 @@ def pod_manifest(
     worker: WorkerLaunch,
     *,
     config: KubernetesConfig,
-    service_uid: str,
+    service_uid: str | None,
     node_labels: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Worker `worker.index` of `gang` as a Pod, unbound (we bind it to `worker.node`)."""
+    """Worker `worker.index` of `gang` as a Pod, unbound (we bind it to `worker.node`).
+
+    `service_uid` is the job's headless Service, the pod's owner; None for a
+    single-worker gang, which has no Service (see `needs_service`).
+    """
     labels = {k: v for k, v in gang.labels.items() if not k.startswith(_RESERVED_PREFIX)}
     labels.update(job_labels(gang))
     labels[ATTEMPT_LABEL] = str(gang.attempt)
@@ -197,7 +213,9 @@ def pod_manifest(
                     "blockOwnerDeletion": False,
                     "controller": False,
                 }
-            ],
+            ]
+            if service_uid
+            else [],
         },
         "spec": {
             "schedulerName": SCHEDULER_NAME,
