@@ -178,6 +178,10 @@ def serve(
     kubeconfig: Annotated[
         Path | None, typer.Option(help="Kubeconfig for the kubernetes backend.")
     ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="Namespace of the kubernetes backend's pods [default: default]."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
 ) -> None:
     """Run the control plane (API on http://HOST:PORT, OpenAPI docs at /docs).
@@ -189,7 +193,13 @@ def serve(
     from trainyard.config import Settings
     from trainyard.operator.config import scheduler_config
 
-    given = {"host": host, "port": port, "backend": backend, "kubeconfig": kubeconfig}
+    given = {
+        "host": host,
+        "port": port,
+        "backend": backend,
+        "kubeconfig": kubeconfig,
+        "namespace": namespace,
+    }
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
@@ -220,6 +230,7 @@ def serve(
     )
     if settings.kubeconfig is not None:
         os.environ["TRAINYARD_KUBECONFIG"] = str(settings.kubeconfig)
+    os.environ["TRAINYARD_NAMESPACE"] = settings.namespace
     loop = None
     if settings.loop:
         from trainyard.operator.child import LoopProcess, loop_environment

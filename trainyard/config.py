@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     port: int = 8080
     backend: Literal["local", "kubernetes"] = "local"
     kubeconfig: Path | None = None
+    # The kubernetes backend: the namespace of Trainyard's pods, Services, Events and
+    # Lease; the image of a job without `image`; seconds a node may be NotReady before
+    # its workers count as failed.
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    worker_image: str = "trainyard/worker:0.1.0"
+    node_lost_grace: float = Field(default=60.0, ge=0)
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
