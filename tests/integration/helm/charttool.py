@@ -9,16 +9,21 @@ argument lists, never shell strings; a failing command raises with its output.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
-from tests.integration.cluster.simcluster import HACK_DIR, REPO_ROOT
+from tests.integration.cluster.simcluster import HACK_DIR, REPO_ROOT, wait_until
+from tests.support.servers import PORTS
 
 CHART_DIR = REPO_ROOT / "helm" / "trainyard"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -129,3 +134,54 @@ def chart_copy(destination: Path, *, with_fixture_files: bool) -> Path:
         shutil.rmtree(chart / "dashboards", ignore_errors=True)
         shutil.rmtree(chart / "rules", ignore_errors=True)
     return chart
+
+
+def random_free_port() -> int:
+    """A free loopback port in the suite's range (tests/support/servers.PORTS), at random.
+
+    A server started as a subprocess takes seconds to bind; picking at random, rather
+    than the first free port, makes it unlikely that a concurrent test takes the same one
+    meanwhile, and `served` below notices when one did.
+    """
+    candidates = list(PORTS)
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+@contextmanager
+def served(argv: Sequence[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """Run `trainyard serve` (argv) until the block exits; yield its URL once it is ready.
+
+    Ready means: this process announced its address on stdout, is still alive, and
+    /readyz answers 200, so a reply can never come from another server on the port.
+    """
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(list(argv), env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+
+            def ready() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"serve exited {process.returncode}: {log_path.read_text()[-3000:]}"
+                    )
+                if f"Trainyard API: {url}" not in log_path.read_text():
+                    return False
+                try:
+                    return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(f"{' '.join(argv[:3])} to answer /readyz on {url}", ready, timeout=180)
+            yield url
+            assert process.poll() is None, f"serve died: {log_path.read_text()[-3000:]}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from tests.integration.helm.charttool import (
     chart_copy,
     helm,
     kubectl,
+    random_free_port,
     render_text,
+    served,
 )
-from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -305,7 +305,7 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
     with pytest.raises(ApiException) as denied:
         client.CoreV1Api(sa_api).list_namespaced_secret(release.namespace)
     assert denied.value.status == 403
-    port = free_port()
+    port = random_free_port()
     token = "helm-test-admin-token-0123456789abcdef"
     env = {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
@@ -315,26 +315,11 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
     argv = [sys.executable, "-c", "from trainyard.cli import main; main()", "serve",
             "--backend", "kubernetes", "--kubeconfig", str(kubeconfig),
             "--port", str(port)]  # fmt: skip
-    with (tmp_path / "serve.log").open("w") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-
-            def cluster_view() -> httpx.Response | None:
-                try:
-                    reply = httpx.get(
-                        f"{url}/v1/cluster",
-                        headers={"Authorization": f"Bearer {token}"},
-                        timeout=30,
-                    )
-                except httpx.HTTPError:
-                    return None
-                return reply
-
-            reply = wait_until("the control plane's /v1/cluster", cluster_view, timeout=120)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with served(argv, env, port, tmp_path / "serve.log") as url:
+        # Our admin token is accepted, so this is our server answering.
+        reply = httpx.get(
+            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
     assert reply.status_code == 200, reply.text
     names = {n["name"] for n in reply.json()["nodes"]}
     assert free_cpu_node(release.core) in names

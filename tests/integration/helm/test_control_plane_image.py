@@ -17,15 +17,14 @@ import shutil
 import subprocess
 import sys
 import venv
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.integration.cluster.simcluster import REPO_ROOT, Cluster, wait_until
-from tests.support.servers import free_port
+from tests.integration.cluster.simcluster import REPO_ROOT, Cluster
+from tests.integration.helm.charttool import random_free_port, served
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COPIED = ("pyproject.toml", "README.md", "trainyard")
@@ -126,10 +125,11 @@ def test_wheel_installs_into_a_fresh_venv_without_torch(image_venv: Path, tmp_pa
     assert "--backend" in usage.stdout and "kubernetes" in usage.stdout
 
 
-@pytest.fixture
-def served_entrypoint(
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_image_entrypoint_serves_the_kubernetes_cluster(
     image_venv: Path, kube_cluster: Cluster, tmp_path: Path
-) -> Iterator[tuple[str, Path]]:
+) -> None:
     """The image's ENTRYPOINT and ENV, run from the wheel's venv with the cluster's kubeconfig.
 
     Only the address differs from the image: loopback and a free port instead of
@@ -137,44 +137,19 @@ def served_entrypoint(
     """
     argv = entrypoint()
     argv[0] = str(image_venv / "bin" / argv[0])
-    port = free_port()
-    env = {**image_env(), "TRAINYARD_HOME": str(tmp_path / "home"),
+    port = random_free_port()
+    home = tmp_path / "home"
+    env = {**image_env(), "TRAINYARD_HOME": str(home),
            "TRAINYARD_HOST": "127.0.0.1", "TRAINYARD_PORT": str(port),
            "TRAINYARD_KUBECONFIG": str(kube_cluster.kubeconfig)}  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        argv,
-        env=isolated_env(image_venv, **env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", Path(env["TRAINYARD_HOME"])
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_image_entrypoint_serves_the_kubernetes_cluster(
-    served_entrypoint: tuple[str, Path], tmp_path: Path
-) -> None:
-    url, home = served_entrypoint
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until("the entrypoint's /readyz", ready, timeout=120)
-    token = (home / "admin-token").read_text().strip()
-    reply = httpx.get(f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    log = tmp_path / "serve.log"
+    with served(argv, isolated_env(image_venv, **env), port, log) as url:
+        token = (home / "admin-token").read_text().strip()
+        reply = httpx.get(
+            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["backend"] == "kubernetes"
     assert body["nodes"], f"the kubernetes backend saw no nodes: {body}"
-    assert (tmp_path / "serve.log").read_text().count("backend: kubernetes") == 1
+    assert "backend: kubernetes" in log.read_text()
