@@ -1,28 +1,49 @@
-"""What the Kubernetes backend calls on the apiserver, as (API group, resource, verbs).
+"""What the Kubernetes backend calls on the apiserver: the list the chart is checked against.
 
-Kept in this one place for the chart's tests until the backend's own list
-(trainyard/operator/kubernetes/permissions.py, issue 9) is on main; then this module
-should re-export that list instead, so the chart is checked against the code itself.
+A copy, kept in this one place, of PERMISSIONS in trainyard/operator/kubernetes/permissions.py
+as the Kubernetes backend (issue 9) commits it on its branch (k8s, 8c72cce). When that
+module is on main, this module should become
+``from trainyard.operator.kubernetes.permissions import PERMISSIONS, Permission`` so the
+chart is checked against the code itself.
 
-Source: issue 9 item 5 ("pods (create, delete, get, list, watch), pods/binding (create),
-services (create, delete, get, list), nodes (get, list, watch), leases, events (create,
-patch)"). The issue gives no verbs for leases; these are the calls of the kubernetes
-client's LeaseLock (kubernetes.leaderelection.resourcelock.leaselock: read_namespaced_lease,
-create_namespaced_lease, replace_namespaced_lease), which the backend's leader election uses.
+The list differs from the draft in issue 9 item 5 where the code is more precise: no
+`get` on nodes and no `patch` on events (the backend never makes those calls), and
+`scope` says which rules need a ClusterRole (nodes, and every namespace's pods, because
+other workloads' pods take capacity on the nodes Trainyard binds to) and which a Role in
+the namespace the jobs run in.
 """
 
 from __future__ import annotations
 
-BACKEND_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("", "pods", ("create", "delete", "get", "list", "watch")),
-    ("", "pods/binding", ("create",)),
-    ("", "services", ("create", "delete", "get", "list")),
-    ("", "nodes", ("get", "list", "watch")),
-    ("coordination.k8s.io", "leases", ("create", "get", "update")),
-    ("", "events", ("create", "patch")),
+from dataclasses import dataclass
+from typing import Literal
+
+Scope = Literal["cluster", "namespace"]
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One RBAC rule: `verbs` on `resource` of `api_group` ("" is the core group)."""
+
+    api_group: str
+    resource: str
+    verbs: tuple[str, ...]
+    scope: Scope
+
+
+PERMISSIONS: tuple[Permission, ...] = (
+    Permission("", "pods", ("list", "watch"), "cluster"),
+    Permission("", "nodes", ("list", "watch"), "cluster"),
+    Permission("", "pods", ("create", "get", "delete"), "namespace"),
+    Permission("", "pods/binding", ("create",), "namespace"),
+    Permission("", "services", ("create", "get", "delete", "list"), "namespace"),
+    Permission("", "events", ("create",), "namespace"),
+    Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "namespace"),
 )
 
 
-def permission_set() -> set[tuple[str, str, str]]:
-    """Every (group, resource, verb) the backend needs, one triple each."""
-    return {(group, resource, verb) for group, resource, verbs in BACKEND_RULES for verb in verbs}
+def permission_set(scope: Scope) -> set[tuple[str, str, str]]:
+    """Every (group, resource, verb) the backend needs in `scope`, one triple each."""
+    return {
+        (p.api_group, p.resource, verb) for p in PERMISSIONS if p.scope == scope for verb in p.verbs
+    }

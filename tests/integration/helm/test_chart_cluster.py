@@ -32,7 +32,7 @@ from tests.integration.cluster.simcluster import (
     create_namespace,
     wait_until,
 )
-from tests.integration.helm.backend_permissions import BACKEND_RULES
+from tests.integration.helm.backend_permissions import PERMISSIONS
 from tests.integration.helm.charttool import (
     CHART_DIR,
     FIXTURES,
@@ -47,6 +47,7 @@ from tests.integration.helm.charttool import (
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
+ALL_NAMESPACES = "*"
 RELEASE = "ty"
 FULLNAME = f"{RELEASE}-trainyard"
 EVERYTHING = FIXTURES / "values-everything.yaml"
@@ -59,20 +60,25 @@ def objects_of(manifest: str) -> list[dict[str, Any]]:
 
 
 def test_server_side_dry_run_accepts_every_object(
-    prometheus_crds: list[str], namespace: str, tmp_path: Path
+    prometheus_crds: list[str], kube_cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     chart = chart_copy(tmp_path, with_fixture_files=True)
-    for values in ((), (EVERYTHING,)):
-        manifest = render_text(chart=chart, values=values, namespace=namespace)
-        objects = objects_of(manifest)
-        result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest)
-        accepted = result.stdout.strip().splitlines()
-        assert len(accepted) == len(objects), result.stdout
-        assert all(line.endswith("(server dry run)") for line in accepted), result.stdout
-        kinds = {o["kind"] for o in objects}
-        if values:
-            assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress",
-                    "PodDisruptionBudget"} <= kinds  # fmt: skip
+    # The everything-on file runs the workers in a namespace of their own: a real one here.
+    workers = create_namespace(kube_cluster.core, prefix="helm-workers")
+    try:
+        for values, sets in (((), ()), ((EVERYTHING,), (f"workers.namespace={workers}",))):
+            manifest = render_text(chart=chart, values=values, sets=sets, namespace=namespace)
+            objects = objects_of(manifest)
+            result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest)
+            accepted = result.stdout.strip().splitlines()
+            assert len(accepted) == len(objects), result.stdout
+            assert all(line.endswith("(server dry run)") for line in accepted), result.stdout
+            kinds = {o["kind"] for o in objects}
+            if values:
+                assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress",
+                        "PodDisruptionBudget", "Role"} <= kinds  # fmt: skip
+    finally:
+        kube_cluster.core.delete_namespace(workers)
 
 
 def test_server_side_dry_run_rejects_what_the_apiserver_would(
@@ -221,19 +227,25 @@ def can_i(release: Release, verb: str, resource: str, namespace: str | None) -> 
             f"{release.service_account}"]  # fmt: skip
     if sub:
         argv.append(f"--subresource={sub}")
-    argv += ["--namespace", namespace] if namespace else []
+    if namespace == ALL_NAMESPACES:
+        argv.append("--all-namespaces")
+    elif namespace:
+        argv += ["--namespace", namespace]
     return kubectl(*argv, check=False).stdout.strip()
 
 
 def test_service_account_may_make_every_call_the_backend_makes(release: Release) -> None:
     refused = []
-    for group, resource, verbs in BACKEND_RULES:
-        name, _, sub = resource.partition("/")
-        target = f"{name}.{group}" if group else name
+    for permission in PERMISSIONS:
+        name, _, sub = permission.resource.partition("/")
+        target = f"{name}.{permission.api_group}" if permission.api_group else name
         target += f"/{sub}" if sub else ""
-        # Namespaced calls are granted cluster-wide: check the release's and another namespace.
-        places = [None] if resource == "nodes" else [release.namespace, "default"]
-        for verb in verbs:
+        if permission.scope == "cluster":
+            # nodes are cluster-scoped; pods are read in every namespace.
+            places = [None] if name == "nodes" else [ALL_NAMESPACES, "default"]
+        else:
+            places = [release.namespace]  # the workers namespace (the release's by default)
+        for verb in permission.verbs:
             for place in places:
                 if can_i(release, verb, target, place) != "yes":
                     refused.append((verb, target, place))
@@ -244,6 +256,12 @@ def test_service_account_may_make_every_call_the_backend_makes(release: Release)
     ("verb", "resource", "where"),
     [
         ("get", "secrets", "release"),
+        ("create", "pods", "default"),
+        ("delete", "pods", "default"),
+        ("create", "pods/binding", "default"),
+        ("create", "services", "default"),
+        ("create", "leases.coordination.k8s.io", "default"),
+        ("get", "nodes", None),
         ("get", "secrets", "default"),
         ("list", "secrets", "kube-system"),
         ("update", "pods", "release"),

@@ -36,9 +36,11 @@ EVERYTHING = FIXTURES / "values-everything.yaml"
 PENDING_SETTINGS = {
     "TRAINYARD_NAMESPACE": "the workers namespace (`serve --namespace`, issue 9)",
     "TRAINYARD_WORKER_IMAGE": "the default worker image (issue 9)",
+    "TRAINYARD_NODE_LOST_GRACE": "seconds a node may be NotReady (issue 9)",
 }
-"""Environment variables the chart sets for settings the Kubernetes backend (issue 9) is
-adding to trainyard/config.py but main does not have yet. When a name appears in
+"""Environment variables the chart sets for settings the Kubernetes backend (issue 9) adds
+to trainyard/config.py (Settings.namespace, worker_image, node_lost_grace on its branch)
+but main does not have yet. When a name appears in
 Settings the test below fails, so the entry is removed rather than forgotten."""
 
 STANDARD_LABELS = (
@@ -91,7 +93,7 @@ def test_defaults_are_one_hardened_replica_on_sqlite() -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(
         ["ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "ClusterRole",
-         "ClusterRoleBinding", "Service", "Deployment"]
+         "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
     )  # fmt: skip
     for obj in objects:
         labels = obj["metadata"]["labels"]
@@ -238,25 +240,37 @@ def test_queue_policies_in_the_schema_are_the_schedulers() -> None:
     assert sorted(queue["properties"]["policy"]["enum"]) == sorted(policy_names())
 
 
-def test_cluster_role_grants_exactly_what_the_backend_calls() -> None:
-    role = one(render(), "ClusterRole")
-    granted = set()
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) triples a Role or ClusterRole grants; no wildcards allowed."""
+    triples = set()
     for rule in role["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}, f"unexpected fields in {rule}"
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-        granted |= {
+        triples |= {
             (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
         }
-    needed = permission_set()
-    assert granted - needed == set(), "granted but not used by the backend"
-    assert needed - granted == set(), "used by the backend but not granted"
-    binding = one(render(), "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    (subject,) = binding["subjects"]
-    sa = one(render(), "ServiceAccount")["metadata"]
-    assert (subject["kind"], subject["name"], subject["namespace"]) == (
-        "ServiceAccount", sa["name"], sa["namespace"]
-    )  # fmt: skip
+    return triples
+
+
+@pytest.mark.parametrize("workers_namespace", ["", "jobs"])
+def test_roles_grant_exactly_what_the_backend_calls(tmp_path: Path, workers_namespace: str) -> None:
+    objects = render(sets=[f"workers.namespace={workers_namespace}"])
+    for kind, scope in (("ClusterRole", "cluster"), ("Role", "namespace")):
+        role = one(objects, kind)
+        assert granted(role) - permission_set(scope) == set(), f"{kind}: granted, never called"
+        assert permission_set(scope) - granted(role) == set(), f"{kind}: called, not granted"
+    assert one(objects, "Role")["metadata"]["namespace"] == (workers_namespace or "trainyard")
+    sa = one(objects, "ServiceAccount")["metadata"]
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = one(objects, kind)
+        assert binding["roleRef"]["name"] == one(objects, role_kind)["metadata"]["name"]
+        assert binding["roleRef"]["kind"] == role_kind
+        (subject,) = binding["subjects"]
+        assert (subject["kind"], subject["name"], subject["namespace"]) == (
+            "ServiceAccount", sa["name"], sa["namespace"]
+        )  # fmt: skip
+    if workers_namespace:
+        assert one(objects, "RoleBinding")["metadata"]["namespace"] == workers_namespace
 
 
 def test_every_environment_variable_names_a_setting(everything_chart: Path) -> None:
