@@ -29,6 +29,7 @@ from tests.integration.helm.charttool import (
     render,
 )
 from trainyard.config import Settings
+from trainyard.operator.config import scheduler_config
 from trainyard.scheduler.policies import policy_names
 
 EVERYTHING = FIXTURES / "values-everything.yaml"
@@ -236,8 +237,10 @@ def test_schema_types_every_value_and_closes_every_section() -> None:
 
 def test_queue_policies_in_the_schema_are_the_schedulers() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
-    queue = schema["properties"]["scheduler"]["properties"]["queues"]["items"]
+    scheduler = schema["properties"]["scheduler"]["properties"]
+    queue = scheduler["queues"]["items"]
     assert sorted(queue["properties"]["policy"]["enum"]) == sorted(policy_names())
+    assert sorted(scheduler["defaultPolicy"]["enum"]) == sorted(policy_names())
 
 
 def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -303,6 +306,15 @@ def test_configmap_and_env_parse_as_the_settings_they_configure(
     assert (settings.backend, settings.host, settings.port) == ("kubernetes", "0.0.0.0", 8080)
     assert settings.max_body_bytes == 1048576
     assert str(settings.home) == "/var/lib/trainyard"
+    assert settings.default_policy == "priority"
+    assert (settings.loop_period_seconds, settings.stop_grace_seconds) == (0.5, 120)
+    assert (settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (15, 600)
+    assert settings.lease_ttl_seconds == 20
+    # What `trainyard serve` checks at start: every policy named exists.
+    config = scheduler_config(settings)
+    assert (
+        config.default_policy == "priority" and config.queue_policies["research"] == "multifactor"
+    )
 
 
 def test_admin_token_is_generated_when_not_given() -> None:
