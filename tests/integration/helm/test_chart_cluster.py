@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from tests.integration.helm.charttool import (
     render_text,
     served,
 )
+from trainyard.api.schemas import JobCreate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -218,6 +220,18 @@ def test_install_runs_the_control_plane_pod_on_a_kwok_node(release: Release) -> 
     assert pod.spec.service_account_name == release.service_account
     notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
     assert f"get secret {FULLNAME} -o jsonpath='{{.data.admin-token}}'" in notes
+
+
+def test_notes_first_job_is_a_valid_job_document(release: Release, tmp_path: Path) -> None:
+    """The NOTES' first-job command, run as printed, writes a job the API accepts."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("printf "))
+    command = "\n".join(lines[start : start + 2])
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
+    document = yaml.safe_load((tmp_path / "first-job.yaml").read_text())
+    job = JobCreate.model_validate(document)
+    assert job.queue == "default" and job.workers == 1
 
 
 def can_i(release: Release, verb: str, resource: str, namespace: str | None) -> str:
