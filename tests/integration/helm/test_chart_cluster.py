@@ -29,6 +29,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.integration.cluster.simcluster import (
     KWOK_NODE_ANNOTATION,
+    MERGE_PATCH,
     Cluster,
     create_namespace,
     wait_until,
@@ -61,10 +62,22 @@ def objects_of(manifest: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
+def restrict_pods(core: client.CoreV1Api, namespace: str) -> None:
+    """Have the apiserver's PodSecurity admission enforce "restricted" in `namespace`.
+
+    Then a pod that is not hardened (non-root, no privilege escalation, all capabilities
+    dropped, seccomp RuntimeDefault, only safe volume types) is refused, and a Deployment
+    whose template is not draws a warning, which the tests assert is absent.
+    """
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    core.patch_namespace(namespace, {"metadata": {"labels": labels}}, _content_type=MERGE_PATCH)
+
+
 def test_server_side_dry_run_accepts_every_object(
     prometheus_crds: list[str], kube_cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     chart = chart_copy(tmp_path, with_fixture_files=True)
+    restrict_pods(kube_cluster.core, namespace)
     # The everything-on file runs the workers in a namespace of their own: a real one here.
     workers = create_namespace(kube_cluster.core, prefix="helm-workers")
     try:
@@ -75,6 +88,7 @@ def test_server_side_dry_run_accepts_every_object(
             accepted = result.stdout.strip().splitlines()
             assert len(accepted) == len(objects), result.stdout
             assert all(line.endswith("(server dry run)") for line in accepted), result.stdout
+            assert "PodSecurity" not in result.stderr, result.stderr
             kinds = {o["kind"] for o in objects}
             if values:
                 assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress",
@@ -170,6 +184,7 @@ def release(kube_cluster: Cluster) -> Iterator[Release]:
     """The chart installed with its defaults into a fresh namespace; all removed after."""
     core = kube_cluster.core
     ns = create_namespace(core, prefix="helm")
+    restrict_pods(core, ns)
     volume = f"{ns}-sqlite"
     core.create_persistent_volume(
         client.V1PersistentVolume(
@@ -187,7 +202,8 @@ def release(kube_cluster: Cluster) -> Iterator[Release]:
         args = ["install", RELEASE, str(CHART_DIR), "--namespace", ns]
         for item in INSTALL_SETS:
             args += ["--set", item]
-        helm(*args)
+        installed = helm(*args)
+        assert "PodSecurity" not in installed.stderr, installed.stderr
         yield Release(namespace=ns, service_account=FULLNAME, core=core)
     finally:
         helm("uninstall", RELEASE, "--namespace", ns, "--wait", check=False)
