@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
+from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.cluster.simcluster import (
@@ -347,8 +348,6 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
     calls (the node inventory) and that the token is no key to Secrets.
     """
     kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
-    from kubernetes import config as kube_config
-
     sa_api = kube_config.new_client_from_config(config_file=str(kubeconfig))
     with pytest.raises(ApiException) as denied:
         client.CoreV1Api(sa_api).list_namespaced_secret(release.namespace)
@@ -371,6 +370,106 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
     assert reply.status_code == 200, reply.text
     names = {n["name"] for n in reply.json()["nodes"]}
     assert free_cpu_node(release.core) in names
+
+
+def test_service_account_token_makes_each_call_of_the_backend(
+    release: Release, kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every kind of call the backend makes, made with the ServiceAccount's own token.
+
+    can-i asks the authorizer; this makes the requests themselves: the watches, a
+    worker pod with schedulerName trainyard and its Binding, the headless Service, an
+    Event and the leader Lease, in the workers namespace, and then shows that one more
+    verb (patching the pod) is refused.
+    """
+    kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    core, leases, ns = client.CoreV1Api(api), client.CoordinationV1Api(api), release.namespace
+    for lister in (core.list_node, core.list_pod_for_all_namespaces):
+        listed = lister(limit=1)
+        # One watch request from the list's resourceVersion, ended by the apiserver.
+        for _ in watch.Watch().stream(
+            lister, resource_version=listed.metadata.resource_version, timeout_seconds=1
+        ):
+            break
+    labels = {"app.kubernetes.io/managed-by": "trainyard", "trainyard.io/job-id": "helm-rbac"}
+    core.create_namespaced_service(
+        ns,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="ty-helm-rbac", labels=labels),
+            spec=client.V1ServiceSpec(cluster_ip="None", selector=labels),
+        ),
+    )
+    core.read_namespaced_service("ty-helm-rbac", ns)
+    assert core.list_namespaced_service(ns, label_selector="trainyard.io/job-id=helm-rbac").items
+    pod = core.create_namespaced_pod(ns, worker_pod("helm-rbac-worker-0", labels))
+    core.read_namespaced_pod(pod.metadata.name, ns)
+    core.create_namespaced_pod_binding(
+        pod.metadata.name,
+        ns,
+        client.V1Binding(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name),
+            target=client.V1ObjectReference(kind="Node", name=free_cpu_node(release.core)),
+        ),
+        _preload_content=False,  # kubernetes-client/python #547
+    )
+    assert core.read_namespaced_pod(pod.metadata.name, ns).spec.node_name
+    core.create_namespaced_event(
+        ns,
+        client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}."),
+            involved_object=client.V1ObjectReference(
+                kind="Pod", name=pod.metadata.name, namespace=ns, uid=pod.metadata.uid
+            ),
+            reason="Scheduled",
+            message="helm chart RBAC test",
+            type="Normal",
+            source=client.V1EventSource(component="trainyard"),
+        ),
+    )
+    lease = leases.create_namespaced_lease(
+        ns,
+        client.V1Lease(
+            metadata=client.V1ObjectMeta(name="trainyard-helm-rbac"),
+            spec=client.V1LeaseSpec(holder_identity="test", lease_duration_seconds=15),
+        ),
+    )
+    lease = leases.read_namespaced_lease(lease.metadata.name, ns)
+    lease.spec.holder_identity = "test-2"
+    leases.replace_namespaced_lease(lease.metadata.name, ns, lease)
+    with pytest.raises(ApiException) as denied:
+        core.patch_namespaced_pod(
+            pod.metadata.name, ns, {"metadata": {"labels": {"x": "y"}}}, _content_type=MERGE_PATCH
+        )
+    assert denied.value.status == 403
+    core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+    core.delete_namespaced_service("ty-helm-rbac", ns)
+
+
+def worker_pod(name: str, labels: dict[str, str]) -> client.V1Pod:
+    """A worker pod as the backend makes one: our scheduler, non-root, hardened."""
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels=labels),
+        spec=client.V1PodSpec(
+            scheduler_name="trainyard",
+            restart_policy="Never",
+            security_context=client.V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=10001,
+                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+            containers=[
+                client.V1Container(
+                    name="worker",
+                    image="registry.invalid/trainyard/worker:1",  # never pulled: kwok
+                    security_context=client.V1SecurityContext(
+                        allow_privilege_escalation=False,
+                        capabilities=client.V1Capabilities(drop=["ALL"]),
+                    ),
+                )
+            ],
+        ),
+    )
 
 
 def test_upgrade_applies_changed_values_and_keeps_the_admin_token(release: Release) -> None:
