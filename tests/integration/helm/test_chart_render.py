@@ -34,11 +34,7 @@ from trainyard.scheduler.policies import policy_names
 
 EVERYTHING = FIXTURES / "values-everything.yaml"
 
-PENDING_SETTINGS = {
-    "TRAINYARD_NAMESPACE": "the workers namespace (`serve --namespace`, issue 9)",
-    "TRAINYARD_WORKER_IMAGE": "the default worker image (issue 9)",
-    "TRAINYARD_NODE_LOST_GRACE": "seconds a node may be NotReady (issue 9)",
-}
+PENDING_SETTINGS: dict[str, str] = {}
 """Environment variables the chart sets for settings the Kubernetes backend (issue 9) adds
 to trainyard/config.py (Settings.namespace, worker_image, node_lost_grace on its branch)
 but main does not have yet. When a name appears in
