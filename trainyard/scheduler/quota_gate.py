@@ -126,6 +126,12 @@ class QuotaLedger:
         self.node_of = {q.name: self.tree.node_of[q.name] for q in config.queues}
         self.cohort_of = {q.name: q.cohort for q in config.queues}
         self.charges: dict[str, Charge] = {}
+        # Charges by queue node, and the queues under each root: a preemption attempt
+        # looks only at queues that can give up quota, not at every running job.
+        self.jobs_of: dict[int, dict[str, Charge]] = {n: {} for n in self.node_of.values()}
+        self.members: dict[int, list[int]] = {}
+        for n in self.node_of.values():
+            self.members.setdefault(self.tree.root[n], []).append(n)
         self.users: dict[tuple[str, str], list[int]] = {}  # (queue, user) -> [jobs, milli]
         self.version = 0  # bumped whenever quota is given back
         self.history: Mapping[str, float] = history or {}
@@ -195,6 +201,7 @@ class QuotaLedger:
         for k, amount in charge.amounts:
             add(charge.node, k, amount)
         self.charges[job_id] = charge
+        self.jobs_of[charge.node][job_id] = charge
         key = (self.tree.node_names[charge.node], charge.user)
         held = self.users.get(key)
         if held is None:
@@ -208,6 +215,7 @@ class QuotaLedger:
         charge = self.charges.pop(job_id, None)
         if charge is None:
             return None
+        del self.jobs_of[charge.node][job_id]
         add = self.tree.add
         for k, amount in charge.amounts:
             add(charge.node, k, -amount)
@@ -421,26 +429,52 @@ def _preempt_for(
     )
     share_after = ledger.share_with(job.queue, amounts) if fair and not reclaim_mode else 0.0
     root = tree.root[node]
+    need_list = sorted(need)
+    by_id = running.by_id
     candidates: list[tuple[tuple, _Candidate]] = []
-    for placed in running.by_id.values():
-        if not placed.preemptible or placed.job_id in protected:
+    if rules.within_queue != WithinQueue.NEVER:
+        for job_id, charge in ledger.jobs_of[node].items():
+            placed = by_id.get(job_id)
+            if (
+                placed is None
+                or not placed.preemptible
+                or job_id in protected
+                or charge.flavor != flavor
+                or not _within_ok(rules.within_queue, job, placed, charge)
+            ):
+                continue
+            key = (1, 0.0, placed.priority, placed.lost_gpu_seconds(now), job_id)
+            candidates.append((key, _Candidate(placed, charge, True, False)))
+    others_possible = (
+        rules.reclaim_within_cohort != ReclaimWithinCohort.NEVER
+        if reclaim_mode
+        else (rules.borrow_within_cohort != BorrowWithinCohort.NEVER or fair)
+    )
+    for other in ledger.members.get(root, ()) if others_possible else ():
+        if other == node or not ledger.borrowing_in(other, need_list):
+            continue  # only queues above their nominal quota give anything back
+        other_share = ledger.share(tree.node_names[other]) if fair else 0.0
+        fair_possible = fair and not reclaim_mode and share_after < other_share
+        if (
+            not reclaim_mode
+            and not fair_possible
+            and (rules.borrow_within_cohort == BorrowWithinCohort.NEVER)
+        ):
             continue
-        charge = ledger.charges.get(placed.job_id)
-        if charge is None or charge.flavor != flavor:
-            continue
-        lost = placed.lost_gpu_seconds(now)
-        if charge.node == node:
-            if _within_ok(rules.within_queue, job, placed, charge):
-                key = (1, 0.0, placed.priority, lost, placed.job_id)
-                candidates.append((key, _Candidate(placed, charge, True, False)))
-            continue
-        if tree.root[charge.node] != root or not need.intersection(k for k, _a in charge.amounts):
-            continue
-        allowed, fair_only = _other_queue_ok(rules, fair, reclaim_mode, job, placed)
-        if allowed:
-            share = -ledger.share(tree.node_names[charge.node]) if fair else 0.0
-            key = (0, share, placed.priority, lost, placed.job_id)
-            candidates.append((key, _Candidate(placed, charge, False, fair_only)))
+        for job_id, charge in ledger.jobs_of[other].items():
+            placed = by_id.get(job_id)
+            if (
+                placed is None
+                or not placed.preemptible
+                or job_id in protected
+                or charge.flavor != flavor
+                or not need.intersection(k for k, _a in charge.amounts)
+            ):
+                continue
+            allowed, fair_only = _other_queue_ok(rules, fair_possible, reclaim_mode, job, placed)
+            if allowed:
+                key = (0, -other_share, placed.priority, placed.lost_gpu_seconds(now), job_id)
+                candidates.append((key, _Candidate(placed, charge, False, fair_only)))
     if not candidates:
         return None
     candidates.sort(key=lambda c: c[0])
