@@ -130,6 +130,7 @@ class QuotaLedger:
         # looks only at queues that can give up quota, not at every running job.
         self.jobs_of: dict[int, dict[str, Charge]] = {n: {} for n in self.node_of.values()}
         self.members: dict[int, list[int]] = {}
+        self._shares: dict[str, float] = {}  # per queue, dropped when its usage changes
         for n in self.node_of.values():
             self.members.setdefault(self.tree.root[n], []).append(n)
         self.users: dict[tuple[str, str], list[int]] = {}  # (queue, user) -> [jobs, milli]
@@ -202,6 +203,7 @@ class QuotaLedger:
             add(charge.node, k, amount)
         self.charges[job_id] = charge
         self.jobs_of[charge.node][job_id] = charge
+        self._shares.pop(self.tree.node_names[charge.node], None)
         key = (self.tree.node_names[charge.node], charge.user)
         held = self.users.get(key)
         if held is None:
@@ -216,6 +218,7 @@ class QuotaLedger:
         if charge is None:
             return None
         del self.jobs_of[charge.node][job_id]
+        self._shares.pop(self.tree.node_names[charge.node], None)
         add = self.tree.add
         for k, amount in charge.amounts:
             add(charge.node, k, -amount)
@@ -288,9 +291,12 @@ class QuotaLedger:
 
     def share(self, queue: str) -> float:
         """Weighted dominant resource share now (0 when within nominal)."""
-        return dominant_share(
-            self.tree, self.by_resource, self.node_of[queue], self.queues[queue].weight
-        )
+        known = self._shares.get(queue)
+        if known is None:
+            known = self._shares[queue] = dominant_share(
+                self.tree, self.by_resource, self.node_of[queue], self.queues[queue].weight
+            )
+        return known
 
     def share_with(self, queue: str, amounts: tuple) -> float:
         """The share the queue would have with `amounts` more charged."""
@@ -299,7 +305,7 @@ class QuotaLedger:
         for k, amount in amounts:
             add(node, k, amount)
         try:
-            return self.share(queue)
+            return dominant_share(self.tree, self.by_resource, node, self.queues[queue].weight)
         finally:
             for k, amount in amounts:
                 add(node, k, -amount)
