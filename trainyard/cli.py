@@ -186,13 +186,14 @@ def serve(
     """
     from trainyard.api.app import create_app
     from trainyard.config import Settings
-    from trainyard.operator.config import scheduler_config
+    from trainyard.operator.config import scheduler_config_source
 
     given = {"host": host, "port": port, "backend": backend, "kubeconfig": kubeconfig}
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
-        scheduler_config(settings)  # an unknown policy name fails here, with the valid ones
+        # An unknown policy name or an invalid quota file fails here, naming what is wrong.
+        scheduler_config_source(settings)
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None

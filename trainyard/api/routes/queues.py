@@ -11,6 +11,7 @@ from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
 from trainyard.api.schemas import QueuesPublic
 from trainyard.api.views import queues_public
+from trainyard.quotas import effective_queues
 from trainyard.store import now_us, pending_positions, queue_counts, read_transaction
 
 router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
@@ -33,13 +34,12 @@ def list_queues(
     and each pending job's position (1 = next). Users see only their own jobs' positions,
     but positions count everyone's jobs."""
     owner = None if principal.is_admin else principal.user
+    queues = effective_queues(settings)
     with read_transaction(engine) as conn:
         counts = queue_counts(conn)
         positions = {
             q.name: pending_positions(conn, queue=q.name, owner=owner, limit=query.limit)
-            for q in settings.queues
+            for q in queues
         }
-    data = queues_public(
-        queues=settings.queues, counts=counts, positions=positions, now_us=now_us()
-    )
+    data = queues_public(queues=queues, counts=counts, positions=positions, now_us=now_us())
     return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))
