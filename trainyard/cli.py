@@ -420,6 +420,38 @@ def queues(output: OutputOption = Output.table) -> None:
         ]
         if rows:
             _table("pending", ["QUEUE", "POS", "ID", "NAME", "OWNER", "PRIORITY", "WAIT"], rows)
+        quota_rows = [
+            [
+                q["name"],
+                q["quota"]["cohort"] or "-",
+                r["flavor"],
+                r["resource"],
+                f"{r['nominal']:g}",
+                f"{r['used']:g}",
+                f"{r['borrowed']:g}",
+                f"{r['lent']:g}",
+                f"{q['quota']['weighted_share']:.3f}",
+            ]
+            for q in d["data"]
+            if q.get("quota")
+            for r in q["quota"]["resources"]
+        ]
+        if quota_rows:
+            _table(
+                "quotas",
+                [
+                    "QUEUE",
+                    "COHORT",
+                    "FLAVOR",
+                    "RESOURCE",
+                    "NOMINAL",
+                    "USED",
+                    "BORROWED",
+                    "LENT",
+                    "SHARE",
+                ],
+                quota_rows,
+            )
 
     _emit(data, output, table)
 

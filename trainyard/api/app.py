@@ -47,7 +47,7 @@ def create_app(
     )
     app.state.waker = LoopWaker(engine)
     app.state.waker.wake()  # reads the loop's address in the background
-    app.state.metrics = ApiMetrics(engine)
+    app.state.metrics = ApiMetrics(engine, settings)
     app.state.admin_token_file = token_file
     return app
 

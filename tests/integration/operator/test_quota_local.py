@@ -106,6 +106,27 @@ def test_two_users_are_admitted_by_quota_and_a_tightened_quota_applies_without_r
             # alice's third job waits for her queue's quota, not for the node (4 CPUs).
             wait_reason(server, names["a3"], "queue team-a: 2/2 local cpu used")
             loop_pid = server.loop_pid()
+            with server.client() as client:
+                queues = {q["name"]: q for q in client.get("/v1/queues").json()["data"]}
+                metrics = client.get("/metrics").text
+            cpu = queues["team-a"]["quota"]["resources"][0]
+            assert (cpu["flavor"], cpu["resource"], cpu["nominal"], cpu["used"]) == (
+                "local",
+                "cpu",
+                2,
+                2,
+            )
+            assert queues["team-a"]["pending"] == 1
+            assert (
+                'trainyard_queue_nominal_quota{cohort="",flavor="local",queue="team-b",'
+                'resource="cpu"} 2.0' in metrics
+            )
+            assert (
+                'trainyard_queue_resource_usage{cohort="",flavor="local",queue="team-a",'
+                'resource="cpu"} 2.0' in metrics
+            )
+            shown = server.cli("queues")
+            assert shown.returncode == 0 and b"quotas" in shown.stdout, shown.stderr
 
             replace_file(quota_file, quota_text(team_b_cpus=1))  # tighten team-b
             bob.release("b1")
@@ -130,6 +151,8 @@ def test_two_users_are_admitted_by_quota_and_a_tightened_quota_applies_without_r
                 return "refused, keeping the previous one" in server.out.read_text()
 
             wait_for(logged, timeout=30, what="the refused quota file in the log")
+            with server.client() as client:
+                assert "trainyard_quota_file_refused 1.0" in client.get("/metrics").text
         finally:
             for name in names:
                 (flags / name).touch()

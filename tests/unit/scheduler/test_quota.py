@@ -310,3 +310,21 @@ def test_usage_history_orders_queues_when_a_half_life_is_set() -> None:
     without = ClusterSnapshot(tuple(h100_nodes(1)), (), pending)
     result = schedule(without, 100.0, SchedulerConfig("fifo-besteffort", quotas=config))
     assert [a.job_id for a in result.admissions] == ["h"]
+
+
+def test_quota_status_shows_used_borrowed_and_lent() -> None:
+    from trainyard.scheduler.quota_status import quota_status
+
+    config = two_queues()
+    status = {s.queue: s for s in quota_status(config, h100_nodes(4), running_eights("a", 3))}
+    a, b = status["a"].resources[0], status["b"].resources[0]
+    assert (a.flavor, a.resource, a.nominal, a.used, a.borrowed, a.lent) == (
+        "h100",
+        "gpu",
+        16,
+        24,
+        8,
+        0,
+    )
+    assert (b.used, b.borrowed, b.lent) == (0, 0, 8)
+    assert status["a"].weighted_share == 8 / 32 and status["b"].weighted_share == 0
