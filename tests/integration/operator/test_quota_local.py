@@ -158,3 +158,46 @@ def test_two_users_are_admitted_by_quota_and_a_tightened_quota_applies_without_r
                 (flags / name).touch()
             for job_id in names.values():
                 server.wait_state(job_id, "SUCCEEDED", "PENDING", timeout=120)
+
+
+def test_a_borrower_fills_the_cohort_and_the_owner_reclaims_its_quota(tmp_path: Path) -> None:
+    """Two cohorts, four queues: team-b borrows team-a's idle CPUs, then team-a's job
+    takes them back by preempting one of team-b's jobs, which waits again."""
+    quota_file = tmp_path / "quotas.yaml"
+    quota_file.write_text(
+        "flavors: {local: {}}\n"
+        "cohorts: {org: {}, ops: {}}\n"
+        "queues:\n"
+        "  team-a: {cohort: org, quotas: {local: {cpu: 2}},"
+        " preemption: {reclaim_within_cohort: any}}\n"
+        "  team-b: {cohort: org, quotas: {local: {cpu: 2}}}\n"
+        "  ops-1: {cohort: ops, quotas: {local: {cpu: 0}}}\n"
+        "  ops-2: {cohort: ops, quotas: {local: {cpu: 0}}}\n"
+    )
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    with serve(tmp_path / "home", local_cpus="4", quota_file=str(quota_file)) as server:
+        alice = User(server, "alice", flags)
+        bob = User(server, "bob", flags)
+        names: dict[str, str] = {}
+        try:
+            for name in ("b1", "b2", "b3", "b4"):
+                names[name] = bob.submit(name, "team-b")
+            for name in ("b1", "b2", "b3", "b4"):
+                server.wait_state(names[name], "RUNNING", timeout=120)  # 2 own + 2 borrowed
+            names["o1"] = alice.submit("o1", "ops-1")
+            wait_reason(server, names["o1"], "queue ops-1: 0/0 local cpu used")
+            names["a1"] = alice.submit("a1", "team-a")
+            server.wait_state(names["a1"], "RUNNING", timeout=120)
+            events = {name: [e["to_state"] for e in server.events(names[name])] for name in names}
+            preempted = [n for n in ("b1", "b2", "b3", "b4") if "PREEMPTED" in events[n]]
+            assert len(preempted) == 1, events
+            with server.client() as client:
+                queues = {q["name"]: q for q in client.get("/v1/queues").json()["data"]}
+            b = queues["team-b"]["quota"]["resources"][0]
+            assert (b["used"], b["borrowed"]) == (3, 1), b
+        finally:
+            for name in names:
+                (flags / name).touch()
+            for job_id in names.values():
+                server.wait_state(job_id, "SUCCEEDED", "PENDING", timeout=120)
