@@ -135,6 +135,8 @@ def schedule(
         quota=ledger,
     )
     result = CycleResult(pending=out.reasons, examined=out.examined)
+    if ledger is not None and quotas is not None and quotas.fair_sharing.usage_half_life:
+        result.queue_usage = ledger.usage_shares()
     for admitted in out.admitted:
         result.admissions.append(
             Admission(

@@ -91,3 +91,31 @@ def decay_usage(
     for queue, share in current.items():
         out[queue] = out.get(queue, 0.0) + share * gained
     return out
+
+
+class UsageHistory:
+    """A caller's decayed usage per queue across cycles (the loop keeps one).
+
+    `before_cycle` folds in the usage seen after the previous cycle over the time since,
+    and returns the history to put in `ClusterSnapshot.queue_usage`; `after_cycle`
+    records the usage the cycle left (`CycleResult.queue_usage`). Without a half-life in
+    the config it stays empty. Pure bookkeeping: the times are the caller's."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, float] = {}
+        self._last: Mapping[str, float] = {}
+        self._at: float | None = None
+
+    def before_cycle(self, config: object, now: float) -> Mapping[str, float]:
+        quotas = getattr(config, "quotas", None)
+        half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
+        if not half_life:
+            self.history, self._last, self._at = {}, {}, None
+            return self.history
+        if self._at is not None and now > self._at:
+            self.history = decay_usage(self.history, self._last, now - self._at, half_life)
+        self._at = now if self._at is None or now > self._at else self._at
+        return self.history
+
+    def after_cycle(self, usage: Mapping[str, float], now: float) -> None:
+        self._last = dict(usage)

@@ -424,6 +424,9 @@ class CycleResult:
     reservations: list[Reservation] = field(default_factory=list)  # at most one per queue
     pending: dict[str, PendingReason] = field(default_factory=dict)
     examined: int = 0
+    # With quotas: each queue's usage share after the cycle (what a caller that keeps a
+    # decayed usage history integrates, see scheduler.fairshare.decay_usage).
+    queue_usage: dict[str, float] = field(default_factory=dict)
 
     @property
     def preempted(self) -> list[str]:

@@ -328,3 +328,19 @@ def test_quota_status_shows_used_borrowed_and_lent() -> None:
     )
     assert (b.used, b.borrowed, b.lent) == (0, 0, 8)
     assert status["a"].weighted_share == 8 / 32 and status["b"].weighted_share == 0
+
+
+def test_usage_history_decays_by_half_each_half_life() -> None:
+    from trainyard.scheduler.fairshare import UsageHistory, decay_usage
+
+    assert decay_usage({"a": 8.0}, {}, 3600.0, 3600.0) == {"a": 4.0}
+    gained = decay_usage({}, {"a": 1.0}, 1e9, 3600.0)["a"]
+    assert abs(gained - 3600.0 / 0.6931471805599453) < 1e-6  # saturates at h / ln 2
+    config = SchedulerConfig(
+        "fifo", quotas=quotas().flavor("h100", H100).queue("a").fair(half_life=100.0).build()
+    )
+    history = UsageHistory()
+    assert history.before_cycle(config, 0.0) == {}
+    history.after_cycle({"a": 1.0}, 0.0)
+    assert history.before_cycle(config, 100.0)["a"] > 0
+    assert history.before_cycle(SchedulerConfig("fifo"), 200.0) == {}  # no half-life, no memory
