@@ -191,7 +191,7 @@ def serve(
     from trainyard.api.app import create_app
     from trainyard.api.server import serve as run_server
     from trainyard.config import Settings
-    from trainyard.operator.config import scheduler_config
+    from trainyard.operator.config import scheduler_config_source
 
     given = {
         "host": host,
@@ -203,7 +203,8 @@ def serve(
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
-        scheduler_config(settings)  # an unknown policy name fails here, with the valid ones
+        # An unknown policy name or an invalid quota file fails here, naming what is wrong.
+        scheduler_config_source(settings)
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
@@ -501,6 +502,38 @@ def queues(output: OutputOption = Output.table) -> None:
         ]
         if rows:
             _table("pending", ["QUEUE", "POS", "ID", "NAME", "OWNER", "PRIORITY", "WAIT"], rows)
+        quota_rows = [
+            [
+                q["name"],
+                q["quota"]["cohort"] or "-",
+                r["flavor"],
+                r["resource"],
+                f"{r['nominal']:g}",
+                f"{r['used']:g}",
+                f"{r['borrowed']:g}",
+                f"{r['lent']:g}",
+                f"{q['quota']['weighted_share']:.3f}",
+            ]
+            for q in d["data"]
+            if q.get("quota")
+            for r in q["quota"]["resources"]
+        ]
+        if quota_rows:
+            _table(
+                "quotas",
+                [
+                    "QUEUE",
+                    "COHORT",
+                    "FLAVOR",
+                    "RESOURCE",
+                    "NOMINAL",
+                    "USED",
+                    "BORROWED",
+                    "LENT",
+                    "SHARE",
+                ],
+                quota_rows,
+            )
 
     _emit(data, output, table)
 

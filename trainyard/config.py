@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
     lease_ttl_seconds: float = Field(default=10.0, gt=0.5, le=300)
     default_policy: str = "backfill"
+    # Quotas, cohorts and fair sharing (see trainyard.scheduler.quota_file); re-read on change.
+    quota_file: Path | None = None
     # The local backend's node; detected when unset (tests pin them).
     local_cpus: int | None = Field(default=None, ge=1)
     local_memory_bytes: int | None = Field(default=None, ge=1)

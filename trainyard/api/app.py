@@ -52,7 +52,7 @@ def create_app(
     )
     app.state.waker = LoopWaker(engine)
     app.state.waker.wake()  # reads the loop's address in the background
-    app.state.metrics = ApiMetrics(engine)
+    app.state.metrics = ApiMetrics(engine, settings)
     app.state.admin_token_file = token_file
     app.state.log_followers = LogFollowers(
         job_states=_finished_jobs(engine), max_per_user=settings.max_log_followers_per_user

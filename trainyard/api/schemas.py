@@ -303,6 +303,28 @@ class QueuedJob(BaseModel):
     wait_seconds: float
 
 
+class QuotaResourcePublic(BaseModel):
+    """One flavor-resource of a queue's quota (GPUs, TPU chips, CPU cores, memory bytes)."""
+
+    flavor: str
+    resource: str
+    nominal: float
+    used: float
+    borrowed: float = Field(description="Used above the nominal quota (from the cohort).")
+    lent: float = Field(description="Unused nominal quota other queues of the cohort use now.")
+    borrowing_limit: float | None = None
+    lending_limit: float | None = None
+
+
+class QueueQuotaPublic(BaseModel):
+    """A queue's place under quota (present only for queues in the quota file)."""
+
+    cohort: str | None
+    weight: float
+    weighted_share: float = Field(description="Weighted dominant resource share (0: within quota).")
+    resources: list[QuotaResourcePublic]
+
+
 class QueuePublic(BaseModel):
     name: str
     policy: str
@@ -313,6 +335,7 @@ class QueuePublic(BaseModel):
     positions: list[QueuedJob] = Field(
         description="Pending jobs in queue order (your own only, unless admin), first `limit`."
     )
+    quota: QueueQuotaPublic | None = None
 
 
 class QueuesPublic(BaseModel):

@@ -49,6 +49,7 @@ from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
 from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
+from trainyard.scheduler.fairshare import UsageHistory
 from trainyard.scheduler.types import GPU_PRODUCT_LABEL, TPU_ACCELERATOR_LABEL, Node
 from trainyard.store import read_transaction, write_transaction
 from trainyard.store.scheduling import (
@@ -174,6 +175,9 @@ class SchedulingLoop:
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
+        # Quota fair sharing with a usage half-life: the decayed usage per queue, kept in
+        # memory (a restarted loop starts with no memory of past use).
+        self._usage = UsageHistory()
 
     # ------------------------------------------------------------------ the cycle
 
@@ -239,11 +243,18 @@ class SchedulingLoop:
         orphans = sorted(set(by_job) - live_ids)
 
         report.offered = len(pending)
+        config = self._config_source()
         result = schedule(
-            ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
+            ClusterSnapshot(
+                tuple(nodes),
+                tuple(running),
+                tuple(pending),
+                queue_usage=self._usage.before_cycle(config, now),
+            ),
             now,
-            self._config_source(),
+            config,
         )
+        self._usage.after_cycle(result.queue_usage, now)
         t2 = time.perf_counter()
         report.core_s = t2 - t1
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from trainyard.config import Settings
 from trainyard.operator.backend import Backend, Leadership
-from trainyard.operator.config import retry_policy, scheduler_config
+from trainyard.operator.config import retry_policy, scheduler_config_source
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.wakeup import Wakeup
@@ -64,7 +64,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     loop = SchedulingLoop(
         engine,
         backend,
-        scheduler_config=scheduler_config(settings),
+        scheduler_config=scheduler_config_source(settings),
         retry=retry_policy(settings),
         stop_grace_seconds=settings.stop_grace_seconds,
         leadership=leadership,

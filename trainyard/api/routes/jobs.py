@@ -33,6 +33,7 @@ from trainyard.api.schemas import ErrorBody, EventsPublic, JobCreate, JobPublic,
 from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
 from trainyard.config import Settings
 from trainyard.layout import worker_log_path
+from trainyard.quotas import effective_queues
 from trainyard.store import (
     CANCELLABLE_STATES,
     TERMINAL_STATES,
@@ -61,7 +62,7 @@ NO_NUL = r"^[^\x00]*$"
 
 def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
     """422 for an unknown queue or priority class; returns the class's priority value."""
-    queues = [q.name for q in settings.queues]
+    queues = [q.name for q in effective_queues(settings)]
     if job.queue not in queues:
         raise FieldRuleError(
             "queue", "unknown_queue", f"unknown queue {job.queue!r}; known: {', '.join(queues)}"
