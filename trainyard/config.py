@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
+    # Price of one accelerator-hour per GPU model / TPU type (as the node inventory names
+    # it), for `GET /v1/usage` and `trainyard usage`; e.g.
+    # TRAINYARD_ACCELERATOR_PRICES='{"NVIDIA H100 80GB HBM3": 2.5}'.
+    accelerator_prices: dict[str, float] = Field(default_factory=dict)
+    price_currency: str = "USD"
 
     def resolved_database_url(self) -> str:
         """The configured database, or SQLite inside $TRAINYARD_HOME."""

@@ -17,8 +17,8 @@ from trainyard.api.auth import TokenCache, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, inventory_for
-from trainyard.api.metrics import ApiMetrics
-from trainyard.api.routes import cluster, health, jobs, queues
+from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from trainyard.api.routes import cluster, health, jobs, queues, targets, usage
 from trainyard.api.submissions import GroupCommitter
 from trainyard.config import Settings
 from trainyard.store import make_engine, migrate
@@ -40,7 +40,12 @@ def create_app(
     app.state.tokens = TokenCache(engine)
     app.state.committer = GroupCommitter(engine)
     app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
-    app.state.metrics = ApiMetrics(engine)
+    app.state.metrics = ApiMetrics(
+        engine,
+        queues=[q.name for q in settings.queues],
+        priority_classes=list(settings.priority_classes),
+        inventory=app.state.inventory,
+    )
     app.state.admin_token_file = token_file
     return app
 
@@ -56,8 +61,11 @@ def build_api(settings: Settings) -> FastAPI:
     # does not get past it); the outer check answers an oversize declaration in our format.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(DeclaredSizeLimit, max_body_size=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None)
+    )
     install_error_handlers(app)
-    for module in (jobs, queues, cluster, health):
+    for module in (jobs, queues, cluster, health, usage, targets):
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app

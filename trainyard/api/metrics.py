@@ -1,16 +1,307 @@
-"""Prometheus metrics of the control plane, on a registry per app (tests build many apps)."""
+"""Prometheus metrics of the control plane, on a registry per app (tests build many apps).
+
+Two kinds of series:
+
+- Gauges and counters about jobs, the cluster and the scheduling loop are computed from
+  the STORE at scrape time (`StoreCollector`, cached about a second): every API process
+  and replica reports the same numbers, counters are counts of stored events and
+  attempts (they survive restarts), and every series exists at zero on a fresh install.
+- Request count and latency by route template and status are per process. When several
+  server processes share one port (`serve --workers N`), `PROMETHEUS_MULTIPROC_DIR` is
+  set and prometheus-client's multiprocess mode sums them on every scrape.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trainyard.store import count_jobs_by_state, read_transaction
+from trainyard.api.inventory import NodeCapacity, NodeInventory
+from trainyard.observability import catalog
+from trainyard.observability.cycles import STATS_NAME, reason_label
+from trainyard.scheduler.types import ReasonCode
+from trainyard.store import JobState, count_jobs_by_state, now_us, read_transaction
+from trainyard.store.telemetry import (
+    HistogramCounts,
+    active_allocations,
+    duration_histograms,
+    live_job_counts,
+    read_loop_stats,
+    transition_counts,
+    usage_totals,
+    wait_histograms,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+KINDS = ("training", "inference")
+SPECS = catalog.by_name()
+
+
+def _gauge(name: str) -> GaugeMetricFamily:
+    spec = SPECS[name]
+    return GaugeMetricFamily(name, spec.help, labels=list(spec.labels))
+
+
+def _counter(name: str) -> CounterMetricFamily:
+    spec = SPECS[name]
+    return CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+
+
+def _histogram(
+    counts: HistogramCounts | None, bounds: Sequence[float]
+) -> tuple[list[tuple[str, float]], float]:
+    """(cumulative buckets with +Inf, sum) for HistogramMetricFamily.add_metric."""
+    counts = counts or HistogramCounts(buckets=(0,) * len(bounds), count=0, sum=0.0)
+    buckets = [(_le(b), float(c)) for b, c in zip(bounds, counts.buckets, strict=True)]
+    buckets.append(("+Inf", float(counts.count)))
+    return buckets, counts.sum
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class StoreCollector(Collector):
+    """Every job, cluster and loop series of the catalog, read from the store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: Sequence[str],
+        priority_classes: Sequence[str],
+        inventory: NodeInventory | None,
+        cache_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._queues = tuple(queues)
+        self._priorities = tuple(priority_classes)
+        self._inventory = inventory
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # computed at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._cached is None or self._clock() - self._cached[0] >= self._cache_seconds:
+                self._cached = (self._clock(), self._compute())
+            metrics = self._cached[1]
+        yield from metrics
+
+    def _nodes(self) -> list[NodeCapacity]:
+        if self._inventory is None:
+            return []
+        try:
+            return list(self._inventory.nodes())
+        except Exception:  # an unreachable cluster API must not break /metrics
+            return []
+
+    def _compute(self) -> list[Metric]:
+        nodes = self._nodes()
+        at = now_us()
+        with read_transaction(self._engine) as conn:
+            live = live_job_counts(conn)
+            transitions = transition_counts(conn)
+            waits = wait_histograms(conn, bounds=catalog.WAIT_BUCKETS)
+            durations = duration_histograms(conn, bounds=catalog.DURATION_BUCKETS)
+            allocations = active_allocations(conn)
+            usage = usage_totals(conn, now_us=at)
+            loop = read_loop_stats(conn, name=STATS_NAME) or {}
+        queues = sorted(
+            set(self._queues)
+            | {c.queue for c in live}
+            | {q for q, _, _ in transitions}
+            | set(waits)
+        )
+        out: list[Metric] = []
+        out += self._job_gauges(live, queues, at)
+        out += self._job_counters(transitions, queues)
+        out += self._job_histograms(waits, durations, queues)
+        out += self._loop_series(loop, queues)
+        out += self._cluster_series(nodes, allocations, queues)
+        out += self._usage_series(usage, queues)
+        return out
+
+    def _job_gauges(self, live: list[Any], queues: list[str], at: int) -> list[Metric]:
+        pending = _gauge("trainyard_queue_pending_jobs")
+        oldest = _gauge("trainyard_queue_oldest_pending_seconds")
+        running = _gauge("trainyard_jobs_running")
+        admitted = _gauge("trainyard_jobs_admitted")
+        per_pending: dict[tuple[str, str, str], int] = {
+            (q, p, k): 0 for q in queues for p in self._priorities for k in KINDS
+        }
+        oldest_at: dict[str, int] = {}
+        per_state: dict[tuple[str, str], int] = defaultdict(int)
+        for c in live:
+            if c.state == JobState.PENDING.value:
+                key = (c.queue, c.priority, c.kind)
+                per_pending[key] = per_pending.get(key, 0) + c.count
+                oldest_at[c.queue] = min(
+                    oldest_at.get(c.queue, c.oldest_created_at), c.oldest_created_at
+                )
+            else:
+                per_state[(c.queue, c.state)] += c.count
+        for (queue, priority, kind), count in sorted(per_pending.items()):
+            pending.add_metric([queue, priority, kind], count)
+        for queue in queues:
+            first = oldest_at.get(queue)
+            oldest.add_metric([queue], 0.0 if first is None else max(0, at - first) / 1e6)
+            running.add_metric([queue], per_state[(queue, JobState.RUNNING.value)])
+            admitted.add_metric([queue], per_state[(queue, JobState.ADMITTED.value)])
+        return [pending, oldest, running, admitted]
+
+    def _job_counters(
+        self, transitions: dict[tuple[str, str | None, str], int], queues: list[str]
+    ) -> list[Metric]:
+        admissions: dict[str, int] = dict.fromkeys(queues, 0)
+        preemptions: dict[str, int] = dict.fromkeys(queues, 0)
+        retries: dict[str, int] = dict.fromkeys(queues, 0)
+        finished: dict[tuple[str, str], int] = {(q, o): 0 for q in queues for o in catalog.OUTCOMES}
+        for (queue, src, dst), count in transitions.items():
+            if dst == JobState.ADMITTED.value:
+                admissions[queue] = admissions.get(queue, 0) + count
+            elif dst == JobState.PREEMPTED.value:
+                preemptions[queue] = preemptions.get(queue, 0) + count
+            elif dst in catalog.OUTCOMES:
+                finished[(queue, dst)] = finished.get((queue, dst), 0) + count
+            elif dst == JobState.PENDING.value and src == JobState.RUNNING.value:
+                retries[queue] = retries.get(queue, 0) + count  # the state machine's retry edge
+        result = []
+        for name, values in (
+            ("trainyard_admissions_total", admissions),
+            ("trainyard_preemptions_total", preemptions),
+            ("trainyard_job_retries_total", retries),
+        ):
+            family = _counter(name)
+            for queue, count in sorted(values.items()):
+                family.add_metric([queue], count)
+            result.append(family)
+        family = _counter("trainyard_job_finished_total")
+        for (queue, outcome), count in sorted(finished.items()):
+            family.add_metric([queue, outcome], count)
+        result.append(family)
+        return result
+
+    def _job_histograms(
+        self,
+        waits: dict[str, HistogramCounts],
+        durations: dict[str, HistogramCounts],
+        queues: list[str],
+    ) -> list[Metric]:
+        spec = SPECS["trainyard_job_wait_seconds"]
+        wait = HistogramMetricFamily(spec.name, spec.help, labels=["queue"])
+        for queue in queues:
+            buckets, total = _histogram(waits.get(queue), catalog.WAIT_BUCKETS)
+            wait.add_metric([queue], buckets, total)
+        spec = SPECS["trainyard_job_duration_seconds"]
+        duration = HistogramMetricFamily(spec.name, spec.help, labels=["outcome"])
+        for outcome in catalog.OUTCOMES:
+            buckets, total = _histogram(durations.get(outcome), catalog.DURATION_BUCKETS)
+            duration.add_metric([outcome], buckets, total)
+        return [wait, duration]
+
+    def _loop_series(self, loop: dict[str, Any], queues: list[str]) -> list[Metric]:
+        spec = SPECS["trainyard_scheduling_cycle_seconds"]
+        cycle = HistogramMetricFamily(spec.name, spec.help)
+        bounds = loop.get("bounds") or list(catalog.CYCLE_BUCKETS)
+        per_bucket = loop.get("buckets") or [0] * len(bounds)
+        cumulative, running_total = [], 0
+        for bound, count in zip(bounds, per_bucket, strict=True):
+            running_total += int(count)
+            cumulative.append((_le(bound), float(running_total)))
+        cumulative.append(("+Inf", float(loop.get("cycles", 0))))
+        cycle.add_metric([], cumulative, float(loop.get("sum", 0.0)))
+        decisions = _counter("trainyard_scheduling_decisions_total")
+        counts = {**dict.fromkeys(catalog.DECISION_RESULTS, 0), **(loop.get("decisions") or {})}
+        for result, count in sorted(counts.items()):
+            decisions.add_metric([result], count)
+        last = _gauge("trainyard_scheduling_last_cycle_timestamp_seconds")
+        last.add_metric([], (loop.get("last_cycle_us") or 0) / 1e6)
+        unschedulable = _gauge("trainyard_unschedulable_jobs")
+        snapshot = {(q, reason_label(code)): 0 for q in queues for code in ReasonCode}
+        for queue, reason, count in loop.get("pending") or []:
+            snapshot[(queue, reason)] = int(count)
+        for (queue, reason), count in sorted(snapshot.items()):
+            unschedulable.add_metric([queue, reason], count)
+        return [cycle, decisions, last, unschedulable]
+
+    def _cluster_series(
+        self, nodes: list[NodeCapacity], allocations: list[Any], queues: list[str]
+    ) -> list[Metric]:
+        capacity: dict[tuple[str, str], float] = {("cpu", ""): 0.0, ("memory", ""): 0.0}
+        for node in nodes:
+            capacity[("cpu", "")] += node.cpu_millicores / 1000
+            capacity[("memory", "")] += node.memory_bytes
+            if node.gpu:
+                key = ("gpu", node.gpu_model or "unknown")
+                capacity[key] = capacity.get(key, 0.0) + node.gpu
+            if node.tpu:
+                key = ("tpu", node.tpu_type or "unknown")
+                capacity[key] = capacity.get(key, 0.0) + node.tpu
+        for resource in ("gpu", "tpu"):
+            if not any(r == resource for r, _ in capacity):
+                capacity[(resource, "")] = 0.0
+        allocated: dict[tuple[str, str, str], float] = {
+            (resource, model, queue): 0.0 for (resource, model) in capacity for queue in queues
+        }
+        for a in allocations:
+            model = a.model or ""
+            for resource, amount in (
+                ("cpu", a.cpu_millicores / 1000),
+                ("memory", float(a.memory_bytes)),
+                ("gpu", float(a.gpus)),
+                ("tpu", float(a.tpu_chips)),
+            ):
+                if resource in ("cpu", "memory"):
+                    key = (resource, "", a.queue)
+                elif amount:
+                    key = (resource, model or "unknown", a.queue)
+                else:
+                    continue
+                allocated[key] = allocated.get(key, 0.0) + amount
+        cap = _gauge("trainyard_cluster_capacity")
+        for (resource, model), value in sorted(capacity.items()):
+            cap.add_metric([resource, model], value)
+        alloc = _gauge("trainyard_cluster_allocated")
+        for (resource, model, queue), value in sorted(allocated.items()):
+            alloc.add_metric([resource, model, queue], value)
+        return [cap, alloc]
+
+    def _usage_series(self, usage: list[Any], queues: list[str]) -> list[Metric]:
+        gpu: dict[tuple[str, str, str], float] = {(q, "", ""): 0.0 for q in queues}
+        cpu: dict[tuple[str, str], float] = {(q, ""): 0.0 for q in queues}
+        for u in usage:
+            if u.gpu_seconds:
+                key = (u.queue, u.owner, u.model or "unknown")
+                gpu[key] = gpu.get(key, 0.0) + u.gpu_seconds / 3600
+            cpu[(u.queue, u.owner)] = cpu.get((u.queue, u.owner), 0.0) + u.cpu_core_seconds / 3600
+        gpu_family = _counter("trainyard_gpu_hours_total")
+        for labels, value in sorted(gpu.items()):
+            gpu_family.add_metric(list(labels), value)
+        cpu_family = _counter("trainyard_cpu_core_hours_total")
+        for labels, value in sorted(cpu.items()):
+            cpu_family.add_metric(list(labels), value)
+        return [gpu_family, cpu_family]
 
 
 class _JobsCollector(Collector):
@@ -18,6 +309,9 @@ class _JobsCollector(Collector):
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -31,23 +325,53 @@ class _JobsCollector(Collector):
 
 
 class ApiMetrics:
-    """The counters the API updates, and the registry /metrics exposes."""
+    """The per-process counters the API updates, and the registry /metrics exposes."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: Sequence[str] = ("default",),
+        priority_classes: Sequence[str] = ("low", "normal", "high"),
+        inventory: NodeInventory | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
+        multiproc_dir = os.environ.get(MULTIPROC_ENV)
+        # In multiprocess mode the values live in files shared by the server processes and
+        # are exposed (summed) by MultiProcessCollector only; registering the objects here
+        # too would expose this process's share a second time.
+        own = None if multiproc_dir else self.registry
+        if multiproc_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry, path=multiproc_dir)
         self.submitted = Counter(
             "trainyard_jobs_submitted_total",
             "Jobs accepted by POST /v1/jobs (idempotent replays not counted)",
             ["queue"],
-            registry=self.registry,
+            registry=own,
         )
         self.cancelled = Counter(
-            "trainyard_jobs_cancelled_total",
-            "Jobs cancelled through the API",
-            registry=self.registry,
+            "trainyard_jobs_cancelled_total", "Jobs cancelled through the API", registry=own
+        )
+        spec = SPECS["trainyard_api_requests_total"]
+        self.requests = Counter(spec.name, spec.help, list(spec.labels), registry=own)
+        spec = SPECS["trainyard_api_request_duration_seconds"]
+        self.latency = Histogram(
+            spec.name, spec.help, list(spec.labels), registry=own, buckets=catalog.API_BUCKETS
         )
         self.registry.register(_JobsCollector(engine))
+        self.registry.register(
+            StoreCollector(
+                engine, queues=queues, priority_classes=priority_classes, inventory=inventory
+            )
+        )
         self._submitted_by_queue: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
+        for queue in queues:  # exist at zero from the first scrape
+            self.submitted_in(queue)
+        self.observe_request("GET", "/healthz", 200, None)
 
     def submitted_in(self, queue: str) -> Any:
         """The submissions counter of `queue` (children cached: .labels() is not free)."""
@@ -55,3 +379,56 @@ class ApiMetrics:
         if child is None:
             child = self._submitted_by_queue[queue] = self.submitted.labels(queue=queue)
         return child
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float | None) -> None:
+        """Count one request; `seconds` None only creates the series."""
+        key = (method, route, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        latency = self._latency_children.get((method, route))
+        if latency is None:
+            latency = self._latency_children[(method, route)] = self.latency.labels(method, route)
+        if seconds is not None:
+            counter.inc()
+            latency.observe(seconds)
+
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP request by method, route template and status, with its latency.
+
+    The route is the matched template (`/v1/jobs/{job_id}`), never the raw path, and
+    anything that matched no route is "unmatched": label values stay bounded whatever
+    clients send.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], ApiMetrics | None]) -> None:
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            metrics = self._metrics()
+            if metrics is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope.get("method", "GET")
+                method = method if method in _METHODS else "OTHER"
+                metrics.observe_request(method, template, status, time.perf_counter() - started)
