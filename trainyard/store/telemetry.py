@@ -204,7 +204,8 @@ def active_allocations(conn: Connection) -> list[Allocation]:
 def usage_totals(conn: Connection, *, now_us: int) -> list[UsageTotals]:
     """Resource-seconds of every attempt that started, running ones counted up to `now_us`."""
     a = job_attempts.c
-    held = (func.coalesce(a.ended_at, now_us) - a.started_at) / 1e6
+    elapsed = (func.coalesce(a.ended_at, now_us) - a.started_at) / 1e6
+    held = case((elapsed > 0, elapsed), else_=0.0)  # clock skew never subtracts usage
     query = (
         select(
             a.queue,
