@@ -16,10 +16,17 @@ import trainyard
 from trainyard.api.auth import TokenCache, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
+<<<<<<< HEAD
 from trainyard.api.inventory import NodeInventory, inventory_for
 from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from trainyard.api.routes import cluster, health, jobs, queues, targets, usage
+=======
+from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
+from trainyard.api.metrics import ApiMetrics
+from trainyard.api.routes import cluster, health, jobs, queues
+>>>>>>> main
 from trainyard.api.submissions import GroupCommitter
+from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
 from trainyard.store import make_engine, migrate
 
@@ -39,6 +46,7 @@ def create_app(
     app.state.engine = engine
     app.state.tokens = TokenCache(engine)
     app.state.committer = GroupCommitter(engine)
+<<<<<<< HEAD
     app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
     app.state.metrics = ApiMetrics(
         engine,
@@ -46,6 +54,16 @@ def create_app(
         priority_classes=list(settings.priority_classes),
         inventory=app.state.inventory,
     )
+=======
+    # The loop's published view; before its first cycle, the backend's own listing
+    # (built now, so a broken kubeconfig fails the start in one clear line).
+    app.state.inventory = inventory or PublishedInventory(
+        engine, inventory_for(settings.backend, settings.kubeconfig)
+    )
+    app.state.waker = LoopWaker(engine)
+    app.state.waker.wake()  # reads the loop's address in the background
+    app.state.metrics = ApiMetrics(engine)
+>>>>>>> main
     app.state.admin_token_file = token_file
     return app
 
