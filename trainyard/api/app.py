@@ -16,15 +16,9 @@ import trainyard
 from trainyard.api.auth import TokenCache, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
-<<<<<<< HEAD
-from trainyard.api.inventory import NodeInventory, inventory_for
+from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
 from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from trainyard.api.routes import cluster, health, jobs, queues, targets, usage
-=======
-from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
-from trainyard.api.metrics import ApiMetrics
-from trainyard.api.routes import cluster, health, jobs, queues
->>>>>>> main
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
@@ -46,15 +40,6 @@ def create_app(
     app.state.engine = engine
     app.state.tokens = TokenCache(engine)
     app.state.committer = GroupCommitter(engine)
-<<<<<<< HEAD
-    app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
-    app.state.metrics = ApiMetrics(
-        engine,
-        queues=[q.name for q in settings.queues],
-        priority_classes=list(settings.priority_classes),
-        inventory=app.state.inventory,
-    )
-=======
     # The loop's published view; before its first cycle, the backend's own listing
     # (built now, so a broken kubeconfig fails the start in one clear line).
     app.state.inventory = inventory or PublishedInventory(
@@ -62,8 +47,12 @@ def create_app(
     )
     app.state.waker = LoopWaker(engine)
     app.state.waker.wake()  # reads the loop's address in the background
-    app.state.metrics = ApiMetrics(engine)
->>>>>>> main
+    app.state.metrics = ApiMetrics(
+        engine,
+        queues=[q.name for q in settings.queues],
+        priority_classes=list(settings.priority_classes),
+        inventory=app.state.inventory,
+    )
     app.state.admin_token_file = token_file
     return app
 

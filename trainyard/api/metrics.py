@@ -264,8 +264,15 @@ class StoreCollector(Collector):
         allocated: dict[tuple[str, str, str], float] = {
             (resource, model, queue): 0.0 for (resource, model) in capacity for queue in queues
         }
+        node_models = {
+            node.name: (node.gpu_model if node.gpu else None, node.tpu_type if node.tpu else None)
+            for node in nodes
+        }
         for a in allocations:
-            model = a.model or ""
+            # The model of the node the workers were placed on; the attempt's requested
+            # model where the node is not (or no longer) listed.
+            gpu_model, tpu_type = node_models.get(a.node or "", (None, None))
+            model = (gpu_model if a.gpus else tpu_type if a.tpu_chips else None) or a.model or ""
             for resource, amount in (
                 ("cpu", a.cpu_millicores / 1000),
                 ("memory", float(a.memory_bytes)),

@@ -34,6 +34,8 @@ from trainyard.store import now_us, write_transaction
 from trainyard.store.telemetry import merge_loop_stats
 
 STATS_NAME = "scheduler"
+# Pending reasons that mean "capacity", as opposed to a policy holding the job back.
+NO_FIT_REASONS = frozenset({"never_fits", "insufficient_capacity"})
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -109,6 +111,20 @@ class CycleRecorder:
             due = self._clock() - self._last_flush >= self._interval
         if due:
             self.flush()
+
+    def record_report(self, report: Any) -> None:
+        """Count one `SchedulingLoop.cycle()` report (duck-typed: total_s, admitted,
+        preempted and, when the loop provides it, pending_reasons)."""
+        pending = getattr(report, "pending_reasons", None)
+        decisions = {
+            "admitted": len(report.admitted),
+            "preempted": len(report.preempted),
+        }
+        if pending is not None:
+            for (_queue, reason), count in pending.items():
+                result = "no_fit" if reason in NO_FIT_REASONS else "blocked"
+                decisions[result] = decisions.get(result, 0) + count
+        self.record_cycle(report.total_s, decisions, pending=pending)
 
     def flush(self) -> None:
         """Add what was recorded since the last flush to the store document."""

@@ -111,7 +111,6 @@ def build_workers(
         "PYTHONUNBUFFERED": "1",
         "TRAINYARD_JOB_ID": job_id,
         "TRAINYARD_JOB_NAME": name,
-        "TRAINYARD_QUEUE": str(spec.get("queue", "")),
         "TRAINYARD_ATTEMPT": str(attempt),
         "TRAINYARD_OUTPUT_DIR": output_dir,
         "TRAINYARD_PRECISION": precision,

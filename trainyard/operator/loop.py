@@ -38,6 +38,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from trainyard import layout
+from trainyard.observability.cycles import reason_label
+from trainyard.observability.targets import TargetsRecorder
 from trainyard.operator.backend import (
     Backend,
     GangLaunch,
@@ -103,6 +105,8 @@ class CycleReport:
     stopped: list[str] = field(default_factory=list)
     transitions: int = 0
     reasons_written: int = 0
+    # Pending jobs per (queue, reason code) the core left, for the metrics.
+    pending_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     read_s: float = 0.0
     core_s: float = 0.0
     write_s: float = 0.0
@@ -174,6 +178,7 @@ class SchedulingLoop:
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
+        self._targets = TargetsRecorder(engine)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -188,6 +193,10 @@ class SchedulingLoop:
         t0 = time.perf_counter()
         live, workers, nodes = self._read()
         report.live_jobs = len(live)
+        try:
+            self._targets.observe(workers)  # where workers serve metrics (service discovery)
+        except Exception:  # losing metrics targets must not cost a cycle
+            log.exception("could not record the workers' metrics targets")
         t1 = time.perf_counter()
         report.read_s = t1 - t0
 
@@ -275,11 +284,17 @@ class SchedulingLoop:
             changes[job.id] = self._admission(job, admission.placement, now_us)
             admitted.append(job.id)
         texts: dict[int, str] = {}  # jobs of one lane share one reason object
+        labels: dict[int, str] = {}
+        reasons = report.pending_reasons
         for job_id, reason in result.pending.items():
             text = texts.get(id(reason))
             if text is None:
                 text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
-            self._set_reason(changes, jobs_by_id[job_id], text)
+                labels[id(reason)] = reason_label(reason.code)
+            job = jobs_by_id[job_id]
+            key = (job.queue, labels[id(reason)])
+            reasons[key] = reasons.get(key, 0) + 1
+            self._set_reason(changes, job, text)
 
         node_view = {node.name: node_document(node) for node in nodes}
         if not self.leadership.is_leader():

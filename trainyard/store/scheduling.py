@@ -81,9 +81,7 @@ _LIVE_QUERY = (
     .order_by(jobs.c.seq)
 )
 _CHANGED_QUERY = (
-    select(*_LIGHT_COLUMNS)
-    .where(jobs.c.updated_at >= bindparam("since"))
-    .order_by(jobs.c.seq)
+    select(*_LIGHT_COLUMNS).where(jobs.c.updated_at >= bindparam("since")).order_by(jobs.c.seq)
 )
 _STATE_BY_VALUE = {state.value: state for state in JobState}
 

@@ -46,7 +46,7 @@ class HistogramCounts:
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
-    """What the active attempts of one (queue, accelerator model) hold, all workers."""
+    """What an active attempt's workers on one node hold (all of them together)."""
 
     queue: str
     model: str | None
@@ -54,6 +54,7 @@ class Allocation:
     memory_bytes: int
     gpus: int
     tpu_chips: int
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,25 +181,40 @@ def _current_attempt() -> Any:
 
 
 def active_allocations(conn: Connection) -> list[Allocation]:
-    """Resources held by the current attempts of ADMITTED and RUNNING jobs."""
-    n = job_attempts.c.workers
+    """Resources held by the current attempts of ADMITTED and RUNNING jobs, per worker
+    placement: one Allocation per (attempt, node), `model` the attempt's own model."""
+    a = job_attempts.c
     query = (
         select(
-            job_attempts.c.queue,
-            job_attempts.c.accelerator_model,
-            func.sum(n * job_attempts.c.cpu_millicores),
-            func.sum(n * job_attempts.c.memory_bytes),
-            func.sum(n * job_attempts.c.gpus),
-            func.sum(n * job_attempts.c.tpu_chips),
+            a.queue,
+            a.placement,
+            a.cpu_millicores,
+            a.memory_bytes,
+            a.gpus,
+            a.tpu_chips,
+            a.accelerator_model,
         )
         .select_from(_current_attempt())
-        .where(jobs.c.state.in_(_ACTIVE), job_attempts.c.ended_at.is_(None))
-        .group_by(job_attempts.c.queue, job_attempts.c.accelerator_model)
+        .where(jobs.c.state.in_(_ACTIVE), a.ended_at.is_(None))
     )
-    return [
-        Allocation(queue, model, int(cpu or 0), int(mem or 0), int(gpu or 0), int(tpu or 0))
-        for queue, model, cpu, mem, gpu, tpu in conn.execute(query)
-    ]
+    result = []
+    for queue, placement, cpu, mem, gpus, tpus, model in conn.execute(query):
+        per_node: dict[str, int] = {}
+        for node in json.loads(placement).values():
+            per_node[node] = per_node.get(node, 0) + 1
+        for node, workers in sorted(per_node.items()):
+            result.append(
+                Allocation(
+                    queue,
+                    model,
+                    workers * cpu,
+                    workers * mem,
+                    workers * gpus,
+                    workers * tpus,
+                    node=node,
+                )
+            )
+    return result
 
 
 def usage_totals(conn: Connection, *, now_us: int) -> list[UsageTotals]:
