@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.servers import free_port, wait_for
+from tests.support.servers import wait_for
 
 TRAINYARD = str(Path(sys.executable).parent / "trainyard")
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
@@ -90,6 +91,13 @@ class Serve:
         return int(holder.split(":")[1])
 
 
+def free_port() -> int:
+    """A port the kernel picks (not a fixed range: other suites may run beside us)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def serve_env(home: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
     env.update(
@@ -125,9 +133,11 @@ def serve(home: Path, port: int | None = None, **settings: str) -> Iterator[Serv
             if process.poll() is not None:
                 raise AssertionError(f"serve exited: {out.read_text()[-3000:]}")
             try:
-                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+                up = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
+            # Ours, not something else on a reused port: our home has the token now.
+            return up and (home / "admin-token").exists()
 
         wait_for(healthy, timeout=90, interval=0.1, what="trainyard serve")
         yield Serve(url, home, process, out, env)
