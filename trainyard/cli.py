@@ -226,18 +226,22 @@ def serve(
         loop = LoopProcess(loop_environment({}))
         loop.start()
     try:
-        _run_api(app_instance, host=host, port=port, workers=workers)
+        _run_api(app_instance, host=host, port=port, workers=workers, home=settings.home)
     finally:
         if loop is not None:
             loop.stop()
 
 
-def _run_api(app_instance: Any, *, host: str, port: int, workers: int) -> None:
+def _run_api(app_instance: Any, *, host: str, port: int, workers: int, home: Path) -> None:
     import uvicorn
 
     if workers == 1:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
         return
+    from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    # One /metrics for N processes behind one port: request counters are summed over all.
+    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(home))
     uvicorn.run(
         "trainyard.api.app:app_from_environment",
         factory=True,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -32,6 +33,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trainyard.api.inventory import NodeCapacity, NodeInventory
+from trainyard.layout import ensure_private_dir, run_dir
 from trainyard.observability import catalog
 from trainyard.observability.cycles import STATS_NAME, reason_label
 from trainyard.scheduler.types import ReasonCode
@@ -48,6 +50,22 @@ from trainyard.store.telemetry import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(home: Path) -> Path:
+    """A fresh directory for prometheus-client's multiprocess files, under $TRAINYARD_HOME/run.
+
+    Set as PROMETHEUS_MULTIPROC_DIR before the server processes start, so every process
+    writes its request counters there and any process's /metrics sums them all. Files
+    left by an earlier run are removed: their counts belong to processes that are gone
+    (counters restarting at zero is what Prometheus expects of a restart).
+    """
+    directory = ensure_private_dir(run_dir(home) / "prometheus")
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return directory
+
+
 KINDS = ("training", "inference")
 SPECS = catalog.by_name()
 
