@@ -110,13 +110,17 @@ def end(
     to_state: JobState,
     energy_joules: float | None = None,
 ) -> None:
-    """End the attempt (outcome = `to_state`), moving the job to `to_state`."""
+    """End the attempt, moving the job to `to_state`, as the loop records it: a retry
+    (back to PENDING) ends its attempt FAILED; a preemption goes on to PENDING."""
+    outcome = JobState.FAILED if to_state is JobState.PENDING else to_state
     with write_transaction(engine) as conn:
         transition_job(conn, job_id=job_id, to_state=to_state, reason=to_state.value.lower())
+        if to_state is JobState.PREEMPTED:
+            transition_job(conn, job_id=job_id, to_state=JobState.PENDING, reason="requeued")
         conn.execute(
             update(job_attempts)
             .where(job_attempts.c.job_id == job_id, job_attempts.c.attempt == attempt)
-            .values(ended_at=at, outcome=to_state.value, energy_joules=energy_joules)
+            .values(ended_at=at, outcome=outcome.value, energy_joules=energy_joules)
         )
         if to_state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(finished_at=at))

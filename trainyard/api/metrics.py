@@ -40,16 +40,95 @@ from trainyard.scheduler.types import ReasonCode
 from trainyard.store import JobState, count_jobs_by_state, now_us, read_transaction
 from trainyard.store.telemetry import (
     HistogramCounts,
+    UsageTotals,
     active_allocations,
+    admission_counts,
     duration_histograms,
+    finished_counts,
     live_job_counts,
+    preemption_counts,
     read_loop_stats,
-    transition_counts,
+    retry_counts,
     usage_totals,
     wait_histograms,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Rows whose time (first start, finish, attempt end) is older than this are final and
+# committed (no transaction runs this long): counted once per process, then cached.
+STABLE_AFTER_US = 60_000_000
+
+
+class _Settled:
+    """Aggregates over rows that can no longer change, extended as time passes.
+
+    Waits (first start), durations (finish) and ended attempts' usage are fixed once
+    written. Counting all of them at every scrape would cost seconds at 100,000 jobs;
+    instead [-inf, until) is counted once, then extended, and only [until, now) and the
+    running attempts are counted per scrape. Every process converges on the same totals.
+    """
+
+    def __init__(self) -> None:
+        self.until: int | None = None
+        self.waits: dict[str, HistogramCounts] = {}
+        self.durations: dict[str, HistogramCounts] = {}
+        self.usage: dict[tuple[str, str, str | None], UsageTotals] = {}
+        self.admissions: dict[str, int] = {}
+        self.preemptions: dict[str, int] = {}
+        self.finished: dict[tuple[str, str], int] = {}
+
+    def advance(self, conn: Any, horizon: int, *, now: int) -> None:
+        if self.until is not None and horizon <= self.until:
+            return
+        since = self.until
+        waits = wait_histograms(conn, bounds=catalog.WAIT_BUCKETS, since=since, before=horizon)
+        durations = duration_histograms(
+            conn, bounds=catalog.DURATION_BUCKETS, since=since, before=horizon
+        )
+        usage = usage_totals(
+            conn, now_us=now, ended_since=since, ended_before=horizon, running=False
+        )
+        _add_histograms(self.waits, waits)
+        _add_histograms(self.durations, durations)
+        self.usage = _add_usage(self.usage, usage)
+        _add_counts(self.admissions, admission_counts(conn, since=since, before=horizon))
+        _add_counts(self.preemptions, preemption_counts(conn, since=since, before=horizon))
+        _add_counts(self.finished, finished_counts(conn, since=since, before=horizon))
+        self.until = horizon
+
+
+def _add_counts(into: dict[Any, int], more: dict[Any, int]) -> dict[Any, int]:
+    for key, count in more.items():
+        into[key] = into.get(key, 0) + count
+    return into
+
+
+def _add_histograms(
+    into: dict[str, HistogramCounts], more: dict[str, HistogramCounts]
+) -> dict[str, HistogramCounts]:
+    for key, counts in more.items():
+        into[key] = into[key] + counts if key in into else counts
+    return into
+
+
+def _add_usage(
+    into: dict[tuple[str, str, str | None], UsageTotals], more: Iterable[UsageTotals]
+) -> dict[tuple[str, str, str | None], UsageTotals]:
+    result = dict(into)
+    for u in more:
+        key = (u.queue, u.owner, u.model)
+        old = result.get(key)
+        if old is not None:
+            u = UsageTotals(
+                u.queue,
+                u.owner,
+                u.model,
+                old.gpu_seconds + u.gpu_seconds,
+                old.tpu_chip_seconds + u.tpu_chip_seconds,
+                old.cpu_core_seconds + u.cpu_core_seconds,
+            )
+        result[key] = u
+    return result
 
 
 def prepare_multiprocess_dir(home: Path) -> Path:
@@ -115,6 +194,7 @@ class StoreCollector(Collector):
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
+        self._settled = _Settled()
 
     def describe(self) -> Iterable[Metric]:
         return []  # computed at scrape time; nothing to check at registration
@@ -137,23 +217,42 @@ class StoreCollector(Collector):
     def _compute(self) -> list[Metric]:
         nodes = self._nodes()
         at = now_us()
+        settled = self._settled
         with read_transaction(self._engine) as conn:
             live = live_job_counts(conn)
-            transitions = transition_counts(conn)
-            waits = wait_histograms(conn, bounds=catalog.WAIT_BUCKETS)
-            durations = duration_histograms(conn, bounds=catalog.DURATION_BUCKETS)
+            retries = retry_counts(conn)
+            settled.advance(conn, at - STABLE_AFTER_US, now=at)
+            recent = settled.until
+            admissions = _add_counts(dict(settled.admissions), admission_counts(conn, since=recent))
+            preemptions = _add_counts(
+                dict(settled.preemptions), preemption_counts(conn, since=recent)
+            )
+            finished = _add_counts(dict(settled.finished), finished_counts(conn, since=recent))
+            waits = _add_histograms(
+                dict(settled.waits),
+                wait_histograms(conn, bounds=catalog.WAIT_BUCKETS, since=recent),
+            )
+            durations = _add_histograms(
+                dict(settled.durations),
+                duration_histograms(conn, bounds=catalog.DURATION_BUCKETS, since=recent),
+            )
+            usage = list(
+                _add_usage(
+                    settled.usage, usage_totals(conn, now_us=at, ended_since=recent)
+                ).values()
+            )
             allocations = active_allocations(conn)
-            usage = usage_totals(conn, now_us=at)
             loop = read_loop_stats(conn, name=STATS_NAME) or {}
         queues = sorted(
             set(self._queues)
             | {c.queue for c in live}
-            | {q for q, _, _ in transitions}
+            | set(admissions)
+            | {q for q, _ in finished}
             | set(waits)
         )
         out: list[Metric] = []
         out += self._job_gauges(live, queues, at)
-        out += self._job_counters(transitions, queues)
+        out += self._job_counters(admissions, preemptions, retries, finished, queues)
         out += self._job_histograms(waits, durations, queues)
         out += self._loop_series(loop, queues)
         out += self._cluster_series(nodes, allocations, queues)
@@ -189,33 +288,28 @@ class StoreCollector(Collector):
         return [pending, oldest, running, admitted]
 
     def _job_counters(
-        self, transitions: dict[tuple[str, str | None, str], int], queues: list[str]
+        self,
+        admissions: dict[str, int],
+        preemptions: dict[str, int],
+        retries: dict[str, int],
+        finished: dict[tuple[str, str], int],
+        queues: list[str],
     ) -> list[Metric]:
-        admissions: dict[str, int] = dict.fromkeys(queues, 0)
-        preemptions: dict[str, int] = dict.fromkeys(queues, 0)
-        retries: dict[str, int] = dict.fromkeys(queues, 0)
-        finished: dict[tuple[str, str], int] = {(q, o): 0 for q in queues for o in catalog.OUTCOMES}
-        for (queue, src, dst), count in transitions.items():
-            if dst == JobState.ADMITTED.value:
-                admissions[queue] = admissions.get(queue, 0) + count
-            elif dst == JobState.PREEMPTED.value:
-                preemptions[queue] = preemptions.get(queue, 0) + count
-            elif dst in catalog.OUTCOMES:
-                finished[(queue, dst)] = finished.get((queue, dst), 0) + count
-            elif dst == JobState.PENDING.value and src == JobState.RUNNING.value:
-                retries[queue] = retries.get(queue, 0) + count  # the state machine's retry edge
+        zeros = dict.fromkeys(queues, 0)
+        admissions, preemptions = {**zeros, **admissions}, {**zeros, **preemptions}
         result = []
         for name, values in (
             ("trainyard_admissions_total", admissions),
             ("trainyard_preemptions_total", preemptions),
-            ("trainyard_job_retries_total", retries),
+            ("trainyard_job_retries_total", {**dict.fromkeys(queues, 0), **retries}),
         ):
             family = _counter(name)
             for queue, count in sorted(values.items()):
                 family.add_metric([queue], count)
             result.append(family)
         family = _counter("trainyard_job_finished_total")
-        for (queue, outcome), count in sorted(finished.items()):
+        per_outcome = {(q, o): 0 for q in queues for o in catalog.OUTCOMES}
+        for (queue, outcome), count in sorted({**per_outcome, **finished}.items()):
             family.add_metric([queue, outcome], count)
         result.append(family)
         return result

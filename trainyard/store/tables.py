@@ -123,6 +123,7 @@ job_attempts = Table(
     # metrics (the backend's `WorkerStatus.metrics_address`), for service discovery.
     Column("metrics_targets", Text, nullable=True),
     Index(None, "ended_at"),
+    Index(None, "admitted_at"),
 )
 
 # The node view the loop schedules on, published by the loop whenever it changes, so

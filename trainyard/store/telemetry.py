@@ -43,6 +43,13 @@ class HistogramCounts:
     count: int
     sum: float
 
+    def __add__(self, other: HistogramCounts) -> HistogramCounts:
+        return HistogramCounts(
+            buckets=tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
+            count=self.count + other.count,
+            sum=self.sum + other.sum,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
@@ -124,12 +131,66 @@ def live_job_counts(conn: Connection) -> list[LiveJobCount]:
     return [LiveJobCount(*row) for row in conn.execute(query)]
 
 
-def transition_counts(conn: Connection) -> dict[tuple[str, str | None, str], int]:
-    """Stored state changes counted per (queue, from_state, to_state).
+def admission_counts(
+    conn: Connection, *, since: int | None = None, before: int | None = None
+) -> dict[str, int]:
+    """Attempts (one per admission, never deleted) admitted in [since, before), per queue."""
+    a = job_attempts.c
+    queue = _key(a.queue, since)
+    query = select(queue, func.count()).where(_in_range(a.admitted_at, since, before))
+    return dict(conn.execute(query.group_by(queue)).all())
 
-    Events are never deleted while their job exists, so these counts only grow: the
-    source of the control plane's counters (admissions, preemptions, finishes, retries).
-    """
+
+def preemption_counts(
+    conn: Connection, *, since: int | None = None, before: int | None = None
+) -> dict[str, int]:
+    """Attempts that ended PREEMPTED in [since, before), per queue."""
+    a = job_attempts.c
+    queue = _key(a.queue, since)
+    query = select(queue, func.count()).where(
+        _in_range(a.ended_at, since, before), a.outcome == JobState.PREEMPTED.value
+    )
+    return dict(conn.execute(query.group_by(queue)).all())
+
+
+def retry_counts(conn: Connection) -> dict[str, int]:
+    """Failed attempts that sent their job back to the queue, per queue: every FAILED
+    attempt except a job's last one when the job itself ended FAILED."""
+    a = job_attempts.c
+    final = and_(jobs.c.state == JobState.FAILED.value, a.attempt == jobs.c.attempt)
+    query = (
+        select(a.queue, func.count())
+        .select_from(job_attempts.join(jobs, jobs.c.id == a.job_id))
+        .where(a.outcome == JobState.FAILED.value, ~final)
+        .group_by(a.queue)
+    )
+    return dict(conn.execute(query).all())
+
+
+def finished_counts(
+    conn: Connection, *, since: int | None = None, before: int | None = None
+) -> dict[tuple[str, str], int]:
+    """Jobs that reached each final state in [since, before), per queue (a final state is
+    never left: the counts only grow)."""
+    queue, state = _key(jobs.c.queue, since), _key(jobs.c.state, since)
+    query = (
+        select(queue, state, func.count())
+        .where(state.in_(_TERMINAL), _in_range(jobs.c.finished_at, since, before))
+        .group_by(queue, state)
+    )
+    return {(q, s): count for q, s, count in conn.execute(query)}
+
+
+def _key(column: Any, since: int | None) -> Any:
+    """`column` as a GROUP BY key; for a recent range an expression (`queue || ''`), so
+    the planner reads the range through its time index instead of walking the index that
+    would serve the GROUP BY over every row (SQLite does the latter otherwise)."""
+    return column if since is None else column.concat("").label(column.name)
+
+
+def transition_counts(conn: Connection) -> dict[tuple[str, str | None, str], int]:
+    """Stored state changes counted per (queue, from_state, to_state) (a full scan of
+    the events: for tests and audits, not for every scrape)."""
     query = (
         select(jobs.c.queue, job_events.c.from_state, job_events.c.to_state, func.count())
         .select_from(job_events.join(jobs, jobs.c.id == job_events.c.job_id))
@@ -159,18 +220,48 @@ def _histograms(conn: Connection, query: Any, n: int) -> dict[str, HistogramCoun
     return result
 
 
-def wait_histograms(conn: Connection, *, bounds: Sequence[float]) -> dict[str, HistogramCounts]:
-    """Per queue: submit -> first RUNNING of every job that has started, bucketed in SQL."""
+def _in_range(column: Any, since: int | None, before: int | None) -> Any:
+    condition = column.is_not(None)
+    if since is not None:
+        condition = and_(condition, column >= since)
+    if before is not None:
+        condition = and_(condition, column < before)
+    return condition
+
+
+def wait_histograms(
+    conn: Connection,
+    *,
+    bounds: Sequence[float],
+    since: int | None = None,
+    before: int | None = None,
+) -> dict[str, HistogramCounts]:
+    """Per queue: submit -> first RUNNING of every job that started in [since, before)
+    (any time by default), bucketed in SQL. A job's first start never changes, so a
+    caller can count a past range once and only recount the recent one."""
     seconds = (jobs.c.started_at - jobs.c.created_at) / 1e6
-    query, n = _histogram_query(jobs.c.queue, seconds, bounds, jobs.c.started_at.is_not(None))
+    where = _in_range(jobs.c.started_at, since, before)
+    query, n = _histogram_query(_key(jobs.c.queue, since), seconds, bounds, where)
     return _histograms(conn, query, n)
 
 
-def duration_histograms(conn: Connection, *, bounds: Sequence[float]) -> dict[str, HistogramCounts]:
-    """Per final state: first RUNNING -> end of every finished job that ran."""
+def duration_histograms(
+    conn: Connection,
+    *,
+    bounds: Sequence[float],
+    since: int | None = None,
+    before: int | None = None,
+) -> dict[str, HistogramCounts]:
+    """Per final state: first RUNNING -> end of every job that ran and finished in
+    [since, before) (final: it never changes)."""
     seconds = (jobs.c.finished_at - jobs.c.started_at) / 1e6
-    where = and_(jobs.c.state.in_(_TERMINAL), jobs.c.started_at.is_not(None))
-    query, n = _histogram_query(jobs.c.state, seconds, bounds, where)
+    state = _key(jobs.c.state, since)
+    where = and_(
+        _in_range(jobs.c.finished_at, since, before),
+        state.in_(_TERMINAL),
+        jobs.c.started_at.is_not(None),
+    )
+    query, n = _histogram_query(state, seconds, bounds, where)
     return _histograms(conn, query, n)
 
 
@@ -217,8 +308,17 @@ def active_allocations(conn: Connection) -> list[Allocation]:
     return result
 
 
-def usage_totals(conn: Connection, *, now_us: int) -> list[UsageTotals]:
-    """Resource-seconds of every attempt that started, running ones counted up to `now_us`."""
+def usage_totals(
+    conn: Connection,
+    *,
+    now_us: int,
+    ended_since: int | None = None,
+    ended_before: int | None = None,
+    running: bool = True,
+) -> list[UsageTotals]:
+    """Resource-seconds of the attempts that started: those that ended in
+    [ended_since, ended_before) and, with `running`, those still open (up to `now_us`).
+    An ended attempt's usage never changes, so its range can be counted once."""
     a = job_attempts.c
     elapsed = (func.coalesce(a.ended_at, now_us) - a.started_at) / 1e6
     held = case((elapsed > 0, elapsed), else_=0.0)  # clock skew never subtracts usage
@@ -234,6 +334,11 @@ def usage_totals(conn: Connection, *, now_us: int) -> list[UsageTotals]:
         .where(a.started_at.is_not(None))
         .group_by(a.queue, a.owner, a.accelerator_model)
     )
+    if ended_since is None and ended_before is None and running:
+        pass  # every attempt
+    else:
+        ended = _in_range(a.ended_at, ended_since, ended_before)
+        query = query.where(or_(ended, a.ended_at.is_(None)) if running else ended)
     return [
         UsageTotals(
             q, o, m, max(0.0, float(g or 0)), max(0.0, float(t or 0)), max(0.0, float(c or 0))

@@ -121,8 +121,12 @@ def test_metrics_follow_the_stored_history(server: ApiServer) -> None:
     a = admit(engine, failed, at=base)
     start(engine, failed, a, at=created[failed] + 40_000_000)
     end(engine, failed, a, at=created[failed] + 50_000_000, to_state=JobState.FAILED)
+    # running: preempted once, then admitted again and running
     a = admit(engine, running, at=base, node="gpu-1", model="NVIDIA-H100")
     start(engine, running, a, at=created[running] + 1_000)
+    end(engine, running, a, at=created[running] + 2_000, to_state=JobState.PREEMPTED)
+    a = admit(engine, running, at=base, node="gpu-1", model="NVIDIA-H100")
+    start(engine, running, a, at=created[running] + 3_000)
 
     samples = scrape(server.url)
     assert (
@@ -137,7 +141,8 @@ def test_metrics_follow_the_stored_history(server: ApiServer) -> None:
     )
     assert value(samples, "trainyard_queue_oldest_pending_seconds", queue="default") >= 0
     assert value(samples, "trainyard_jobs_running", queue="default") == 1
-    assert value(samples, "trainyard_admissions_total", queue="default") == 4
+    assert value(samples, "trainyard_admissions_total", queue="default") == 5
+    assert value(samples, "trainyard_preemptions_total", queue="default") == 1
     assert value(samples, "trainyard_job_retries_total", queue="default") == 1
     assert value(samples, "trainyard_job_finished_total", queue="default", outcome="SUCCEEDED") == 1
     assert value(samples, "trainyard_job_finished_total", queue="default", outcome="FAILED") == 1

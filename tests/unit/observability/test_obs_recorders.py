@@ -170,3 +170,54 @@ def test_a_worker_without_nvml_writes_no_energy(tmp_path: Path) -> None:
     assert metrics.energy_joules() is None
     assert metrics.write_energy(tmp_path, attempt=1) is None
     assert attempt_energy_joules(tmp_path, 1) is None
+
+
+def test_settled_counts_plus_recent_ones_equal_a_full_count(engine: Engine) -> None:
+    """Old rows are counted once and cached, recent ones per scrape: the sum must be the
+    full count however the rows fall on either side of the horizon, scrape after scrape."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.store_rows import end
+    from trainyard.api.metrics import StoreCollector
+    from trainyard.store import JobState, now_us
+
+    minute = 60_000_000
+    now = now_us()
+    for i, age_minutes in enumerate((300, 120, 61, 30, 0.5, 0)):
+        created = now - int((age_minutes + 2) * minute)
+        job = submit(engine, job_spec(f"j{i}"), created_at=created)
+        attempt = admit(engine, job, at=created + minute)
+        start(engine, job, attempt, at=created + minute + i * 1_000_000)
+        outcome = JobState.PREEMPTED if i == 3 else JobState.SUCCEEDED
+        end(engine, job, attempt, at=now - int(age_minutes * minute), to_state=outcome)
+    registry = CollectorRegistry()
+    registry.register(
+        StoreCollector(engine, queues=["default"], priority_classes=["normal"], inventory=None,
+                       cache_seconds=0)
+    )  # fmt: skip
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    first, second = scrape(), scrape()  # the second extends the settled range
+    for samples in (first, second):
+        assert samples[("trainyard_admissions_total", (("queue", "default"),))] == 6
+        assert samples[("trainyard_preemptions_total", (("queue", "default"),))] == 1
+        finished = (("outcome", "SUCCEEDED"), ("queue", "default"))
+        assert samples[("trainyard_job_finished_total", finished)] == 5
+        assert samples[("trainyard_job_wait_seconds_count", (("queue", "default"),))] == 6
+        assert samples[("trainyard_job_duration_seconds_count", (("outcome", "SUCCEEDED"),))] == 5
+        cpu_hours = samples[
+            ("trainyard_cpu_core_hours_total", (("owner", "alice"), ("queue", "default")))
+        ]
+        assert cpu_hours > 0
+    counted = ("_total", "_bucket", "_count", "_sum")  # not the time-dependent gauges
+    assert {k: v for k, v in first.items() if k[0].endswith(counted)} == {
+        k: v for k, v in second.items() if k[0].endswith(counted)
+    }

@@ -25,6 +25,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("job_attempts") as batch:
         batch.add_column(sa.Column("metrics_targets", sa.Text, nullable=True))
+    # /metrics counts waits and durations of recently started/finished jobs per scrape
+    # and the older ones once (they never change): these make the recent range cheap.
+    op.create_index("ix_jobs_started_at", "jobs", ["started_at"])
+    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"])
+    op.create_index("ix_job_attempts_admitted_at", "job_attempts", ["admitted_at"])
     op.create_table(
         "loop_stats",
         sa.Column("name", sa.String(63), nullable=False),
@@ -35,6 +40,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_job_attempts_admitted_at", table_name="job_attempts")
+    op.drop_index("ix_jobs_finished_at", table_name="jobs")
+    op.drop_index("ix_jobs_started_at", table_name="jobs")
     op.drop_table("loop_stats")
     with op.batch_alter_table("job_attempts") as batch:
         batch.drop_column("metrics_targets")
