@@ -178,6 +178,10 @@ def serve(
     kubeconfig: Annotated[
         Path | None, typer.Option(help="Kubeconfig for the kubernetes backend.")
     ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="Namespace of the kubernetes backend's pods [default: default]."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
 ) -> None:
     """Run the control plane (API on http://HOST:PORT, OpenAPI docs at /docs).
@@ -185,10 +189,17 @@ def serve(
     Options override the TRAINYARD_* environment, which overrides the defaults.
     """
     from trainyard.api.app import create_app
+    from trainyard.api.server import serve as run_server
     from trainyard.config import Settings
     from trainyard.operator.config import scheduler_config
 
-    given = {"host": host, "port": port, "backend": backend, "kubeconfig": kubeconfig}
+    given = {
+        "host": host,
+        "port": port,
+        "backend": backend,
+        "kubeconfig": kubeconfig,
+        "namespace": namespace,
+    }
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
@@ -219,38 +230,27 @@ def serve(
     )
     if settings.kubeconfig is not None:
         os.environ["TRAINYARD_KUBECONFIG"] = str(settings.kubeconfig)
+    os.environ["TRAINYARD_NAMESPACE"] = settings.namespace
     loop = None
     if settings.loop:
         from trainyard.operator.child import LoopProcess, loop_environment
 
         loop = LoopProcess(loop_environment({}))
         loop.start()
+    quiet: dict[str, Any] = {"log_level": "warning", "access_log": False}
     try:
-        _run_api(app_instance, host=host, port=port, workers=workers, home=settings.home)
+        if workers == 1:
+            if not run_server(app_instance, settings, **quiet):
+                raise typer.Exit(3)
+            return
+        from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        # One /metrics for N processes behind one port: request counters summed over all.
+        os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.home))
+        run_server("trainyard.api.app:app_from_environment", settings, workers=workers, **quiet)
     finally:
         if loop is not None:
             loop.stop()
-
-
-def _run_api(app_instance: Any, *, host: str, port: int, workers: int, home: Path) -> None:
-    import uvicorn
-
-    if workers == 1:
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
-        return
-    from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-
-    # One /metrics for N processes behind one port: request counters are summed over all.
-    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(home))
-    uvicorn.run(
-        "trainyard.api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
 
 
 def _redact(url: str) -> str:
@@ -259,30 +259,112 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _store_engine() -> Any:
+    """The local store (TRAINYARD_HOME or TRAINYARD_DATABASE_URL), migrated."""
+    from trainyard.config import Settings
+    from trainyard.store import make_engine, migrate
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url(), timeouts=settings.database_timeouts())
+    migrate(engine)
+    return engine
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _expiry_seconds(text: str) -> int:
+    """'90s', '30m', '12h', '30d' -> seconds; typer.Exit with one line otherwise."""
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        raise fail("--expires-in must be a duration such as 90s, 30m, 12h or 30d")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="User the token belongs to.")],
     admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role.")] = False,
     description: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+    expires_in: Annotated[
+        str | None, typer.Option(help="Refuse the token after this long: 90s, 30m, 12h, 30d.")
+    ] = None,
 ) -> None:
     """Create a token in the local store (TRAINYARD_HOME or TRAINYARD_DATABASE_URL).
 
     The token is printed once; only its hash is stored.
     """
     from trainyard.api.auth import create_token
-    from trainyard.config import Settings
-    from trainyard.store import make_engine, migrate
 
     user = user.strip()
     if not user or len(user) > 128 or not user.isprintable():
         raise fail("--user must be 1-128 printable characters")
+    seconds = _expiry_seconds(expires_in) if expires_in is not None else None
     try:
-        engine = make_engine(Settings().resolved_database_url())
-        migrate(engine)
-        token = create_token(engine, user=user, admin=admin, description=description)
+        token = create_token(
+            _store_engine(),
+            user=user,
+            admin=admin,
+            description=description,
+            expires_in_seconds=seconds,
+        )
     except Exception as exc:
         raise fail(f"cannot create the token: {type(exc).__name__}: {exc}") from None
     typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List the tokens in the local store (never the tokens themselves)."""
+    from trainyard.api.routes.tokens import token_public
+    from trainyard.store import list_tokens, read_transaction
+
+    try:
+        with read_transaction(_store_engine()) as conn:
+            records = list_tokens(conn, user=user)
+    except Exception as exc:
+        raise fail(f"cannot list tokens: {type(exc).__name__}: {exc}") from None
+    data = [token_public(record) for record in records]
+
+    def table(rows: list[dict[str, Any]]) -> None:
+        _table(
+            None,
+            ["ID", "USER", "ROLE", "CREATED", "EXPIRES", "REVOKED", "DESCRIPTION"],
+            [
+                [
+                    t["id"],
+                    t["user"],
+                    "admin" if t["admin"] else "user",
+                    t["created_at"],
+                    t["expires_at"] or "never",
+                    t["revoked_at"] or "",
+                    t["description"] or "",
+                ]
+                for t in rows
+            ],
+        )
+
+    _emit(data, output, table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The token's ID (from `token list`).")],
+) -> None:
+    """Revoke a token: every server refuses it from its next request on."""
+    from trainyard.store import revoke_token, write_transaction
+
+    try:
+        with write_transaction(_store_engine()) as conn:
+            record = revoke_token(conn, token_id=token_id)
+    except Exception as exc:
+        raise fail(f"cannot revoke the token: {type(exc).__name__}: {exc}") from None
+    if record is None:
+        raise fail(f"no token with id {token_id}")
+    typer.echo(f"revoked token {record.id} of {record.user}")
 
 
 # --------------------------------------------------------------------------- client

@@ -408,6 +408,8 @@ class SchedulingLoop:
             model = request.tpu_type
         change.attempt_start = AttemptStart(
             placement=by_index,
+            queue=job.queue,
+            owner=job.owner,
             workers=shape.workers,
             cpu_millicores=request.cpu_millicores,
             memory_bytes=request.memory_bytes,

@@ -74,6 +74,8 @@ jobs = Table(
     Column("stop_target", String(16), nullable=True),
     Column("stop_reason", Text, nullable=True),
     Column("attempt_started_at", BigInteger, nullable=True),
+    # Length of `spec` (ASCII, so bytes): list pages are cut at a byte budget with it.
+    Column("spec_bytes", Integer, nullable=False, server_default="0"),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),
@@ -171,4 +173,7 @@ tokens = Table(
     Column("role", String(16), nullable=False),
     Column("description", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # A token is refused once it has expired or been revoked (both optional).
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
 )

@@ -1,0 +1,27 @@
+"""An ApiClient for the configured cluster: a kubeconfig file, else in-cluster, else ~/.kube."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client, config
+
+
+def api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 32) -> client.ApiClient:
+    """A client of its own (never the process-wide default configuration).
+
+    `pool_size` bounds the connections kept to the apiserver; launches run up to
+    `launch_concurrency` requests at once, plus the two watches and the events thread.
+    """
+    if kubeconfig is not None:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        configuration = client.Configuration()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
