@@ -7,7 +7,7 @@ cumulative cycle histogram, decision counters and last pending-reason snapshot, 
 API process exposes the same numbers and they survive a restart or a change of leader.
 
 Revision ID: 0003_obs
-Revises: 0002
+Revises: 0003_tokens (re-chained after main merged 0003_tokens)
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_obs"
-down_revision = "0002"
+down_revision = "0003_tokens"
 branch_labels = None
 depends_on = None
 
