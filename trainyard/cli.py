@@ -244,6 +244,10 @@ def serve(
             if not run_server(app_instance, settings, **quiet):
                 raise typer.Exit(3)
             return
+        from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        # One /metrics for N processes behind one port: request counters summed over all.
+        os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.home))
         run_server("trainyard.api.app:app_from_environment", settings, workers=workers, **quiet)
     finally:
         if loop is not None:
@@ -573,6 +577,124 @@ def cluster(output: OutputOption = Output.table) -> None:
         )
 
     _emit(data, output, table)
+
+
+class UsageOutput(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class UsageGroup(StrEnum):
+    queue = "queue"
+    owner = "owner"
+    model = "model"
+    job = "job"
+
+
+USAGE_COLUMNS = (
+    "key",
+    "jobs",
+    "attempts",
+    "gpu_hours",
+    "tpu_chip_hours",
+    "cpu_core_hours",
+    "wall_hours",
+    "wait_seconds_avg",
+    "energy_joules",
+    "cost",
+)
+
+
+def _hours(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+@app.command()
+def usage(
+    group_by: Annotated[
+        UsageGroup, typer.Option("--group-by", "-g", help="queue, owner, model or job.")
+    ] = UsageGroup.queue,
+    since: Annotated[
+        str, typer.Option(help="Window start: ISO 8601 time or a span back (24h, 7d, 2w).")
+    ] = "30d",
+    output: Annotated[
+        UsageOutput, typer.Option("--output", "-o", help="table, json or csv.")
+    ] = UsageOutput.table,
+) -> None:
+    """Usage report (like sreport): GPU/TPU/CPU hours, wait, energy and cost per group.
+
+    Users see their own usage, admins everyone's.
+    """
+    with _client() as client:
+        data = client.usage(group_by=group_by.value, since=since)
+    if output is UsageOutput.json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if output is UsageOutput.csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([group_by.value, *USAGE_COLUMNS[1:]])
+        for row in data["data"]:
+            writer.writerow(["" if row[c] is None else row[c] for c in USAGE_COLUMNS])
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    currency = data.get("currency", "")
+    _table(
+        f"usage by {group_by.value} since {data['since']}",
+        [
+            group_by.value.upper(),
+            "JOBS",
+            "ATTEMPTS",
+            "GPU-HOURS",
+            "TPU-CHIP-HOURS",
+            "CPU-CORE-HOURS",
+            "WALL-HOURS",
+            "AVG WAIT",
+            "ENERGY (kWh)",
+            f"COST ({currency})",
+        ],
+        [
+            [
+                row["key"],
+                row["jobs"],
+                row["attempts"],
+                _hours(row["gpu_hours"]),
+                _hours(row["tpu_chip_hours"]),
+                _hours(row["cpu_core_hours"]),
+                _hours(row["wall_hours"]),
+                _duration(row["wait_seconds_avg"]),
+                "" if row["energy_joules"] is None else f"{row['energy_joules'] / 3.6e6:.3f}",
+                "" if row["cost"] is None else f"{row['cost']:.2f}",
+            ]
+            for row in data["data"]
+        ],
+    )
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option(min=0.5, max=3600, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live terminal view: queues, running jobs (GPUs, samples/s, progress), allocation."""
+    from trainyard.observability.top import run_top
+
+    url = os.environ.get("TRAINYARD_URL") or DEFAULT_URL
+    client = TrainyardClient(url, _token())
+    try:
+        run_top(client, interval=interval, once=once)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
 
 
 def main() -> None:

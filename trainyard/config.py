@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
+    # Price of one accelerator-hour per GPU model / TPU type (as the node inventory names
+    # it), for `GET /v1/usage` and `trainyard usage`; e.g.
+    # TRAINYARD_ACCELERATOR_PRICES='{"NVIDIA H100 80GB HBM3": 2.5}'.
+    accelerator_prices: dict[str, float] = Field(default_factory=dict)
+    price_currency: str = "USD"
     # The scheduling loop (runs in its own process, started by `trainyard serve`).
     loop: bool = Field(default=True, description="Run the scheduling loop in `serve`.")
     loop_period_seconds: float = Field(default=1.0, gt=0, le=60)

@@ -121,7 +121,11 @@ job_attempts = Table(
     Column("outcome", String(16), nullable=True),
     Column("reason", Text, nullable=True),
     Column("energy_joules", Float, nullable=True),
+    # {"<worker index>": "host:port"} as JSON text: where each worker serves Prometheus
+    # metrics (the backend's `WorkerStatus.metrics_address`), for service discovery.
+    Column("metrics_targets", Text, nullable=True),
     Index(None, "ended_at"),
+    Index(None, "admitted_at"),
 )
 
 # The node view the loop schedules on, published by the loop whenever it changes, so
@@ -147,6 +151,17 @@ leases = Table(
     Column("acquired_at", BigInteger, nullable=False),
     Column("renewed_at", BigInteger, nullable=False),
     Column("wake_address", String(255), nullable=True),
+)
+
+# The scheduling loop's own metrics, cumulative, as one JSON document per name (the
+# loop writes at most about once a second): every API process reads the same numbers,
+# and they survive restarts and changes of leader.
+loop_stats = Table(
+    "loop_stats",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 tokens = Table(
