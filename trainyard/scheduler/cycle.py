@@ -107,6 +107,8 @@ def run_cycle(
     lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
     victim_pool = VictimPool(running, now)
+    ranked_pools: dict[int, VictimPool] = {}  # id(policy rank) -> pool ordered by that rank
+    ranked_failed: dict[int, tuple[int, float]] = {}  # shape id -> (version, rank) that failed
     heap: list[tuple[object, int, int, Lane]] = [
         (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
     ]
@@ -144,7 +146,7 @@ def run_cycle(
                     index, running, head, tiers_for(head), now, want_nodes=explain
                 )
             plan = plans[queue]
-            if plan is not None and not plan.ends_in_time(job, now):
+            if plan is not None and not plan.ends_in_time(job, now, policy.estimates):
                 if explain:
                     job_reason[job.id] = reason(
                         ReasonCode.WOULD_DELAY_RESERVATION,
@@ -162,15 +164,34 @@ def run_cycle(
         if tiers and failed.get(shape) != version:
             allocations = place(index, tiers, job.request, job.workers, job.kind)
         if allocations is not None:
-            _admit(out, running, job, allocations, [], now, backfilled=head is not None)
+            _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)
             _advance(heap, lane, pos)
             continue
         failed[shape] = version
-        if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
+        rank = policy.preemption_rank
+        if rank is not None and tiers and policy.preemption:
+            # Ranked preemption (LAS, SRTF): a lower rank of the same shape has fewer
+            # candidates (a prefix of the victim order), so it fails where a higher failed.
+            level = rank.pending(job, now)
+            known = ranked_failed.get(shape)
+            if known is None or known[0] != version or level > known[1]:
+                pool = ranked_pools.get(id(rank))
+                if pool is None:
+                    pool = ranked_pools[id(rank)] = VictimPool(running, now, rank)
+                result = try_preempt(
+                    index, running, job, tiers, now, admitted_now, pool, level=level
+                )
+                if result is not None:
+                    _admit(out, running, job, result.allocations, result.victims, now, policy)
+                    admitted_now.add(job.id)
+                    _advance(heap, lane, pos)
+                    continue
+                ranked_failed[shape] = (version, level)
+        elif tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
             result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
             if result is not None:
-                _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
+                _admit(out, running, job, result.allocations, result.victims, now, policy)
                 admitted_now.add(job.id)
                 _advance(heap, lane, pos)
                 continue
@@ -213,10 +234,15 @@ def _admit(
     allocations: list[Allocation],
     victims: list[Placed],
     now: float,
+    policy: Policy,
     *,
-    backfilled: bool,
+    backfilled: bool = False,
 ) -> None:
-    end = now + job.runtime_limit if job.runtime_limit is not None else None
+    estimate = job.estimated_runtime
+    planned = job.runtime_limit
+    if policy.estimates and estimate is not None:
+        planned = estimate  # backfill by estimate: planning only, never a kill
+    rank = policy.preemption_rank
     running.add(
         Placed(
             job.id,
@@ -226,7 +252,11 @@ def _admit(
             queue=job.queue,
             priority=job.priority,
             preemptible=job.preemptible,
-            expected_end=end,
+            expected_end=now + planned if planned is not None else None,
+            estimated_end=now + estimate if estimate is not None else None,
+            attained_before=(
+                job.attained_gpu_seconds if rank is None else rank.admitted_service(job, now)
+            ),
         )
     )
     out.admitted.append(Admitted(job, allocations, victims, backfilled))

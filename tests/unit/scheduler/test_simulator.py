@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from itertools import islice
 from pathlib import Path
 
@@ -23,8 +24,12 @@ from trainyard.scheduler.simulator.loaders import (
 from trainyard.scheduler.simulator.metrics import METRIC_KEYS, percentile, summarize
 from trainyard.scheduler.types import WorkerRequest
 
-# The real traces live next to the repository (../shared/traces from a checkout).
-TRACES = Path(__file__).resolve().parents[3].parent / "shared" / "traces"
+# The real traces live next to the repository (../shared/traces from a checkout), or
+# where TRAINYARD_TRACES points (a worktree elsewhere).
+TRACES = Path(
+    os.environ.get("TRAINYARD_TRACES")
+    or Path(__file__).resolve().parents[3].parent / "shared" / "traces"
+)
 PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
 ALIBABA_PODS = TRACES / "alibaba-gpu-2023" / "openb_pod_list_gpuspec33.csv"
 ALIBABA_NODES = TRACES / "alibaba-gpu-2023" / "openb_node_list_gpu_node.csv"
@@ -106,12 +111,19 @@ def test_preempted_job_keeps_checkpointed_work_and_original_submit_time(tmp_path
     records = {r.id: r for r in result.records}
     assert result.preemptions == 1 and records["low"].preemptions == 1
     assert (records["high"].first_start, records["high"].end) == (250, 350)
-    # low ran 250 s, saved 200 s at its last checkpoint, lost 50 s: 800 s left from t=350.
+    # low ran 250 s, saved 200 s at its last checkpoint, lost 50 s: 800 s left from t=350,
+    # after the default 60 s restart.
     assert (records["low"].submit_time, records["low"].first_start, records["low"].end) == (
         0,
         0,
-        1150,
+        1210,
     )
+    # Lost: 8 GPUs x (50 s unsaved + 60 s restart).
+    assert records["low"].lost_gpu_seconds == result.lost_gpu_seconds == 8 * 110
+    free = replay(
+        synthetic_nodes(1, 8), jobs, SimConfig("priority", checkpoint_interval=100, restart_cost=0)
+    )
+    assert {r.id: r.end for r in free.records}["low"] == 1150
 
 
 def test_replay_is_deterministic() -> None:
@@ -174,7 +186,8 @@ def test_cli_writes_metrics_report_and_plot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["fifo", "backfill"]
+    # The SRTF oracle is replayed too, as the reference of every report.
+    assert list(metrics) == ["fifo", "backfill", "srtf-oracle"]
     assert all(tuple(m) == METRIC_KEYS for m in metrics.values())
     jobs = load_philly(trace)
     kept = sum(1 for j in jobs if j.queue in {"6214e9", "11cb48"})
@@ -184,6 +197,8 @@ def test_cli_writes_metrics_report_and_plot(tmp_path: Path) -> None:
         "| jct_mean |" in report
         and f"dropped (queue without a cluster): {len(jobs) - kept}" in report
     )
+    ratio = metrics["fifo"]["jct_mean"] / metrics["srtf-oracle"]["jct_mean"]
+    assert f"| jct_mean / srtf-oracle | x{ratio:.2f} |" in report
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

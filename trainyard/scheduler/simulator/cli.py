@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trainyard.scheduler.las import DEFAULT_STARVATION_SECONDS, DEFAULT_THRESHOLDS, LasSettings
 from trainyard.scheduler.policies import PolicySettings, policy_names
 from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
@@ -25,7 +26,13 @@ from trainyard.scheduler.simulator.loaders import (
     synthetic_nodes,
 )
 from trainyard.scheduler.simulator.metrics import summarize
-from trainyard.scheduler.simulator.report import write_markdown, write_metrics, write_plot
+from trainyard.scheduler.simulator.report import (
+    REFERENCE_POLICY,
+    oracle_ratio,
+    write_markdown,
+    write_metrics,
+    write_plot,
+)
 from trainyard.scheduler.types import Node
 
 ALIBABA_NODE_LIST = "openb_node_list_gpu_node.csv"
@@ -35,6 +42,31 @@ class TraceFormat(enum.StrEnum):
     philly = "philly"
     alibaba = "alibaba"
     native = "native"
+
+
+def repeat_trace(jobs: list[SimJob], copies: int) -> list[SimJob]:
+    """The trace `copies` times in a row, each copy shifted by the trace's span plus a
+    day and with ids suffixed, for replay-speed measurements at a realistic load."""
+    if copies <= 1 or not jobs:
+        return jobs
+    first = min(j.submit_time for j in jobs)
+    span = max(j.submit_time for j in jobs) - first + 86_400.0
+    return [
+        dataclasses.replace(j, id=f"{j.id}~{k}", submit_time=j.submit_time + k * span)
+        for k in range(copies)
+        for j in jobs
+    ]
+
+
+def _las_settings(thresholds: str, starvation_hours: float) -> LasSettings:
+    try:
+        values = tuple(float(x) * 3600.0 for x in thresholds.split(",") if x.strip())
+        return LasSettings(values, starvation_hours * 3600.0 if starvation_hours > 0 else None)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{exc} (GPU-hours, comma-separated, ascending, e.g. 1,10,100)",
+            param_hint="--las-thresholds",
+        ) from exc
 
 
 def _load_jobs(trace: Path, fmt: TraceFormat) -> list[SimJob]:
@@ -127,6 +159,33 @@ def simulate(
         ),
     ] = 1.0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    restart_cost: Annotated[
+        float, typer.Option(min=0.0, help="seconds a preempted job needs to resume")
+    ] = 60.0,
+    forecast_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="virtual seconds between start-time forecasts for new jobs; 0 = none"
+        ),
+    ] = 0.0,
+    las_thresholds: Annotated[
+        str, typer.Option(help="las queue thresholds, attained GPU-hours, ascending")
+    ] = ",".join(f"{t / 3600:g}" for t in DEFAULT_THRESHOLDS),
+    las_starvation_hours: Annotated[
+        float, typer.Option(min=0.0, help="las promotes a job waiting this long; 0 = never")
+    ] = DEFAULT_STARVATION_SECONDS / 3600.0,
+    predicted_aging: Annotated[
+        float, typer.Option(min=0.0, help="predicted: GPU-seconds forgiven per second waited")
+    ] = PolicySettings().predicted_aging,
+    backfill_estimates: Annotated[
+        bool, typer.Option(help="backfill plans with learned estimates, not runtime limits")
+    ] = False,
+    reference: Annotated[
+        bool, typer.Option(help=f"also replay {REFERENCE_POLICY} for the x-oracle ratios")
+    ] = True,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="replay the trace N times in a row (speed tests)")
+    ] = 1,
 ) -> None:
     """Replay a cluster trace through the scheduling core under each policy."""
     console = Console(stderr=True)
@@ -138,8 +197,11 @@ def simulate(
             f"choose from {', '.join(policy_names())}",
             param_hint="--policy",
         )
+    if reference and REFERENCE_POLICY not in policies:
+        policies.append(REFERENCE_POLICY)
+    las = _las_settings(las_thresholds, las_starvation_hours)
     try:
-        jobs = _load_jobs(trace, fmt)
+        jobs = repeat_trace(_load_jobs(trace, fmt), repeat)
         if arrival_scale != 1.0:
             jobs = [dataclasses.replace(j, submit_time=j.submit_time * arrival_scale) for j in jobs]
         clusters, dropped = _clusters(
@@ -151,7 +213,13 @@ def simulate(
         keep = {j.id for j in sorted(jobs, key=lambda j: (j.submit_time, j.id))[:limit]}
         clusters = [(name, ns, [j for j in js if j.id in keep]) for name, ns, js in clusters]
     out.mkdir(parents=True, exist_ok=True)
-    settings = PolicySettings(aging_per_hour=aging_per_hour, backfill_depth=backfill_depth)
+    settings = PolicySettings(
+        aging_per_hour=aging_per_hour,
+        backfill_depth=backfill_depth,
+        las=las,
+        predicted_aging=predicted_aging,
+        backfill_estimates=backfill_estimates,
+    )
     total_jobs = sum(len(js) for _n, _ns, js in clusters)
     metrics: dict[str, dict[str, float | int]] = {}
     results: dict[str, list[ReplayResult]] = {}
@@ -174,6 +242,8 @@ def simulate(
                     settings=settings,
                     checkpoint_interval=checkpoint_interval,
                     runtime_limit_factor=runtime_limit_factor,
+                    restart_cost=restart_cost,
+                    forecast_interval=forecast_interval or None,
                 )
 
                 def report(done: int, _total: int, base: int = offset, task_id: int = task) -> None:
@@ -195,7 +265,12 @@ def simulate(
         "checkpoint interval": f"{checkpoint_interval:g} s",
         "runtime limit factor": f"{runtime_limit_factor:g}",
         "arrival scale": f"{arrival_scale:g}",
+        "restart cost": f"{restart_cost:g} s",
+        "las thresholds": f"{las_thresholds} GPU-hours, starvation {las_starvation_hours:g} h",
+        "start forecasts": f"every {forecast_interval:g} s" if forecast_interval else "off",
     }
+    if repeat > 1:
+        context["repeated"] = f"{repeat} times in a row"
     write_metrics(out, metrics)
     write_markdown(out, metrics, context)
     write_plot(out, results)
@@ -206,24 +281,31 @@ def simulate(
     for col in (
         "jobs",
         "jct_mean h",
-        "jct_p95 h",
+        "x oracle",
+        "jct_p99 h",
         "wait_mean h",
         "util",
-        "frag",
-        "preempt",
+        "preempt/job",
+        "GPU-h lost",
+        "est<=50%",
+        "start ok",
         "replay s",
     ):
         table.add_column(col, justify="right")
     for name, m in metrics.items():
+        ratio = oracle_ratio(metrics, name)
         table.add_row(
             name,
             str(m["jobs"]),
             f"{m['jct_mean'] / 3600:.2f}",
-            f"{m['jct_p95'] / 3600:.2f}",
+            f"x{ratio:.2f}" if ratio is not None else "-",
+            f"{m['jct_p99'] / 3600:.2f}",
             f"{m['wait_mean'] / 3600:.2f}",
             f"{m['gpu_utilization']:.3f}",
-            f"{m['fragmentation']:.3f}",
-            str(m["preemptions"]),
+            f"{m['preemptions_per_job']:.3f}",
+            f"{m['gpu_hours_lost']:.1f}",
+            f"{m['estimate_within_50']:.3f}",
+            f"{m['start_within_tolerance']:.3f}" if m["start_estimates"] else "-",
             f"{m['replay_seconds']:.1f}",
         )
     Console().print(table)
