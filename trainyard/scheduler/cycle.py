@@ -21,7 +21,7 @@ updated in place so the simulator can keep them across cycles; `schedule()` in
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
@@ -109,17 +109,22 @@ def run_cycle(
     victim_pool = VictimPool(running, now)
     ranked_pools: dict[int, VictimPool] = {}  # id(policy rank) -> pool ordered by that rank
     ranked_failed: dict[int, tuple[int, float]] = {}  # shape id -> (version, rank) that failed
-    heap: list[tuple[object, int, int, Lane]] = [
-        (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
-    ]
+    # Heap entries: (rank key, lane number, job, the lane's iterator past that job).
+    # Keys end with the job id, so they never tie and the rest is never compared.
+    # Iterating a SortedList is far cheaper than indexing it; lanes are not changed
+    # until the walk is over (admitted jobs leave `pending` at the end).
+    heap: list[tuple[object, int, PendingJob, Iterator[tuple[object, PendingJob]], Lane]] = []
+    for active in pending.active_lanes():
+        entries = iter(active.entries)
+        first_key, first_job = next(entries)
+        heap.append((first_key, active.number, first_job, entries, active))
     heapq.heapify(heap)
 
     def reason(code: ReasonCode, job: PendingJob, **extra: object) -> PendingReason:
         return PendingReason(code, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
 
     while heap:
-        _key, number, pos, lane = heapq.heappop(heap)
-        job: PendingJob = lane.entries[pos][1]
+        _key, number, job, rest, lane = heapq.heappop(heap)
         queue = lane.queue
         if queue in blocked:
             if explain:
@@ -154,7 +159,7 @@ def run_cycle(
                         blocking_job=head.id,
                         reservation_time=plan.start_time,
                     )
-                _advance(heap, lane, pos)
+                _advance(heap, lane, rest)
                 continue
         out.examined += 1
         tiers = lane_tiers.get(number)
@@ -166,7 +171,7 @@ def run_cycle(
         if allocations is not None:
             _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)
-            _advance(heap, lane, pos)
+            _advance(heap, lane, rest)
             continue
         failed[shape] = version
         rank = policy.preemption_rank
@@ -185,7 +190,7 @@ def run_cycle(
                 if result is not None:
                     _admit(out, running, job, result.allocations, result.victims, now, policy)
                     admitted_now.add(job.id)
-                    _advance(heap, lane, pos)
+                    _advance(heap, lane, rest)
                     continue
                 ranked_failed[shape] = (version, level)
         elif tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
@@ -193,7 +198,7 @@ def run_cycle(
             if result is not None:
                 _admit(out, running, job, result.allocations, result.victims, now, policy)
                 admitted_now.add(job.id)
-                _advance(heap, lane, pos)
+                _advance(heap, lane, rest)
                 continue
             failed_preempt[(shape, job.priority)] = version
         if policy.blocking:
@@ -221,10 +226,10 @@ def run_cycle(
     return out
 
 
-def _advance(heap: list, lane: Lane, pos: int) -> None:
-    nxt = pos + 1
-    if nxt < len(lane.entries):
-        heapq.heappush(heap, (lane.entries[nxt][0], lane.number, nxt, lane))
+def _advance(heap: list, lane: Lane, rest: Iterator[tuple[object, PendingJob]]) -> None:
+    nxt = next(rest, None)
+    if nxt is not None:
+        heapq.heappush(heap, (nxt[0], lane.number, nxt[1], rest, lane))
 
 
 def _admit(

@@ -83,7 +83,23 @@ class LasRank:
         return -float(self.settings.pending_level(job, now))
 
     def running(self, placed: Placed, now: float) -> float:
-        return -float(self.settings.level(placed.attained_gpu_seconds(now)))
+        # placed.attained_gpu_seconds(now), inlined: every cycle ranks every running job.
+        ran = now - placed.start_time
+        attained = placed.attained_before + placed.gpus * (ran if ran > 0.0 else 0.0)
+        return -float(bisect.bisect_right(self.settings.thresholds, attained))
+
+    def victim_keys(self, placed: list[Placed], now: float) -> list[tuple[float, float, str]]:
+        """(rank, GPU-seconds lost, id) of each, as `VictimPool.key`, in one pass."""
+        thresholds, find = self.settings.thresholds, bisect.bisect_right
+        out: list[tuple[float, float, str]] = []
+        for p in placed:
+            ran = now - p.start_time
+            ran = ran if ran > 0.0 else 0.0
+            since = p.last_checkpoint if p.last_checkpoint is not None else p.start_time
+            lost = now - since
+            level = find(thresholds, p.attained_before + p.gpus * ran)
+            out.append((-float(level), p.gpus * (lost if lost > 0.0 else 0.0), p.job_id))
+        return out
 
     def admitted_service(self, job: PendingJob, now: float) -> float:
         """Service counted from here on: a promoted job starts again from zero."""

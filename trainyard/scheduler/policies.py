@@ -60,7 +60,7 @@ class PolicySettings:
     backfill_depth: int = 500
     las: LasSettings = field(default_factory=LasSettings)
     # `predicted`'s aging guard: GPU-seconds of predicted work forgiven per second waited.
-    predicted_aging: float = 4.0
+    predicted_aging: float = 0.5
     backfill_estimates: bool = False  # `backfill` plans with learned estimates
 
 

@@ -58,6 +58,7 @@ class VictimPool:
         self.now = now
         self.rank = rank
         self._sorted: list[Placed] | None = None
+        self._keys: list[tuple[float, float, str]] = []  # victim key of each, same order
         self._priorities: list[float] = []
         self._removals = running.removals
         # The victim order: `victim_key`, with the policy's rank in place of priority.
@@ -67,16 +68,18 @@ class VictimPool:
         else:
             self.key = lambda p: (rank.running(p, now), p.lost_gpu_seconds(now), p.job_id)
 
-    def _level(self, placed: Placed) -> float:
-        return placed.priority if self.rank is None else self.rank.running(placed, self.now)
-
     def below(self, priority: float) -> list[Placed]:
         """Still-running candidates of priority (or rank) < `priority`, in victim order."""
         if self._sorted is None:
-            self._sorted = sorted(
-                (p for p in self.running.by_id.values() if p.preemptible), key=self.key
-            )
-            self._priorities = [self._level(p) for p in self._sorted]
+            key = self.key
+            candidates = [p for p in self.running.by_id.values() if p.preemptible]
+            batch = getattr(self.rank, "victim_keys", None)
+            keys = batch(candidates, self.now) if batch is not None else map(key, candidates)
+            # Keys end with the job id, so they are unique: Placed is never compared.
+            pairs = sorted(zip(keys, candidates, strict=False))
+            self._sorted = [p for _k, p in pairs]
+            self._keys = [k for k, _p in pairs]
+            self._priorities = [k[0] for k in self._keys]
             self._removals = self.running.removals
         elif self._removals != self.running.removals:
             self._drop_gone()
@@ -88,17 +91,23 @@ class VictimPool:
         if self._sorted is None:
             return
         for victim in victims:
-            key = self.key(victim)
-            i = bisect.bisect_left(self._sorted, key, key=self.key)
+            i = bisect.bisect_left(self._keys, self.key(victim))
             if i < len(self._sorted) and self._sorted[i] is victim:
                 del self._sorted[i]
+                del self._keys[i]
                 del self._priorities[i]
                 self._removals += 1
 
     def _drop_gone(self) -> None:
         by_id = self.running.by_id
-        self._sorted = [p for p in self._sorted or () if by_id.get(p.job_id) is p]
-        self._priorities = [self._level(p) for p in self._sorted]
+        kept = [
+            (k, p)
+            for k, p in zip(self._keys, self._sorted or (), strict=True)
+            if by_id.get(p.job_id) is p
+        ]
+        self._sorted = [p for _k, p in kept]
+        self._keys = [k for k, _p in kept]
+        self._priorities = [k[0] for k in self._keys]
         self._removals = self.running.removals
 
 

@@ -77,5 +77,14 @@ class RemainingWorkRank:
         left = UNKNOWN_RUNTIME if end is None else max(end - now, 0.0)
         return -(left * max(placed.gpus, 1.0e-3) if self.by_gpu_time else left)
 
+    def victim_keys(self, placed: list[Placed], now: float) -> list[tuple[float, float, str]]:
+        """(rank, GPU-seconds lost, id) of each, as `VictimPool.key`, in one pass."""
+        out: list[tuple[float, float, str]] = []
+        for p in placed:
+            since = p.last_checkpoint if p.last_checkpoint is not None else p.start_time
+            lost = now - since
+            out.append((self.running(p, now), p.gpus * (lost if lost > 0.0 else 0.0), p.job_id))
+        return out
+
     def admitted_service(self, job: PendingJob, now: float) -> float:
         return job.attained_gpu_seconds

@@ -200,3 +200,33 @@ def test_forecast_follows_the_queue_through_running_jobs_ending() -> None:
     # A running job past its estimate is expected to run as long again as it has.
     late = ClusterSnapshot(nodes, (replace(running[0], estimated_end=50.0),), pending[:1])
     assert forecast_starts(late, 100.0, lambda _q: policy).starts == {"a": 200.0}
+
+
+def test_las_batch_victim_keys_equal_the_pool_key() -> None:
+    from trainyard.scheduler.capacity import Allocation
+    from trainyard.scheduler.las import LasRank
+    from trainyard.scheduler.running import Placed
+    from trainyard.scheduler.types import WorkerRequest
+
+    rank = LasRank(LasSettings((100.0, 1000.0)))
+    placed = [
+        Placed(
+            f"p{i}",
+            WorkerRequest(gpus=g),
+            [Allocation(0, 1, WorkerRequest(gpus=g))],
+            s,
+            last_checkpoint=c,
+            attained_before=a,
+        )
+        for i, (g, s, c, a) in enumerate(
+            [
+                (1, 0.0, None, 0.0),
+                (4, 50.0, 80.0, 500.0),
+                (8, 300.0, None, 0.0),
+                (2, 10.0, 5.0, 2e3),
+            ]
+        )
+    ]
+    now = 200.0
+    want = [(rank.running(p, now), p.lost_gpu_seconds(now), p.job_id) for p in placed]
+    assert rank.victim_keys(placed, now) == want

@@ -17,12 +17,14 @@ from trainyard.scheduler.las import DEFAULT_STARVATION_SECONDS, DEFAULT_THRESHOL
 from trainyard.scheduler.policies import PolicySettings, policy_names
 from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
+    StoreTrace,
     TraceError,
     load_alibaba,
     load_native,
     load_nodes_file,
     load_philly,
     load_queue_nodes,
+    load_store,
     synthetic_nodes,
 )
 from trainyard.scheduler.simulator.metrics import summarize
@@ -66,6 +68,22 @@ def _las_settings(thresholds: str, starvation_hours: float) -> LasSettings:
         raise typer.BadParameter(
             f"{exc} (GPU-hours, comma-separated, ascending, e.g. 1,10,100)",
             param_hint="--las-thresholds",
+        ) from exc
+
+
+def _store_history(database_url: str | None) -> StoreTrace:
+    """The store's finished jobs; an unreachable store is a clear error, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from trainyard.config import Settings
+
+    url = database_url or Settings().resolved_database_url()
+    try:
+        return load_store(url)
+    except SQLAlchemyError as exc:
+        raise typer.BadParameter(
+            f"cannot read the store: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            param_hint="--database-url",
         ) from exc
 
 
@@ -116,11 +134,24 @@ def _clusters(
 
 
 def simulate(
-    trace: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="trace file to replay")],
     out: Annotated[
         Path,
         typer.Option(file_okay=False, help="directory for metrics.json, report.md, report.png"),
     ],
+    trace: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="trace file to replay")
+    ] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store",
+            help="replay the finished jobs of this installation's store (what-if on history)",
+        ),
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="store to read with --from-store (default: TRAINYARD_DATABASE_URL)"),
+    ] = None,
     fmt: Annotated[TraceFormat, typer.Option("--format", help="trace format")] = TraceFormat.native,
     policy: Annotated[
         str, typer.Option(help="comma-separated policies: " + ", ".join(policy_names()))
@@ -200,12 +231,25 @@ def simulate(
     if reference and REFERENCE_POLICY not in policies:
         policies.append(REFERENCE_POLICY)
     las = _las_settings(las_thresholds, las_starvation_hours)
+    if (trace is None) == (not from_store):
+        raise typer.BadParameter("give exactly one of --trace FILE or --from-store")
+    source = f"`{trace}` ({fmt.value}"
     try:
-        jobs = repeat_trace(_load_jobs(trace, fmt), repeat)
+        if from_store:
+            history = _store_history(database_url)
+            loaded = history.jobs
+            source = (
+                f"store ({history.skipped_unfinished} unfinished and "
+                f"{history.skipped_never_ran} never-run jobs left out"
+            )
+        else:
+            assert trace is not None
+            loaded = _load_jobs(trace, fmt)
+        jobs = repeat_trace(loaded, repeat)
         if arrival_scale != 1.0:
             jobs = [dataclasses.replace(j, submit_time=j.submit_time * arrival_scale) for j in jobs]
         clusters, dropped = _clusters(
-            fmt, trace, jobs, nodes, gpus_per_node, nodes_file, queue_nodes
+            fmt, trace or Path("store"), jobs, nodes, gpus_per_node, nodes_file, queue_nodes
         )
     except TraceError as exc:
         raise typer.BadParameter(str(exc), param_hint="--trace") from exc
@@ -256,7 +300,7 @@ def simulate(
             metrics[name] = summarize(parts, elapsed)
     unschedulable = sum(r.unschedulable for r in next(iter(results.values())))
     context = {
-        "trace": f"`{trace}` ({fmt.value}, {len(jobs)} jobs)",
+        "trace": f"{source}, {len(jobs)} jobs)",
         "clusters": ", ".join(
             f"{n}: {len(ns)} nodes / {sum(x.gpus for x in ns)} GPUs" for n, ns, _j in clusters
         ),
@@ -274,8 +318,9 @@ def simulate(
     write_metrics(out, metrics)
     write_markdown(out, metrics, context)
     write_plot(out, results)
+    title = trace.name if trace is not None else "store"
     table = Table(
-        title=f"{trace.name}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
+        title=f"{title}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
     )
     table.add_column("policy")
     for col in (

@@ -39,13 +39,15 @@ START_TOLERANCE_SHARE = 0.25
 def start_estimate_hit(record: JobRecord) -> bool | None:
     """Whether a forecast job started within tolerance of its estimate (None: no forecast).
 
-    A job forecast never to start that did start is a miss."""
+    Waits are counted from the forecast (made at most one forecast interval after the
+    submission), so a late forecast gets no credit for the time already waited. A job
+    forecast never to start that did start is a miss."""
     if record.forecast_at is None or record.first_start is None:
         return None
     if record.estimated_start is None:
         return False
-    estimated = record.estimated_start - record.submit_time
-    actual = record.first_start - record.submit_time
+    estimated = record.estimated_start - record.forecast_at
+    actual = record.first_start - record.forecast_at
     tolerance = max(START_TOLERANCE_SECONDS, START_TOLERANCE_SHARE * estimated)
     return abs(actual - estimated) <= tolerance
 
