@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from trainyard.store import count_jobs_by_state, read_transaction
+from trainyard.store import count_jobs_by_state, now_us, read_transaction
+from trainyard.store.estimates import expected_waits
 
 
 class _JobsCollector(Collector):
@@ -28,6 +29,17 @@ class _JobsCollector(Collector):
         for (queue, state), count in sorted(counts.items()):
             family.add_metric([queue, state], count)
         yield family
+        waits = GaugeMetricFamily(
+            "trainyard_queue_expected_wait_seconds",
+            "Median forecast wait of each queue's pending jobs (the scheduler's forward "
+            "simulation; queues without a forecast are absent)",
+            labels=["queue"],
+        )
+        with read_transaction(self._engine) as conn:
+            expected = expected_waits(conn, now_us())
+        for queue, seconds in expected.items():
+            waits.add_metric([queue], seconds)
+        yield waits
 
 
 class ApiMetrics:

@@ -45,6 +45,7 @@ from trainyard.operator.backend import (
     Leadership,
     WorkerStatus,
 )
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
@@ -153,8 +154,11 @@ class SchedulingLoop:
         home: Path | None = None,
         extra_env: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
+        learned: LearnedInputs | None = None,
     ) -> None:
         self.engine = engine
+        # Runtime estimates, attained service and start forecasts (operator/estimates.py).
+        self.learned = learned
         self.backend = backend
         config = scheduler_config or SchedulerConfig()
         self._config_source = config if callable(config) else (lambda: config)
@@ -239,11 +243,12 @@ class SchedulingLoop:
         orphans = sorted(set(by_job) - live_ids)
 
         report.offered = len(pending)
-        result = schedule(
-            ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
-            now,
-            self._config_source(),
-        )
+        snapshot = ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending))
+        if self.learned is not None:
+            snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
+        result = schedule(snapshot, now, self._config_source())
+        if self.learned is not None:
+            self.learned.after_schedule(snapshot, now)
         t2 = time.perf_counter()
         report.core_s = t2 - t1
 

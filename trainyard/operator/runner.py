@@ -18,6 +18,7 @@ from typing import Any
 from trainyard.config import Settings
 from trainyard.operator.backend import Backend, Leadership
 from trainyard.operator.config import retry_policy, scheduler_config
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.wakeup import Wakeup
@@ -61,15 +62,17 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     wakeup = Wakeup()
     backend = build_backend(settings)
     leadership = build_leadership(settings, engine, wakeup)
+    config = scheduler_config(settings)
     loop = SchedulingLoop(
         engine,
         backend,
-        scheduler_config=scheduler_config(settings),
+        scheduler_config=config,
         retry=retry_policy(settings),
         stop_grace_seconds=settings.stop_grace_seconds,
         leadership=leadership,
         home=settings.home,
         extra_env=extra_env_for(settings),
+        learned=LearnedInputs(engine, lambda: config),
     )
     backend.start(wakeup.set)
     leadership.start()

@@ -74,6 +74,9 @@ jobs = Table(
     Column("stop_target", String(16), nullable=True),
     Column("stop_reason", Text, nullable=True),
     Column("attempt_started_at", BigInteger, nullable=True),
+    # When the scheduler's forward simulation expects a pending job to start (advisory,
+    # refreshed every few cycles without touching `version` or `updated_at`).
+    Column("estimated_start", BigInteger, nullable=True),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),

@@ -12,6 +12,7 @@ from trainyard.api.routes.common import ERRORS
 from trainyard.api.schemas import QueuesPublic
 from trainyard.api.views import queues_public
 from trainyard.store import now_us, pending_positions, queue_counts, read_transaction
+from trainyard.store.estimates import expected_waits
 
 router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
 
@@ -33,13 +34,15 @@ def list_queues(
     and each pending job's position (1 = next). Users see only their own jobs' positions,
     but positions count everyone's jobs."""
     owner = None if principal.is_admin else principal.user
+    at = now_us()
     with read_transaction(engine) as conn:
         counts = queue_counts(conn)
         positions = {
             q.name: pending_positions(conn, queue=q.name, owner=owner, limit=query.limit)
             for q in settings.queues
         }
+        waits = expected_waits(conn, at)
     data = queues_public(
-        queues=settings.queues, counts=counts, positions=positions, now_us=now_us()
+        queues=settings.queues, counts=counts, positions=positions, now_us=at, waits=waits
     )
     return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))
