@@ -97,8 +97,8 @@ class RuntimeEstimator:
 
     Each group answers with the geometric mean of its recent runtimes: runtimes are
     heavy-tailed (seconds to weeks in one group), where an arithmetic mean is dominated
-    by the rare long job and the geometric mean (the typical job) was measured to rank
-    and to estimate better on the Philly trace (BENCHMARKS.md)."""
+    by the rare long job, while the geometric mean is the typical job's runtime, which
+    is what relative-error accuracy (within 10/50/100 %) rewards."""
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from trainyard.scheduler.policies import PolicySettings
 from trainyard.scheduler.simulator.cli import simulate
 from trainyard.scheduler.simulator.engine import SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
@@ -33,7 +34,17 @@ TRACES = Path(
 PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
 ALIBABA_PODS = TRACES / "alibaba-gpu-2023" / "openb_pod_list_gpuspec33.csv"
 ALIBABA_NODES = TRACES / "alibaba-gpu-2023" / "openb_node_list_gpu_node.csv"
-POLICIES = ["fifo", "fifo-besteffort", "priority", "backfill", "multifactor"]
+POLICIES = [
+    "fifo",
+    "fifo-besteffort",
+    "priority",
+    "backfill",
+    "multifactor",
+    "las",
+    "predicted",
+    "sjf-oracle",
+    "srtf-oracle",
+]
 
 
 def _slice(path: Path, rows: int, tmp_path: Path) -> Path:
@@ -281,3 +292,46 @@ def test_nodes_file_in_json_lines_with_zones_and_taints(tmp_path: Path) -> None:
     result = replay(nodes, jobs, SimConfig("fifo"))
     # The tainted node takes nothing, so the two jobs run one after the other on "a".
     assert sorted((r.first_start, r.end) for r in result.records) == [(0, 10), (10, 20)]
+
+
+def test_backfill_by_estimate_never_stops_a_job_that_outlives_its_estimate() -> None:
+    """Estimates learned from short jobs are wrong for the long one; it still runs to
+    its real end (only a runtime limit kills, and the simulator has none)."""
+    jobs = [SimJob(f"short{i}", float(i), 100.0, WorkerRequest(gpus=8)) for i in range(3)]
+    jobs.append(SimJob("long", 500.0, 10_000.0, WorkerRequest(gpus=8)))
+    jobs.append(SimJob("after", 600.0, 100.0, WorkerRequest(gpus=8)))
+    settings = PolicySettings(backfill_estimates=True)
+    result = replay(synthetic_nodes(1, 8), jobs, SimConfig("backfill", settings=settings))
+    records = {r.id: r for r in result.records}
+    assert records["long"].runtime_estimate == pytest.approx(100.0)  # learned from shorts
+    assert (records["long"].first_start, records["long"].end) == (500.0, 10_500.0)
+    assert records["after"].first_start == 10_500.0
+
+
+def test_start_forecasts_in_a_replay_are_recorded_and_scored() -> None:
+    """fifo on one node, jobs of 1000 s. Early forecasts use the prior (1 h) and miss;
+    once two jobs have finished the estimator knows 1000 s and the forecasts are exact."""
+    submits = [0.0, 1.0, 2.0, 2100.0, 2101.0]
+    jobs = [SimJob(f"j{i}", t, 1000.0, WorkerRequest(gpus=8)) for i, t in enumerate(submits)]
+    result = replay(synthetic_nodes(1, 8), jobs, SimConfig("fifo", forecast_interval=0.0))
+    records = {r.id: r for r in result.records}
+    assert (records["j1"].forecast_at, records["j1"].estimated_start) == (1.0, 3600.0)
+    assert records["j1"].first_start == 1000.0  # a miss: 999 s instead of 3599 s
+    assert (records["j3"].forecast_at, records["j3"].estimated_start) == (2100.0, 3000.0)
+    assert (records["j4"].estimated_start, records["j4"].first_start) == (4000.0, 4000.0)
+    assert records["j0"].forecast_at is None  # started on arrival: nothing to forecast
+    metrics = summarize([result], 0.1)
+    assert (metrics["start_estimates"], metrics["start_within_tolerance"]) == (4, 0.5)
+
+
+def test_oracles_see_the_truth_and_others_the_learned_estimate() -> None:
+    jobs = [
+        SimJob("long", 0.0, 5000.0, WorkerRequest(gpus=8)),
+        SimJob("b-long", 1.0, 4000.0, WorkerRequest(gpus=8)),
+        SimJob("c-short", 2.0, 10.0, WorkerRequest(gpus=8)),
+    ]
+    oracle = {r.id: r for r in replay(synthetic_nodes(1, 8), jobs, SimConfig("sjf-oracle")).records}
+    assert oracle["c-short"].first_start == 5000.0 < oracle["b-long"].first_start  # truth
+    learned = {r.id: r for r in replay(synthetic_nodes(1, 8), jobs, SimConfig("predicted")).records}
+    # Nothing has finished when b and c arrive: equal estimates, so submit order decides.
+    assert learned["b-long"].first_start == 5000.0 < learned["c-short"].first_start

@@ -272,6 +272,8 @@ class _Replay:
     def _cycle(self, t: float) -> None:
         if not len(self.pending):
             return
+        if self.policy.estimates:
+            self._extend_overdue(t)
         if self.refresh_interval is not None and t >= self.next_refresh:
             self.pending.refresh(ordering_context(self.index, self.running, t))
             self.next_refresh = t + self.refresh_interval
@@ -294,6 +296,32 @@ class _Replay:
             heapq.heappush(self.completions, (t + self.remaining[job_id], self.seq, job_id, epoch))
         if self.unforecast and t >= self.next_forecast:
             self._forecast(t)
+
+    def _expected_end(self, placed: Placed, t: float) -> float | None:
+        """When a running job is expected to end, as of `t`: the truth for oracles, else
+        the estimator's current view of its total, less the work it has done (as the
+        live loop re-estimates running jobs)."""
+        if self.oracle:
+            return placed.estimated_end
+        job_id = placed.job_id
+        job = self.by_id[job_id]
+        overhead = self.overhead.get(job_id, 0.0)
+        ran = t - placed.start_time
+        done = job.duration - self.remaining[job_id] + overhead + max(ran - overhead, 0.0)
+        total = self.estimator.estimate(job.features()).seconds
+        return t + remaining(total, done) + max(overhead - ran, 0.0)
+
+    def _extend_overdue(self, t: float) -> None:
+        """Backfill by estimate: a job that outlived its estimate keeps running (only
+        max_runtime kills) and is now expected to run as long again as it has, so that
+        reservations are planned with a future end instead of a past one."""
+        by_end, by_id = self.running.by_end, self.running.by_id
+        while by_end and by_end[0][0] < t:
+            end, job_id = by_end[0]
+            placed = by_id[job_id]
+            by_end.remove((end, job_id))
+            placed.expected_end = t + max(t - placed.start_time, 60.0)
+            by_end.add((placed.expected_end, job_id))
 
     def _preempted(self, victim: Placed, t: float) -> None:
         """Keep the checkpointed work, lose the rest, requeue with the original submit
@@ -340,7 +368,7 @@ class _Replay:
                 submit_time=self.by_id[p.job_id].submit_time,
                 expected_end=p.expected_end,
                 preemptible=p.preemptible,
-                estimated_end=p.estimated_end,
+                estimated_end=self._expected_end(p, t),
                 attained_gpu_seconds=p.attained_before,
                 kind=self.by_id[p.job_id].kind,
             )
