@@ -63,6 +63,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     backend = build_backend(settings)
     leadership = build_leadership(settings, engine, wakeup)
     config = scheduler_config(settings)
+    learned = LearnedInputs(engine, lambda: config)
     loop = SchedulingLoop(
         engine,
         backend,
@@ -72,7 +73,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
         leadership=leadership,
         home=settings.home,
         extra_env=extra_env_for(settings),
-        learned=LearnedInputs(engine, lambda: config),
+        learned=learned,
     )
     backend.start(wakeup.set)
     leadership.start()
@@ -104,6 +105,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 stop.wait(MIN_GAP_SECONDS - elapsed)
             wakeup.wait(settings.loop_period_seconds)
     finally:
+        learned.close()
         leadership.stop()
         backend.close()
         wakeup.close()
