@@ -114,6 +114,14 @@ def _age(timestamp: str | None) -> str:
     return _duration(seconds)
 
 
+def _starts_in(timestamp: str | None) -> str:
+    """A pending job's forecast start as "~12m" from now ("~now" when due)."""
+    if not timestamp:
+        return ""
+    seconds = (datetime.fromisoformat(timestamp) - datetime.now().astimezone()).total_seconds()
+    return "~now" if seconds < 1 else f"~{_duration(seconds)}"
+
+
 def _duration(seconds: float | None) -> str:
     """Seconds as a short human duration: 45s, 12m, 3h20m, 2d4h."""
     if seconds is None:
@@ -144,7 +152,19 @@ def _accelerator(job: dict[str, Any]) -> str:
 def _jobs_table(jobs: list[dict[str, Any]]) -> None:
     _table(
         None,
-        ["ID", "NAME", "OWNER", "QUEUE", "PRIORITY", "STATE", "WORKERS", "ACCEL", "AGE", "REASON"],
+        [
+            "ID",
+            "NAME",
+            "OWNER",
+            "QUEUE",
+            "PRIORITY",
+            "STATE",
+            "WORKERS",
+            "ACCEL",
+            "AGE",
+            "STARTS IN",
+            "REASON",
+        ],
         [
             [
                 j["id"],
@@ -156,6 +176,7 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> None:
                 j["workers"],
                 _accelerator(j),
                 _age(j.get("created_at")),
+                _starts_in(j.get("estimated_start")),
                 j.get("reason") or "",
             ]
             for j in jobs
@@ -478,7 +499,7 @@ def queues(output: OutputOption = Output.table) -> None:
     def table(d: dict[str, Any]) -> None:
         _table(
             "queues",
-            ["QUEUE", "POLICY", "PENDING", "ADMITTED", "RUNNING", "OLDEST WAIT"],
+            ["QUEUE", "POLICY", "PENDING", "ADMITTED", "RUNNING", "OLDEST WAIT", "EXPECTED WAIT"],
             [
                 [
                     q["name"],
@@ -487,6 +508,7 @@ def queues(output: OutputOption = Output.table) -> None:
                     q["admitted"],
                     q["running"],
                     _duration(q["oldest_wait_seconds"]),
+                    _duration(q.get("expected_wait_seconds")),
                 ]
                 for q in d["data"]
             ],

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from trainyard.store import DatabaseTimeouts
+from trainyard.scheduler.policies import check_live_policy
 
 
 class QueueConfig(BaseModel):
@@ -21,6 +22,12 @@ class QueueConfig(BaseModel):
 
     name: str
     policy: str = "backfill"
+
+    @field_validator("policy")
+    @classmethod
+    def _known_live_policy(cls, value: str) -> str:
+        """Refused at start: an unknown name, or an oracle (it needs the future)."""
+        return check_live_policy(value)
 
 
 def _default_queues() -> list[QueueConfig]:

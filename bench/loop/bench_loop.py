@@ -5,7 +5,8 @@
     .venv/bin/python bench/loop/bench_loop.py submit-under-load --pending 10000
 
 lifecycle: a real `trainyard serve` (local backend, its loop process) receives N jobs
-    whose workload is the `true` command, submitted at once by 16 concurrent clients;
+    whose workload is the `true` command, submitted at once by 16 concurrent clients
+    (or at a steady --rate);
     reports jobs completed per second (first submit -> last SUCCEEDED) and submit ->
     RUNNING p50/p99 from the stored timestamps (one server clock).
 cycle: one SchedulingLoop.cycle() in-process over a store holding N pending jobs:
@@ -71,7 +72,7 @@ def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not start")
 
 
-def lifecycle(jobs: int, cpus: int) -> dict[str, Any]:
+def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp()) / "home"
     home.mkdir(parents=True)
     # `cpus` sizes the node: at 10m per job, 100 CPUs keep capacity free for every job,
@@ -91,8 +92,17 @@ def lifecycle(jobs: int, cpus: int) -> dict[str, Any]:
             def one(_: int) -> int:
                 return client.post("/v1/jobs", json=body).status_code
 
-            with ThreadPoolExecutor(16) as pool:
-                codes = list(pool.map(one, range(jobs)))
+            if rate is None:  # all at once, from 16 concurrent clients
+                with ThreadPoolExecutor(16) as pool:
+                    codes = list(pool.map(one, range(jobs)))
+            else:  # a steady arrival rate: latency when the loop is not behind a burst
+                codes = []
+                start = time.monotonic()
+                for i in range(jobs):
+                    delay = start + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    codes.append(one(i))
             assert codes.count(201) == jobs, set(codes)
             engine = create_engine(f"sqlite:///{home / 'trainyard.db'}")
             deadline = time.monotonic() + 900
@@ -116,6 +126,7 @@ def lifecycle(jobs: int, cpus: int) -> dict[str, Any]:
     span = (max(r.finished_at for r in rows) - min(r.created_at for r in rows)) / 1e6
     return {
         "jobs": jobs,
+        "arrival": "burst" if rate is None else f"{rate:g}/s",
         "node_cpus": cpus,
         "succeeded": done,
         "jobs_per_second": round(jobs / span, 1),
@@ -256,6 +267,7 @@ def main() -> None:
     p = sub.add_parser("lifecycle")
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--cpus", type=int, default=100, help="the local node's CPUs")
+    p.add_argument("--rate", type=float, default=None, help="submits/s (default: all at once)")
     p = sub.add_parser("cycle")
     p.add_argument("--pending", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=5)
@@ -264,7 +276,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
     if args.what == "lifecycle":
-        result = lifecycle(args.jobs, args.cpus)
+        result = lifecycle(args.jobs, args.cpus, args.rate)
     elif args.what == "cycle":
         result = cycle(args.pending, args.rounds)
     else:

@@ -41,6 +41,7 @@ from trainyard.observability.cycles import STATS_NAME, reason_label
 from trainyard.quotas import quota_file
 from trainyard.scheduler.types import ReasonCode
 from trainyard.store import JobState, count_jobs_by_state, now_us, read_transaction
+from trainyard.store.estimates import expected_waits
 from trainyard.store.telemetry import (
     HistogramCounts,
     UsageTotals,
@@ -444,6 +445,28 @@ class _JobsCollector(Collector):
         for (queue, state), count in sorted(counts.items()):
             family.add_metric([queue, state], count)
         yield family
+        waits = GaugeMetricFamily(
+            "trainyard_queue_expected_wait_seconds",
+            "Median forecast wait of each queue's pending jobs (the scheduler's forward "
+            "simulation; queues without a forecast are absent)",
+            labels=["queue"],
+        )
+        with read_transaction(self._engine) as conn:
+            expected = expected_waits(conn, now_us())
+        for queue, seconds in expected.items():
+            waits.add_metric([queue], seconds)
+        yield waits
+        waits = GaugeMetricFamily(
+            "trainyard_queue_expected_wait_seconds",
+            "Median forecast wait of each queue's pending jobs (the scheduler's forward "
+            "simulation; queues without a forecast are absent)",
+            labels=["queue"],
+        )
+        with read_transaction(self._engine) as conn:
+            expected = expected_waits(conn, now_us())
+        for queue, seconds in expected.items():
+            waits.add_metric([queue], seconds)
+        yield waits
 
 
 class _QuotaCollector(Collector):

@@ -268,6 +268,13 @@ class JobPublic(JobBase):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    estimated_start: datetime | None = Field(
+        default=None,
+        description=(
+            "While PENDING: when the scheduler's forward simulation of the queue expects the "
+            "job to start (learned runtimes; refreshed every few seconds). Null when unknown."
+        ),
+    )
 
 
 class JobsPublic(BaseModel):
@@ -332,6 +339,10 @@ class QueuePublic(BaseModel):
     admitted: int
     running: int
     oldest_wait_seconds: float | None = Field(description="Age of the oldest pending job.")
+    expected_wait_seconds: float | None = Field(
+        default=None,
+        description="Median forecast wait of the queue's pending jobs (null: no forecast).",
+    )
     positions: list[QueuedJob] = Field(
         description="Pending jobs in queue order (your own only, unless admin), first `limit`."
     )

@@ -13,6 +13,7 @@ from trainyard.config import Settings
 from trainyard.operator.reconcile import RetryPolicy
 from trainyard.quotas import quota_file
 from trainyard.scheduler import SchedulerConfig, get_policy
+from trainyard.scheduler.policies import check_live_policy
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -22,6 +23,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         queue_policies={q.name: q.policy for q in settings.queues},
     )
     for name in {config.default_policy, *config.queue_policies.values()}:
+        check_live_policy(name)  # an oracle needs the future: refused here, with why
         get_policy(name, config.settings)
     return config
 

@@ -48,6 +48,7 @@ from trainyard.operator.backend import (
     Leadership,
     WorkerStatus,
 )
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
@@ -159,8 +160,11 @@ class SchedulingLoop:
         home: Path | None = None,
         extra_env: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
+        learned: LearnedInputs | None = None,
     ) -> None:
         self.engine = engine
+        # Runtime estimates, attained service and start forecasts (operator/estimates.py).
+        self.learned = learned
         self.backend = backend
         config = scheduler_config or SchedulerConfig()
         self._config_source = config if callable(config) else (lambda: config)
@@ -259,17 +263,18 @@ class SchedulingLoop:
 
         report.offered = len(pending)
         config = self._config_source()
-        result = schedule(
-            ClusterSnapshot(
-                tuple(nodes),
-                tuple(running),
-                tuple(pending),
-                queue_usage=self._usage.before_cycle(config, now),
-            ),
-            now,
-            config,
+        snapshot = ClusterSnapshot(
+            tuple(nodes),
+            tuple(running),
+            tuple(pending),
+            queue_usage=self._usage.before_cycle(config, now),
         )
+        if self.learned is not None:
+            snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
+        result = schedule(snapshot, now, config)
         self._usage.after_cycle(result.queue_usage, now)
+        if self.learned is not None:
+            self.learned.after_schedule(snapshot, now)
         t2 = time.perf_counter()
         report.core_s = t2 - t1
 

@@ -19,6 +19,7 @@ from trainyard.config import Settings
 from trainyard.observability.cycles import CycleRecorder
 from trainyard.operator.backend import Backend, Leadership
 from trainyard.operator.config import retry_policy, scheduler_config_source
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.wakeup import Wakeup
@@ -62,15 +63,18 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     wakeup = Wakeup()
     backend = build_backend(settings)
     leadership = build_leadership(settings, engine, wakeup)
+    config = scheduler_config_source(settings)  # quotas re-read when their file changes
+    learned = LearnedInputs(engine, config)
     loop = SchedulingLoop(
         engine,
         backend,
-        scheduler_config=scheduler_config_source(settings),
+        scheduler_config=config,
         retry=retry_policy(settings),
         stop_grace_seconds=settings.stop_grace_seconds,
         leadership=leadership,
         home=settings.home,
         extra_env=extra_env_for(settings),
+        learned=learned,
     )
     backend.start(wakeup.set)
     leadership.start()
@@ -106,6 +110,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
             wakeup.wait(settings.loop_period_seconds)
     finally:
         _flush(recorder)
+        learned.close()
         leadership.stop()
         backend.close()
         wakeup.close()

@@ -55,6 +55,8 @@ def build_running(index: ClusterIndex, jobs: tuple[RunningJob, ...]) -> RunningS
                 preemptible=job.preemptible,
                 expected_end=job.expected_end,
                 last_checkpoint=job.last_checkpoint,
+                estimated_end=job.estimated_end,
+                attained_before=job.attained_gpu_seconds,
             )
         )
     return running

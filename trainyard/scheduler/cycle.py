@@ -21,7 +21,7 @@ updated in place so the simulator can keep them across cycles; `schedule()` in
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
@@ -116,29 +116,32 @@ def run_cycle(
     order = quota.order_key if quota is not None and quota.ordered else None
     quota_failed: dict[tuple[int, str], int] = {}  # (shape id, flavor) -> index.version
     quota_preempt_failed: dict[tuple, tuple[int, int]] = {}
-    heap: list[tuple[object, int, int, Lane]] = [
-        (
-            (order(lane.queue), lane.entries[0][0]) if order else lane.entries[0][0],
-            lane.number,
-            0,
-            lane,
-        )
-        for lane in pending.active_lanes()
-    ]
+    ranked_pools: dict[int, VictimPool] = {}  # id(policy rank) -> pool ordered by that rank
+    ranked_failed: dict[int, tuple[int, float]] = {}  # shape id -> (version, rank) that failed
+    # Heap entries: (rank key, lane number, job, the lane's iterator past that job), the
+    # key prefixed by the queue's fair-share order when quotas order queues. Keys end
+    # with the job id, so they never tie and the rest is never compared. Iterating a
+    # SortedList is far cheaper than indexing it; lanes are not changed until the walk
+    # is over (admitted jobs leave `pending` at the end).
+    heap: list[tuple[object, int, PendingJob, Iterator[tuple[object, PendingJob]], Lane]] = []
+    for active in pending.active_lanes():
+        entries = iter(active.entries)
+        first_key, first_job = next(entries)
+        key = (order(active.queue), first_key) if order else first_key
+        heap.append((key, active.number, first_job, entries, active))
     heapq.heapify(heap)
 
     def reason(code: ReasonCode, job: PendingJob, **extra: object) -> PendingReason:
         return PendingReason(code, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
 
     while heap:
-        _key, number, pos, lane = heapq.heappop(heap)
-        job: PendingJob = lane.entries[pos][1]
+        _key, number, job, rest, lane = heapq.heappop(heap)
         queue = lane.queue
         if order is not None:
             fresh = order(queue)
             if fresh > _key[0]:  # type: ignore[index]
                 # The queue's share grew since this entry was pushed: re-rank it.
-                heapq.heappush(heap, ((fresh, _key[1]), number, pos, lane))  # type: ignore[index]
+                heapq.heappush(heap, ((fresh, _key[1]), number, job, rest, lane))  # type: ignore[index]
                 continue
         if queue in blocked:
             if explain:
@@ -165,7 +168,7 @@ def run_cycle(
                     index, running, head, tiers_for(head), now, want_nodes=explain
                 )
             plan = plans[queue]
-            if plan is not None and not plan.ends_in_time(job, now):
+            if plan is not None and not plan.ends_in_time(job, now, policy.estimates):
                 if explain:
                     job_reason[job.id] = reason(
                         ReasonCode.WOULD_DELAY_RESERVATION,
@@ -173,7 +176,7 @@ def run_cycle(
                         blocking_job=head.id,
                         reservation_time=plan.start_time,
                     )
-                _advance(heap, lane, pos, order)
+                _advance(heap, lane, rest, order)
                 continue
         out.examined += 1
         tiers = lane_tiers.get(number)
@@ -204,6 +207,7 @@ def run_cycle(
                     got.allocations,
                     got.victims,
                     now,
+                    policy,
                     backfilled=head is not None and not got.victims,
                 )
                 quota.charge(
@@ -217,7 +221,7 @@ def run_cycle(
                     submit_time=job.submit_time,
                 )
                 admitted_now.add(job.id)
-                _advance(heap, lane, pos, order)
+                _advance(heap, lane, rest, order)
                 continue
             if may_preempt:
                 quota_preempt_failed[cache_key] = (index.version, quota.version)
@@ -226,7 +230,7 @@ def run_cycle(
                 # another user's, so the lane goes on.
                 if explain:
                     job_reason[job.id] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
-                _advance(heap, lane, pos, order)
+                _advance(heap, lane, rest, order)
                 continue
             if policy.blocking:
                 blocked[queue] = job.id
@@ -242,20 +246,39 @@ def run_cycle(
         if tiers and failed.get(shape) != version:
             allocations = place(index, tiers, job.request, job.workers, job.kind)
         if allocations is not None:
-            _admit(out, running, job, allocations, [], now, backfilled=head is not None)
+            _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)
-            _advance(heap, lane, pos, order)
+            _advance(heap, lane, rest, order)
             continue
         failed[shape] = version
-        if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
+        rank = policy.preemption_rank
+        if rank is not None and tiers and policy.preemption:
+            # Ranked preemption (LAS, SRTF): a lower rank of the same shape has fewer
+            # candidates (a prefix of the victim order), so it fails where a higher failed.
+            level = rank.pending(job, now)
+            known = ranked_failed.get(shape)
+            if known is None or known[0] != version or level > known[1]:
+                pool = ranked_pools.get(id(rank))
+                if pool is None:
+                    pool = ranked_pools[id(rank)] = VictimPool(running, now, rank)
+                result = try_preempt(
+                    index, running, job, tiers, now, admitted_now, pool, level=level
+                )
+                if result is not None:
+                    _admit(out, running, job, result.allocations, result.victims, now, policy)
+                    admitted_now.add(job.id)
+                    _advance(heap, lane, rest)
+                    continue
+                ranked_failed[shape] = (version, level)
+        elif tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
             result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
             if result is not None and quota is not None:
                 for victim in result.victims:
                     quota.release(victim.job_id)
             if result is not None:
-                _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
+                _admit(out, running, job, result.allocations, result.victims, now, policy)
                 admitted_now.add(job.id)
-                _advance(heap, lane, pos, order)
+                _advance(heap, lane, rest, order)
                 continue
             failed_preempt[(shape, job.priority)] = version
         if policy.blocking:
@@ -283,13 +306,16 @@ def run_cycle(
     return out
 
 
-def _advance(heap: list, lane: Lane, pos: int, order: Callable[[str], float] | None = None) -> None:
-    nxt = pos + 1
-    if nxt < len(lane.entries):
-        key = lane.entries[nxt][0]
-        if order is not None:
-            key = (order(lane.queue), key)
-        heapq.heappush(heap, (key, lane.number, nxt, lane))
+def _advance(
+    heap: list,
+    lane: Lane,
+    rest: Iterator[tuple[object, PendingJob]],
+    order: Callable[[str], float] | None = None,
+) -> None:
+    nxt = next(rest, None)
+    if nxt is not None:
+        key = (order(lane.queue), nxt[0]) if order is not None else nxt[0]
+        heapq.heappush(heap, (key, lane.number, nxt[1], rest, lane))
 
 
 def _admit(
@@ -299,10 +325,15 @@ def _admit(
     allocations: list[Allocation],
     victims: list[Placed],
     now: float,
+    policy: Policy,
     *,
-    backfilled: bool,
+    backfilled: bool = False,
 ) -> None:
-    end = now + job.runtime_limit if job.runtime_limit is not None else None
+    estimate = job.estimated_runtime
+    planned = job.runtime_limit
+    if policy.estimates and estimate is not None:
+        planned = estimate  # backfill by estimate: planning only, never a kill
+    rank = policy.preemption_rank
     running.add(
         Placed(
             job.id,
@@ -312,7 +343,11 @@ def _admit(
             queue=job.queue,
             priority=job.priority,
             preemptible=job.preemptible,
-            expected_end=end,
+            expected_end=now + planned if planned is not None else None,
+            estimated_end=now + estimate if estimate is not None else None,
+            attained_before=(
+                job.attained_gpu_seconds if rank is None else rank.admitted_service(job, now)
+            ),
         )
     )
     out.admitted.append(Admitted(job, allocations, victims, backfilled))

@@ -194,6 +194,11 @@ class PendingJob:
     kind: JobKind = JobKind.TRAINING
     tolerations: tuple[Toleration, ...] = ()
     user: str = ""  # the submitting user, for per-user quota limits (empty: unknown)
+    # Learned-from-history inputs (see `estimator` and `las`); the defaults mean "nothing
+    # known", which every policy that does not read them ignores.
+    estimated_runtime: float | None = None  # expected seconds of work left (an estimate)
+    attained_gpu_seconds: float = 0.0  # GPU-seconds of service received in earlier runs
+    queued_since: float | None = None  # when it last entered the queue (None: submit_time)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -207,7 +212,8 @@ class RunningJob:
     """A job holding resources: worker i runs on node `placement[i]`.
 
     `expected_end` is start + runtime limit (None when unknown); `last_checkpoint` lets
-    preemption count only the work that would really be lost.
+    preemption count only the work that would really be lost. `estimated_end` and
+    `attained_gpu_seconds` feed the learned policies (`las`, `predicted`, the oracles).
     """
 
     id: str
@@ -222,6 +228,8 @@ class RunningJob:
     last_checkpoint: float | None = None
     kind: JobKind = JobKind.TRAINING
     user: str = ""  # the submitting user, for per-user quota limits (empty: unknown)
+    estimated_end: float | None = None  # start + estimated runtime (not a limit: never kills)
+    attained_gpu_seconds: float = 0.0  # service received before this run started
 
     @property
     def workers(self) -> int:

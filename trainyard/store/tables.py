@@ -76,6 +76,9 @@ jobs = Table(
     Column("attempt_started_at", BigInteger, nullable=True),
     # Length of `spec` (ASCII, so bytes): list pages are cut at a byte budget with it.
     Column("spec_bytes", Integer, nullable=False, server_default="0"),
+    # When the scheduler's forward simulation expects a pending job to start (advisory,
+    # refreshed every few cycles without touching `version` or `updated_at`).
+    Column("estimated_start", BigInteger, nullable=True),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),

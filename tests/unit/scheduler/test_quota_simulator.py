@@ -52,6 +52,7 @@ def test_borrowing_lends_idle_quota_and_reclaim_takes_it_back() -> None:
         "fifo-besteffort",
         quotas=load_quota_text(quota_text(shared=True)),
         checkpoint_interval=0.0,
+        restart_cost=0.0,  # the quota arithmetic alone; restart overheads are tested apart
     )
     result = replay(synthetic_nodes(2, 8), trace(), config)
     records = {r.id: r for r in result.records}
@@ -119,6 +120,7 @@ def test_cli_quota_files_write_the_tenant_report(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--no-progress",
+            "--no-reference",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ from trainyard.api.schemas import QueueQuotaPublic, QueuesPublic, QuotaResourceP
 from trainyard.api.views import queues_public
 from trainyard.quotas import effective_queues
 from trainyard.store import now_us, pending_positions, queue_counts, read_transaction
+from trainyard.store.estimates import expected_waits
 
 router = APIRouter(prefix="/v1/queues", tags=["queues"], responses=ERRORS)
 
@@ -37,6 +38,7 @@ def list_queues(
     but positions count everyone's jobs."""
     owner = None if principal.is_admin else principal.user
     queues = effective_queues(settings)
+    at = now_us()
     with read_transaction(engine) as conn:
         counts = queue_counts(conn)
         positions = {
@@ -44,7 +46,8 @@ def list_queues(
             for q in queues
         }
         quotas = queue_quotas(settings, conn)
-    data = queues_public(queues=queues, counts=counts, positions=positions, now_us=now_us())
+        waits = expected_waits(conn, at)
+    data = queues_public(queues=queues, counts=counts, positions=positions, now_us=at, waits=waits)
     for queue in data:
         status = quotas.get(queue.name)
         if status is not None:

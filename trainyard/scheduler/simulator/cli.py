@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trainyard.scheduler.las import DEFAULT_STARVATION_SECONDS, DEFAULT_THRESHOLDS, LasSettings
 from trainyard.scheduler.policies import PolicySettings, policy_names
 from trainyard.scheduler.quota import QuotaConfig
 from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
+    StoreTrace,
     TraceError,
     load_alibaba,
     load_native,
@@ -24,11 +26,14 @@ from trainyard.scheduler.simulator.loaders import (
     load_philly,
     load_queue_nodes,
     load_quota_file,
+    load_store,
     synthetic_nodes,
 )
 from trainyard.scheduler.simulator.metrics import summarize, tenant_summary
 from trainyard.scheduler.simulator.partition import partition_nodes
 from trainyard.scheduler.simulator.report import (
+    REFERENCE_POLICY,
+    oracle_ratio,
     write_markdown,
     write_metrics,
     write_plot,
@@ -43,6 +48,47 @@ class TraceFormat(enum.StrEnum):
     philly = "philly"
     alibaba = "alibaba"
     native = "native"
+
+
+def repeat_trace(jobs: list[SimJob], copies: int) -> list[SimJob]:
+    """The trace `copies` times in a row, each copy shifted by the trace's span plus a
+    day and with ids suffixed, for replay-speed measurements at a realistic load."""
+    if copies <= 1 or not jobs:
+        return jobs
+    first = min(j.submit_time for j in jobs)
+    span = max(j.submit_time for j in jobs) - first + 86_400.0
+    return [
+        dataclasses.replace(j, id=f"{j.id}~{k}", submit_time=j.submit_time + k * span)
+        for k in range(copies)
+        for j in jobs
+    ]
+
+
+def _las_settings(thresholds: str, starvation_hours: float) -> LasSettings:
+    try:
+        values = tuple(float(x) * 3600.0 for x in thresholds.split(",") if x.strip())
+        return LasSettings(values, starvation_hours * 3600.0 if starvation_hours > 0 else None)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{exc} (GPU-hours, comma-separated, ascending, e.g. 1,10,100)",
+            param_hint="--las-thresholds",
+        ) from exc
+
+
+def _store_history(database_url: str | None) -> StoreTrace:
+    """The store's finished jobs; an unreachable store is a clear error, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from trainyard.config import Settings
+
+    url = database_url or Settings().resolved_database_url()
+    try:
+        return load_store(url)
+    except SQLAlchemyError as exc:
+        raise typer.BadParameter(
+            f"cannot read the store: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            param_hint="--database-url",
+        ) from exc
 
 
 def _load_jobs(trace: Path, fmt: TraceFormat) -> list[SimJob]:
@@ -92,11 +138,24 @@ def _clusters(
 
 
 def simulate(
-    trace: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="trace file to replay")],
     out: Annotated[
         Path,
         typer.Option(file_okay=False, help="directory for metrics.json, report.md, report.png"),
     ],
+    trace: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="trace file to replay")
+    ] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store",
+            help="replay the finished jobs of this installation's store (what-if on history)",
+        ),
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="store to read with --from-store (default: TRAINYARD_DATABASE_URL)"),
+    ] = None,
     fmt: Annotated[TraceFormat, typer.Option("--format", help="trace format")] = TraceFormat.native,
     policy: Annotated[
         str, typer.Option(help="comma-separated policies: " + ", ".join(policy_names()))
@@ -144,6 +203,33 @@ def simulate(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    restart_cost: Annotated[
+        float, typer.Option(min=0.0, help="seconds a preempted job needs to resume")
+    ] = 60.0,
+    forecast_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="virtual seconds between start-time forecasts for new jobs; 0 = none"
+        ),
+    ] = 0.0,
+    las_thresholds: Annotated[
+        str, typer.Option(help="las queue thresholds, attained GPU-hours, ascending")
+    ] = ",".join(f"{t / 3600:g}" for t in DEFAULT_THRESHOLDS),
+    las_starvation_hours: Annotated[
+        float, typer.Option(min=0.0, help="las promotes a job waiting this long; 0 = never")
+    ] = DEFAULT_STARVATION_SECONDS / 3600.0,
+    predicted_aging: Annotated[
+        float, typer.Option(min=0.0, help="predicted: GPU-seconds forgiven per second waited")
+    ] = PolicySettings().predicted_aging,
+    backfill_estimates: Annotated[
+        bool, typer.Option(help="backfill plans with learned estimates, not runtime limits")
+    ] = False,
+    reference: Annotated[
+        bool, typer.Option(help=f"also replay {REFERENCE_POLICY} for the x-oracle ratios")
+    ] = True,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="replay the trace N times in a row (speed tests)")
+    ] = 1,
 ) -> None:
     """Replay a cluster trace through the scheduling core under each policy."""
     console = Console(stderr=True)
@@ -155,12 +241,28 @@ def simulate(
             f"choose from {', '.join(policy_names())}",
             param_hint="--policy",
         )
+    if reference and REFERENCE_POLICY not in policies:
+        policies.append(REFERENCE_POLICY)
+    las = _las_settings(las_thresholds, las_starvation_hours)
+    if (trace is None) == (not from_store):
+        raise typer.BadParameter("give exactly one of --trace FILE or --from-store")
+    source = f"`{trace}` ({fmt.value}"
     try:
-        jobs = _load_jobs(trace, fmt)
+        if from_store:
+            history = _store_history(database_url)
+            loaded = history.jobs
+            source = (
+                f"store ({history.skipped_unfinished} unfinished and "
+                f"{history.skipped_never_ran} never-run jobs left out"
+            )
+        else:
+            assert trace is not None
+            loaded = _load_jobs(trace, fmt)
+        jobs = repeat_trace(loaded, repeat)
         if arrival_scale != 1.0:
             jobs = [dataclasses.replace(j, submit_time=j.submit_time * arrival_scale) for j in jobs]
         clusters, dropped = _clusters(
-            fmt, trace, jobs, nodes, gpus_per_node, nodes_file, queue_nodes
+            fmt, trace or Path("store"), jobs, nodes, gpus_per_node, nodes_file, queue_nodes
         )
     except TraceError as exc:
         raise typer.BadParameter(str(exc), param_hint="--trace") from exc
@@ -178,7 +280,13 @@ def simulate(
         keep = {j.id for j in sorted(jobs, key=lambda j: (j.submit_time, j.id))[:limit]}
         clusters = [(name, ns, [j for j in js if j.id in keep]) for name, ns, js in clusters]
     out.mkdir(parents=True, exist_ok=True)
-    settings = PolicySettings(aging_per_hour=aging_per_hour, backfill_depth=backfill_depth)
+    settings = PolicySettings(
+        aging_per_hour=aging_per_hour,
+        backfill_depth=backfill_depth,
+        las=las,
+        predicted_aging=predicted_aging,
+        backfill_estimates=backfill_estimates,
+    )
     total_jobs = sum(len(js) for _n, _ns, js in clusters)
     metrics: dict[str, dict[str, float | int]] = {}
     results: dict[str, list[ReplayResult]] = {}
@@ -205,6 +313,8 @@ def simulate(
                     checkpoint_interval=checkpoint_interval,
                     runtime_limit_factor=runtime_limit_factor,
                     quotas=quotas,
+                    restart_cost=restart_cost,
+                    forecast_interval=forecast_interval or None,
                 )
 
                 def report(done: int, _total: int, base: int = offset, task_id: int = task) -> None:
@@ -228,7 +338,7 @@ def simulate(
                 tenants[run_name] = tenant_summary(parts, alone)
     unschedulable = sum(r.unschedulable for r in next(iter(results.values())))
     context = {
-        "trace": f"`{trace}` ({fmt.value}, {len(jobs)} jobs)",
+        "trace": f"{source}, {len(jobs)} jobs)",
         "clusters": ", ".join(
             f"{n}: {len(ns)} nodes / {sum(x.gpus for x in ns)} GPUs" for n, ns, _j in clusters
         ),
@@ -237,38 +347,51 @@ def simulate(
         "checkpoint interval": f"{checkpoint_interval:g} s",
         "runtime limit factor": f"{runtime_limit_factor:g}",
         "arrival scale": f"{arrival_scale:g}",
+        "restart cost": f"{restart_cost:g} s",
+        "las thresholds": f"{las_thresholds} GPU-hours, starvation {las_starvation_hours:g} h",
+        "start forecasts": f"every {forecast_interval:g} s" if forecast_interval else "off",
     }
+    if repeat > 1:
+        context["repeated"] = f"{repeat} times in a row"
     write_metrics(out, metrics)
     write_markdown(out, metrics, context)
     write_plot(out, results)
     if tenants:
         write_tenants(out, tenants)
         _print_tenants(tenants)
+    title = trace.name if trace is not None else "store"
     table = Table(
-        title=f"{trace.name}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
+        title=f"{title}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
     )
     table.add_column("policy")
     for col in (
         "jobs",
         "jct_mean h",
-        "jct_p95 h",
+        "x oracle",
+        "jct_p99 h",
         "wait_mean h",
         "util",
-        "frag",
-        "preempt",
+        "preempt/job",
+        "GPU-h lost",
+        "est<=50%",
+        "start ok",
         "replay s",
     ):
         table.add_column(col, justify="right")
     for name, m in metrics.items():
+        ratio = oracle_ratio(metrics, name)
         table.add_row(
             name,
             str(m["jobs"]),
             f"{m['jct_mean'] / 3600:.2f}",
-            f"{m['jct_p95'] / 3600:.2f}",
+            f"x{ratio:.2f}" if ratio is not None else "-",
+            f"{m['jct_p99'] / 3600:.2f}",
             f"{m['wait_mean'] / 3600:.2f}",
             f"{m['gpu_utilization']:.3f}",
-            f"{m['fragmentation']:.3f}",
-            str(m["preemptions"]),
+            f"{m['preemptions_per_job']:.3f}",
+            f"{m['gpu_hours_lost']:.1f}",
+            f"{m['estimate_within_50']:.3f}",
+            f"{m['start_within_tolerance']:.3f}" if m["start_estimates"] else "-",
             f"{m['replay_seconds']:.1f}",
         )
     Console().print(table)
