@@ -188,10 +188,9 @@ def serve(
 
     Options override the TRAINYARD_* environment, which overrides the defaults.
     """
-    import uvicorn
-
     from trainyard.api.app import create_app
     from trainyard.config import Settings
+    from trainyard.operator.config import scheduler_config
 
     given = {
         "host": host,
@@ -203,6 +202,7 @@ def serve(
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
+        scheduler_config(settings)  # an unknown policy name fails here, with the valid ones
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
@@ -212,6 +212,8 @@ def serve(
     typer.echo(f"Trainyard API: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     typer.echo(f"Admin token: {where}")
     typer.echo(f"Store: {_redact(settings.resolved_database_url())}; backend: {settings.backend}")
+    if settings.loop:
+        typer.echo("Scheduling loop: on (its own process; one loop acts per store)")
     sys.stdout.flush()
     # Everything allocated so far (modules, the app, the schema) lives as long as the
     # process: moving it out of the collector's reach keeps full collections short, and
@@ -221,16 +223,32 @@ def serve(
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    if workers == 1:
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
-        return
-    # Several processes need an import string; settings travel in the environment.
+    # Settings travel to the loop process (and to API worker processes) in the environment.
     os.environ.update(
         {"TRAINYARD_HOST": host, "TRAINYARD_PORT": str(port), "TRAINYARD_BACKEND": settings.backend}
     )
     if settings.kubeconfig is not None:
         os.environ["TRAINYARD_KUBECONFIG"] = str(settings.kubeconfig)
     os.environ["TRAINYARD_NAMESPACE"] = settings.namespace
+    loop = None
+    if settings.loop:
+        from trainyard.operator.child import LoopProcess, loop_environment
+
+        loop = LoopProcess(loop_environment({}))
+        loop.start()
+    try:
+        _run_api(app_instance, host=host, port=port, workers=workers)
+    finally:
+        if loop is not None:
+            loop.stop()
+
+
+def _run_api(app_instance: Any, *, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    if workers == 1:
+        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
+        return
     uvicorn.run(
         "trainyard.api.app:app_from_environment",
         factory=True,

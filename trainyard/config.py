@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
+    # The scheduling loop (runs in its own process, started by `trainyard serve`).
+    loop: bool = Field(default=True, description="Run the scheduling loop in `serve`.")
+    loop_period_seconds: float = Field(default=1.0, gt=0, le=60)
+    stop_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    retry_backoff_seconds: float = Field(default=10.0, ge=0, le=3600)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
+    lease_ttl_seconds: float = Field(default=10.0, gt=0.5, le=300)
+    default_policy: str = "backfill"
+    # The local backend's node; detected when unset (tests pin them).
+    local_cpus: int | None = Field(default=None, ge=1)
+    local_memory_bytes: int | None = Field(default=None, ge=1)
+    local_gpus: int | None = Field(default=None, ge=0)
 
     def resolved_database_url(self) -> str:
         """The configured database, or SQLite inside $TRAINYARD_HOME."""

@@ -16,10 +16,11 @@ import trainyard
 from trainyard.api.auth import TokenCache, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
-from trainyard.api.inventory import NodeInventory, inventory_for
+from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
 from trainyard.api.metrics import ApiMetrics
 from trainyard.api.routes import cluster, health, jobs, queues
 from trainyard.api.submissions import GroupCommitter
+from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
 from trainyard.store import make_engine, migrate
 
@@ -39,7 +40,13 @@ def create_app(
     app.state.engine = engine
     app.state.tokens = TokenCache(engine)
     app.state.committer = GroupCommitter(engine)
-    app.state.inventory = inventory or inventory_for(settings.backend, settings.kubeconfig)
+    # The loop's published view; before its first cycle, the backend's own listing
+    # (built now, so a broken kubeconfig fails the start in one clear line).
+    app.state.inventory = inventory or PublishedInventory(
+        engine, inventory_for(settings.backend, settings.kubeconfig)
+    )
+    app.state.waker = LoopWaker(engine)
+    app.state.waker.wake()  # reads the loop's address in the background
     app.state.metrics = ApiMetrics(engine)
     app.state.admin_token_file = token_file
     return app

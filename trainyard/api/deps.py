@@ -17,6 +17,7 @@ from trainyard.api.auth import Principal, TokenCache
 from trainyard.api.inventory import NodeInventory
 from trainyard.api.metrics import ApiMetrics
 from trainyard.api.submissions import GroupCommitter
+from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `trainyard token create`.")
@@ -32,6 +33,10 @@ async def get_engine(request: Request) -> Engine:
 
 async def get_inventory(request: Request) -> NodeInventory:
     return request.app.state.inventory
+
+
+async def get_waker(request: Request) -> LoopWaker:
+    return request.app.state.waker
 
 
 async def get_committer(request: Request) -> GroupCommitter:
@@ -72,3 +77,4 @@ InventoryDep = Annotated[NodeInventory, Depends(get_inventory)]
 CommitterDep = Annotated[GroupCommitter, Depends(get_committer)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+WakerDep = Annotated[LoopWaker, Depends(get_waker)]

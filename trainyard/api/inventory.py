@@ -151,6 +151,40 @@ class KubernetesInventory:
         return result
 
 
+class PublishedInventory:
+    """The node view the scheduling loop schedules on, as it last published it.
+
+    The loop may run in another process or replica; reading its published view keeps
+    GET /v1/cluster and the scheduler in agreement. Before the loop's first cycle
+    (or with no loop at all) the backend's own listing answers instead.
+    """
+
+    def __init__(self, engine: Any, fallback: NodeInventory) -> None:
+        self._engine = engine
+        self._fallback = fallback
+
+    def nodes(self) -> list[NodeCapacity]:
+        from trainyard.store import read_transaction
+        from trainyard.store.scheduling import published_nodes
+
+        with read_transaction(self._engine) as conn:
+            published = published_nodes(conn)
+        if not published:
+            return self._fallback.nodes()
+        return [
+            NodeCapacity(
+                name=name,
+                cpu_millicores=doc["cpu_millicores"],
+                memory_bytes=doc["memory_bytes"],
+                gpu=doc["gpus"],
+                gpu_model=doc.get("gpu_model") or ("unknown" if doc["gpus"] else None),
+                tpu=doc["tpu_chips"],
+                tpu_type=doc.get("tpu_type") or ("unknown" if doc["tpu_chips"] else None),
+            )
+            for name, doc in sorted(published.items())
+        ]
+
+
 def inventory_for(backend: str, kubeconfig: Path | None) -> NodeInventory:
     """The inventory matching the configured backend."""
     if backend == "kubernetes":

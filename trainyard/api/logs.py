@@ -13,12 +13,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from trainyard.layout import worker_log_path
+
 CHUNK_BYTES = 64 * 1024
 
 
-def log_path(home: Path, job_id: str) -> Path:
-    """Where the output of `job_id` is written."""
-    return home / "logs" / f"{job_id}.log"
+def log_path(home: Path, job_id: str, worker: int = 0) -> Path:
+    """Where the output of worker `worker` of `job_id` is written (see trainyard.layout)."""
+    return worker_log_path(home, job_id, worker)
 
 
 def read_log(path: Path) -> bytes:

@@ -179,6 +179,11 @@ class JobBase(_Strict):
         json_schema_extra={"pattern": DURATION_PATTERN},
     )
     retries: int = Field(default=0, ge=0, le=100, strict=True)
+    preemptible: bool = Field(
+        default=True,
+        description="Whether higher-priority work may stop this job (it resumes from its "
+        "checkpoint later, keeping its place in the queue).",
+    )
     image: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     env: dict[
         Annotated[str, StringConstraints(pattern=ENV_NAME)],
@@ -233,6 +238,11 @@ class JobPublic(JobBase):
         description="Worker index -> node name, once the scheduler has placed the job."
     )
     version: int
+    attempt: int = Field(description="Admissions so far (1 = first run).")
+    failures: int = Field(description="Failed attempts so far (retried while <= retries).")
+    stopping: JobState | None = Field(
+        description="Set while the job's workers are being stopped: the state it then takes."
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

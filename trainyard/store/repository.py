@@ -538,6 +538,44 @@ def transition_job(
     return updated
 
 
+def request_stop(
+    conn: Connection,
+    *,
+    job_id: str,
+    target: JobState,
+    reason: str,
+    owner: str | None = None,
+) -> JobRecord:
+    """Ask the loop to stop a job's workers and then move it to `target` (cancel).
+
+    A job without workers (PENDING, or PREEMPTED between its two steps) moves to
+    `target` at once; an ADMITTED or RUNNING one keeps its state, and its resources,
+    until the backend reports every worker gone (the loop finishes the transition).
+    Raises JobNotFound or IllegalTransition like `transition_job`.
+    """
+    job = get_job(conn, job_id=job_id, owner=owner)
+    if job is None:
+        raise JobNotFound(job_id)
+    if not can_transition(job.state, target):
+        raise IllegalTransition(job_id, job.state.value, target.value)
+    if job.state not in ACTIVE_STATES:
+        return transition_job(
+            conn, job_id=job_id, to_state=target, reason=reason, expected_version=job.version
+        )
+    if job.stop_target is target:
+        return job  # asked twice: nothing new to do
+    return _update_job(
+        conn,
+        job=job,
+        expected_version=job.version,
+        values={
+            "stop_target": target.value,
+            "stop_reason": reason,
+            "reason": f"stopping: {reason}",
+        },
+    )
+
+
 def _dump_placement(placement: Mapping[int, str]) -> str:
     return _dump({str(int(index)): str(node) for index, node in placement.items()})
 

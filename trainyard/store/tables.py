@@ -80,6 +80,8 @@ jobs = Table(
     Index(None, "state", "seq"),
     Index(None, "owner", "state", "seq"),
     Index(None, "queue", "state", "seq"),
+    # The loop's incremental read: jobs changed since its last cycle.
+    Index(None, "updated_at"),
 )
 
 job_events = Table(
@@ -118,6 +120,17 @@ job_attempts = Table(
     Column("reason", Text, nullable=True),
     Column("energy_joules", Float, nullable=True),
     Index(None, "ended_at"),
+)
+
+# The node view the loop schedules on, published by the loop whenever it changes, so
+# every API process and replica shows the same capacity (GET /v1/cluster, metrics).
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(253), primary_key=True),
+    # JSON: allocatable, labels, taints, readiness and what other workloads use.
+    Column("node", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 # Leader election in the store: the loop acts only while it holds the row named after

@@ -13,7 +13,14 @@ from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.auth import Principal
 from trainyard.api.body import YamlBodyRoute
-from trainyard.api.deps import CommitterDep, EngineDep, MetricsDep, PrincipalDep, SettingsDep
+from trainyard.api.deps import (
+    CommitterDep,
+    EngineDep,
+    MetricsDep,
+    PrincipalDep,
+    SettingsDep,
+    WakerDep,
+)
 from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, log_path, read_log
@@ -24,6 +31,7 @@ from trainyard.config import Settings
 from trainyard.store import (
     CANCELLABLE_STATES,
     TERMINAL_STATES,
+    ConcurrentUpdate,
     IllegalTransition,
     JobNotFound,
     JobState,
@@ -32,7 +40,7 @@ from trainyard.store import (
     list_events,
     list_job_rows,
     read_transaction,
-    transition_job,
+    request_stop,
     write_transaction,
 )
 
@@ -81,6 +89,7 @@ async def submit(
     settings: SettingsDep,
     committer: CommitterDep,
     metrics: MetricsDep,
+    waker: WakerDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -117,6 +126,7 @@ async def submit(
     headers = {"Location": f"/v1/jobs/{record.id}"}
     if created:
         metrics.submitted_in(record.queue).inc()
+        waker.wake()
     else:
         headers["Idempotent-Replayed"] = "true"
     return json_response(job_public(record), status_code=201, headers=headers)
@@ -208,23 +218,40 @@ def events(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str,
     summary="Cancel a job",
 )
 def cancel(
-    job_id: str, principal: PrincipalDep, engine: EngineDep, metrics: MetricsDep
+    job_id: str,
+    principal: PrincipalDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
+    waker: WakerDep,
 ) -> dict[str, Any]:
-    """Move a job to CANCELLED (409 once it has finished); the backend stops its workers."""
-    with write_transaction(engine) as conn:
-        job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
-        if job is None:
-            raise JobNotFound(job_id)
-        if job.state not in CANCELLABLE_STATES:
-            raise IllegalTransition(job_id, job.state.value, JobState.CANCELLED.value)
-        updated = transition_job(
-            conn,
-            job_id=job_id,
-            to_state=JobState.CANCELLED,
-            reason=f"cancelled by {principal.user}",
-            expected_version=job.version,
-        )
+    """Cancel a job (409 once it has finished).
+
+    A pending job is CANCELLED at once. A job with workers keeps its state with
+    `stopping: CANCELLED` while its workers get SIGTERM and the grace period to
+    checkpoint; it becomes CANCELLED when the backend reports them all gone.
+    """
+    for attempt in range(5):
+        try:
+            with write_transaction(engine) as conn:
+                job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
+                if job is None:
+                    raise JobNotFound(job_id)
+                if job.state not in CANCELLABLE_STATES:
+                    raise IllegalTransition(job_id, job.state.value, JobState.CANCELLED.value)
+                updated = request_stop(
+                    conn,
+                    job_id=job_id,
+                    target=JobState.CANCELLED,
+                    reason=f"cancelled by {principal.user}",
+                )
+            break
+        except ConcurrentUpdate:
+            # The loop changed the job between our read and write (it only ever moves
+            # it forward); read it again and decide anew.
+            if attempt == 4:
+                raise
     metrics.cancelled.inc()
+    waker.wake()
     return job_public(updated)
 
 

@@ -27,6 +27,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("stop_reason", sa.Text, nullable=True))
         batch.add_column(sa.Column("attempt_started_at", sa.BigInteger, nullable=True))
 
+    op.create_index("ix_jobs_updated_at", "jobs", ["updated_at"])
+
     op.create_table(
         "job_attempts",
         sa.Column("job_id", sa.String(32), nullable=False),
@@ -54,6 +56,14 @@ def upgrade() -> None:
     op.create_index("ix_job_attempts_ended_at", "job_attempts", ["ended_at"])
 
     op.create_table(
+        "cluster_nodes",
+        sa.Column("name", sa.String(253), nullable=False),
+        sa.Column("node", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_cluster_nodes"),
+    )
+
+    op.create_table(
         "leases",
         sa.Column("name", sa.String(63), nullable=False),
         sa.Column("holder", sa.String(255), nullable=False),
@@ -67,8 +77,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("leases")
+    op.drop_table("cluster_nodes")
     op.drop_index("ix_job_attempts_ended_at", table_name="job_attempts")
     op.drop_table("job_attempts")
+    op.drop_index("ix_jobs_updated_at", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         for name in (
             "attempt_started_at",

@@ -1,0 +1,485 @@
+"""The scheduling loop: store -> core -> store -> backend, one level-triggered cycle at a time.
+
+`SchedulingLoop.cycle()` is the whole algorithm, callable on its own (tests drive it):
+
+1. Read every live job from the store (lifecycle columns; documents cached by id) and
+   every worker the backend knows about.
+2. Reconcile each job against its workers (`reconcile.reconcile_job`): finished gangs,
+   failures, stops that completed, gangs still to launch.
+3. Build the core's snapshot: what active and stopping jobs hold, and the PENDING jobs
+   that may start (no leftover workers, backoff over); run `trainyard.scheduler.schedule`.
+4. Persist every decision in ONE transaction, each conditional on the version read
+   in step 1: admissions (ADMITTED + placement + a new attempt), stop requests for
+   preemption victims, transitions, and pending reasons that changed.
+5. Only then act on the backend: launch admitted gangs, stop what must stop.
+
+A crash between 4 and 5 is repaired by the next cycle (an ADMITTED job without workers
+is launched; a stop request is re-issued), and a crash before 4 leaves nothing to
+repair, so no job is lost and none is launched twice (launch is idempotent per worker
+identity). Leadership is checked before every batch of writes and actions.
+
+A preemptor is not admitted in the cycle that chooses its victims: the victims are
+asked to stop (checkpointing on SIGTERM) and keep their resources in the snapshot until
+the backend reports them gone; meanwhile they are presented to the core as the cheapest
+victims of all, so a later cycle neither picks fresh victims for the same need nor lets
+anyone else take the room first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from trainyard import layout
+from trainyard.operator.backend import (
+    Backend,
+    GangLaunch,
+    LaunchError,
+    Leadership,
+    WorkerStatus,
+)
+from trainyard.operator.launch import Runtime, build_workers
+from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
+from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
+from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
+from trainyard.scheduler.types import GPU_PRODUCT_LABEL, TPU_ACCELERATOR_LABEL, Node
+from trainyard.store import read_transaction, write_transaction
+from trainyard.store.scheduling import (
+    AttemptStart,
+    JobChange,
+    LiveJob,
+    apply_changes,
+    load_live_jobs,
+    load_specs,
+    publish_nodes,
+)
+from trainyard.store.states import JobState
+
+log = logging.getLogger("trainyard.loop")
+US = 1_000_000
+LIVE = frozenset({JobState.PENDING, JobState.ADMITTED, JobState.RUNNING})
+# A full read of every live job at least this often, whatever the incremental reads saw.
+RESYNC_SECONDS = 30
+CHANGE_MARGIN_SECONDS = 5
+
+
+_OFFER = Decision(offer=True)
+
+
+def now_us_clock() -> int:
+    return time.time_ns() // 1000
+
+
+class AlwaysLeader:
+    """Leadership for a loop that is alone by construction (tests, a single embedded run)."""
+
+    def start(self) -> None:
+        pass
+
+    def is_leader(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """What one cycle did, and where its time went (seconds)."""
+
+    leader: bool = True
+    live_jobs: int = 0
+    offered: int = 0
+    admitted: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
+    launched: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    transitions: int = 0
+    reasons_written: int = 0
+    read_s: float = 0.0
+    core_s: float = 0.0
+    write_s: float = 0.0
+    act_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.read_s + self.core_s + self.write_s + self.act_s
+
+
+def pending_reason_text(code: ReasonCode, message: str) -> str:
+    """The stored reason of a pending job: 'unschedulable: ...' when nothing could hold it."""
+    prefix = "unschedulable" if code is ReasonCode.NEVER_FITS else "pending"
+    return f"{prefix}: {message}"
+
+
+def node_document(node: Node) -> dict[str, Any]:
+    """A Node as the JSON the API's cluster view reads (see store.publish_nodes)."""
+    return {
+        "cpu_millicores": node.cpu_millicores,
+        "memory_bytes": node.memory_bytes,
+        "gpus": node.gpus,
+        "tpu_chips": node.tpu_chips,
+        "gpu_model": node.labels.get(GPU_PRODUCT_LABEL) if node.gpus else None,
+        "tpu_type": node.labels.get(TPU_ACCELERATOR_LABEL) if node.tpu_chips else None,
+        "ready": node.ready,
+        "used_cpu_millicores": node.used_cpu_millicores,
+        "used_memory_bytes": node.used_memory_bytes,
+        "used_gpus": node.used_gpus,
+        "used_tpu_chips": node.used_tpu_chips,
+        "labels": dict(node.labels),
+        "taints": [{"key": t.key, "value": t.value, "effect": t.effect.value} for t in node.taints],
+    }
+
+
+class SchedulingLoop:
+    """One store, one backend, one core: `cycle()` runs one pass (see the module doc)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        backend: Backend,
+        *,
+        scheduler_config: SchedulerConfig | Callable[[], SchedulerConfig] | None = None,
+        retry: RetryPolicy | None = None,
+        stop_grace_seconds: float = 30.0,
+        leadership: Leadership | None = None,
+        home: Path | None = None,
+        extra_env: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.backend = backend
+        config = scheduler_config or SchedulerConfig()
+        self._config_source = config if callable(config) else (lambda: config)
+        self.retry = retry or RetryPolicy()
+        self.stop_grace_seconds = stop_grace_seconds
+        self.leadership = leadership or AlwaysLeader()
+        self.home = home or Path.home() / ".trainyard"
+        self.extra_env = extra_env
+        self.clock = clock
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._shapes: dict[str, JobShape] = {}
+        self._launch_errors: dict[str, tuple[str, bool]] = {}
+        self._published: dict[str, dict[str, Any]] | None = None
+        self._live: dict[str, LiveJob] | None = None
+        self._last_read = 0
+        self._last_full_read = 0
+        # PendingJob per (job id, version): rebuilt only when the job changed.
+        self._pending: dict[str, tuple[int, Any]] = {}
+        self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
+
+    # ------------------------------------------------------------------ the cycle
+
+    def cycle(self, now: float | None = None) -> CycleReport:
+        """Run one reconcile + schedule pass; returns what it did."""
+        report = CycleReport()
+        if not self.leadership.is_leader():
+            report.leader = False
+            return report
+        now = self.clock() if now is None else now
+        now_us = int(now * US)
+        t0 = time.perf_counter()
+        live, workers, nodes = self._read()
+        report.live_jobs = len(live)
+        t1 = time.perf_counter()
+        report.read_s = t1 - t0
+
+        by_job: dict[str, list[WorkerStatus]] = defaultdict(list)
+        for worker in workers:
+            by_job[worker.job_id].append(worker)
+        live_ids = {job.id for job in live}
+        changes: dict[str, JobChange] = {}
+        decisions: dict[str, Decision] = {}
+        running = []
+        pending = []
+        jobs_by_id = {job.id: job for job in live}
+        offer = _OFFER
+        for job in live:
+            shape = self._shapes[job.id]
+            job_workers = by_job.get(job.id)
+            if (
+                job.state is JobState.PENDING
+                and job.stop_target is None
+                and not job_workers
+                and (job.not_before is None or job.not_before <= now_us)
+            ):
+                # The common case at 10,000 pending jobs, without the general machinery.
+                decisions[job.id] = offer
+                cached = self._pending.get(job.id)
+                if cached is None or cached[0] != job.version:
+                    cached = self._pending[job.id] = (job.version, pending_job(job, shape))
+                pending.append(cached[1])
+                continue
+            decision = reconcile_job(
+                job,
+                self._specs[job.id],
+                job_workers or (),
+                now_us=now_us,
+                retry=self.retry,
+                log_tail=lambda index, job_id=job.id: self.backend.log_tail(job_id, index),
+                launch_error=self._launch_errors.pop(job.id, None),
+                runtime_limit=shape.runtime_limit,
+            )
+            decisions[job.id] = decision
+            if decision.change is not None:
+                changes[job.id] = decision.change
+            if decision.holds:
+                running.append(
+                    running_job(job, shape, decision.holds, stopping=decision.stopping, now=now)
+                )
+            elif decision.offer:
+                pending.append(pending_job(job, shape))
+        orphans = sorted(set(by_job) - live_ids)
+
+        report.offered = len(pending)
+        result = schedule(
+            ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
+            now,
+            self._config_source(),
+        )
+        t2 = time.perf_counter()
+        report.core_s = t2 - t1
+
+        admitted: list[str] = []
+        for admission in result.admissions:
+            job = jobs_by_id[admission.job_id]
+            fresh_victims = [
+                v for v in admission.preempts if v in jobs_by_id and not decisions[v].stopping
+            ]
+            if admission.preempts:
+                for victim_id in fresh_victims:
+                    victim = jobs_by_id[victim_id]
+                    change = changes.setdefault(
+                        victim_id,
+                        JobChange(job_id=victim_id, version=victim.version, state=victim.state),
+                    )
+                    reason = f"preempted by job {job.id} ({job.name})"
+                    change.values.update(
+                        stop_target=JobState.PREEMPTED.value,
+                        stop_reason=reason,
+                        reason=f"stopping: {reason}",
+                    )
+                    report.preempted.append(victim_id)
+                waiting = ", ".join(admission.preempts)
+                self._set_reason(
+                    changes, job, f"pending: waiting for preempted jobs to stop: {waiting}"
+                )
+                continue
+            changes[job.id] = self._admission(job, admission.placement, now_us)
+            admitted.append(job.id)
+        texts: dict[int, str] = {}  # jobs of one lane share one reason object
+        for job_id, reason in result.pending.items():
+            text = texts.get(id(reason))
+            if text is None:
+                text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
+            self._set_reason(changes, jobs_by_id[job_id], text)
+
+        node_view = {node.name: node_document(node) for node in nodes}
+        if not self.leadership.is_leader():
+            report.leader = False
+            return report
+        with write_transaction(self.engine) as conn:
+            applied = apply_changes(conn, list(changes.values()))
+            if node_view != self._published:
+                publish_nodes(conn, nodes=node_view)
+        self._published = node_view
+        self._remember_reasons(changes.values(), applied)
+        t3 = time.perf_counter()
+        report.write_s = t3 - t2
+        report.admitted = [j for j in admitted if j in applied]
+        report.reasons_written = sum(1 for c in changes.values() if c.reason_only)
+        report.transitions = sum(len(c.transitions) for c in changes.values())
+
+        if not self.leadership.is_leader():
+            report.leader = False
+            return report
+        to_launch = [j for j in live if decisions[j.id].launch and j.id not in changes]
+        self._launch_all(to_launch, report)
+        self._launch_admitted(report.admitted, jobs_by_id, changes, report)
+        for job in live:
+            decision = decisions[job.id]
+            stop_now = decision.stop and (job.id not in changes or job.id in applied)
+            stop_now = stop_now or (job.id in report.preempted and job.id in applied)
+            if stop_now:
+                # A victim chosen in this cycle has its reason in `changes` only so far.
+                change = changes.get(job.id)
+                fresh = change.values.get("stop_reason") if change is not None else None
+                self._stop(job.id, reason=fresh or job.stop_reason or "stopping", report=report)
+        for job_id in orphans:
+            self._stop(job_id, reason="its job is finished or unknown", report=report)
+        report.act_s = time.perf_counter() - t3
+        return report
+
+    # ------------------------------------------------------------------ steps
+
+    def _read(self) -> tuple[list[LiveJob], Sequence[WorkerStatus], Sequence[Node]]:
+        """Workers, nodes and the live jobs: all of them every RESYNC_SECONDS, otherwise
+        only rows changed since the last read (minus a margin for writers whose commit
+        landed after their timestamp, or whose clock is a little behind ours)."""
+        workers = self.backend.workers()
+        nodes = self.backend.nodes()
+        read_at = now_us_clock()
+        full = self._live is None or read_at - self._last_full_read > RESYNC_SECONDS * US
+        with read_transaction(self.engine) as conn:
+            if full:
+                self._live = {job.id: job for job in load_live_jobs(conn)}
+                self._last_full_read = read_at
+            else:
+                assert self._live is not None
+                since = self._last_read - CHANGE_MARGIN_SECONDS * US
+                for job in load_live_jobs(conn, changed_since=since):
+                    if job.state in LIVE:
+                        self._live[job.id] = job
+                    else:
+                        self._live.pop(job.id, None)
+            self._last_read = read_at
+            live = sorted(self._live.values(), key=lambda job: job.seq)
+            unknown = [job.id for job in live if job.id not in self._specs]
+            if unknown:
+                self._specs.update(load_specs(conn, unknown))
+        live_ids = self._live.keys()
+        for job_id in [j for j in self._specs if j not in live_ids]:
+            del self._specs[job_id]
+            self._shapes.pop(job_id, None)
+            self._pending.pop(job_id, None)
+        for job in live:
+            if job.id not in self._shapes:
+                self._shapes[job.id] = job_shape(self._specs[job.id])
+        return live, workers, nodes
+
+    def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
+        """Reason-only writes do not touch updated_at (they are advisory), so the
+        incremental read would not see them: keep the cached rows in step."""
+        assert self._live is not None
+        for change in changes:
+            if change.reason_only and change.job_id in applied:
+                job = self._live.get(change.job_id)
+                if job is not None:
+                    self._live[change.job_id] = replace(job, reason=change.values.get("reason"))
+
+    def _set_reason(self, changes: dict[str, JobChange], job: LiveJob, reason: str) -> None:
+        change = changes.get(job.id)
+        if change is not None:
+            if not change.transitions and "reason" not in change.values:
+                change.values["reason"] = reason
+            return
+        if job.reason != reason:
+            changes[job.id] = JobChange(
+                job_id=job.id, version=job.version, state=job.state, values={"reason": reason}
+            )
+
+    def _admission(self, job: LiveJob, placement: Sequence[str], now_us: int) -> JobChange:
+        spec = self._specs[job.id]
+        shape = self._shapes[job.id]
+        by_index = dict(enumerate(placement))
+        nodes = sorted(set(placement))
+        change = JobChange(job_id=job.id, version=job.version, state=job.state)
+        change.transitions.append((JobState.ADMITTED, f"placed on {', '.join(nodes)}"))
+        change.values.update(
+            placement=by_index,
+            attempt=job.attempt + 1,
+            not_before=None,
+            attempt_started_at=None,
+        )
+        request = shape.request
+        model = None
+        if request.gpus:
+            model = ",".join(request.gpu_models) or None
+        elif request.tpu_chips:
+            model = request.tpu_type
+        change.attempt_start = AttemptStart(
+            placement=by_index,
+            workers=shape.workers,
+            cpu_millicores=request.cpu_millicores,
+            memory_bytes=request.memory_bytes,
+            gpus=request.gpus,
+            tpu_chips=request.tpu_chips,
+            accelerator_model=model,
+        )
+        if spec.get("image") and self.backend.name == "local":
+            change.notes.append(
+                f"warning: image {spec['image']!r} ignored: the local backend runs workers "
+                "in the server's own environment"
+            )
+        return change
+
+    def _launch_admitted(
+        self,
+        admitted: Sequence[str],
+        jobs_by_id: Mapping[str, LiveJob],
+        changes: Mapping[str, JobChange],
+        report: CycleReport,
+    ) -> None:
+        for job_id in admitted:
+            job = jobs_by_id[job_id]
+            values = changes[job_id].values
+            self._launch(
+                job, attempt=values["attempt"], placement=values["placement"], report=report
+            )
+
+    def _launch_all(self, jobs: Sequence[LiveJob], report: CycleReport) -> None:
+        for job in jobs:
+            if job.placement:
+                self._launch(job, attempt=job.attempt, placement=job.placement, report=report)
+
+    def _launch(
+        self, job: LiveJob, *, attempt: int, placement: Mapping[int, str], report: CycleReport
+    ) -> None:
+        spec = self._specs[job.id]
+        try:
+            output_dir = self._output_dir(job.id)
+            extra = dict(self.extra_env(spec)) if self.extra_env else {}
+            extra["TRAINYARD_QUEUE"] = job.queue
+            workers = build_workers(
+                job_id=job.id,
+                name=job.name,
+                kind=job.kind,
+                spec=spec,
+                attempt=attempt,
+                placement=placement,
+                rendezvous=self.backend.rendezvous(job.id, attempt),
+                output_dir=output_dir,
+                runtime=self._runtime,
+                extra_env=extra,
+            )
+            self.backend.launch(
+                GangLaunch(
+                    job_id=job.id,
+                    attempt=attempt,
+                    name=job.name,
+                    queue=job.queue,
+                    owner=job.owner,
+                    workers=workers,
+                    image=spec.get("image"),
+                    labels=dict(spec.get("labels") or {}),
+                    annotations=dict(spec.get("annotations") or {}),
+                    spec=spec,
+                )
+            )
+            report.launched.append(job.id)
+        except LaunchError as exc:
+            log.warning("launch of job %s failed: %s", job.id, exc.reason)
+            self._launch_errors[job.id] = (exc.reason, exc.permanent)
+        except Exception as exc:  # a backend bug must not stop the loop for everyone
+            log.exception("launch of job %s raised", job.id)
+            self._launch_errors[job.id] = (f"{type(exc).__name__}: {exc}", False)
+
+    def _output_dir(self, job_id: str) -> str:
+        output_dir = getattr(self.backend, "output_dir", None)
+        if output_dir is not None:
+            return str(output_dir(job_id))
+        return str(layout.job_output_dir(self.home, job_id))
+
+    def _stop(self, job_id: str, *, reason: str, report: CycleReport) -> None:
+        try:
+            self.backend.stop(job_id, grace_seconds=self.stop_grace_seconds, reason=reason)
+            report.stopped.append(job_id)
+        except Exception:
+            log.exception("stop of job %s raised; retried next cycle", job_id)

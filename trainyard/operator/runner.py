@@ -1,0 +1,136 @@
+"""The loop's process: build the backend and leadership, then cycle until told to stop.
+
+`trainyard serve` starts this as a child process (`python -m trainyard.operator`) so a
+cycle's CPU work (the core at 10,000 pending jobs takes ~100 ms) never holds the API's
+GIL, and so the API keeps answering while the loop waits on a slow cluster. The child
+dies with its parent (PR_SET_PDEATHSIG); workers do not (they run in their own
+sessions and are adopted by the next loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from trainyard.config import Settings
+from trainyard.operator.backend import Backend, Leadership
+from trainyard.operator.config import retry_policy, scheduler_config
+from trainyard.operator.lease import StoreLease
+from trainyard.operator.loop import SchedulingLoop
+from trainyard.operator.wakeup import Wakeup
+from trainyard.store import make_engine, migrate
+
+log = logging.getLogger("trainyard.loop")
+# Cycles closer together than this are merged: a burst of 1,000 submits becomes a few
+# cycles that each admit many jobs, not 1,000 cycles.
+MIN_GAP_SECONDS = 0.02
+
+
+def build_backend(settings: Settings) -> Backend:
+    """The configured backend (imported lazily: each pulls its own dependencies)."""
+    if settings.backend == "kubernetes":
+        from trainyard.operator.kubernetes import KubernetesBackend
+
+        return KubernetesBackend.from_settings(settings)
+    from trainyard.operator.local import LocalBackend
+
+    return LocalBackend(
+        settings.home,
+        cpu_millicores=None if settings.local_cpus is None else settings.local_cpus * 1000,
+        memory_bytes=settings.local_memory_bytes,
+        gpus=settings.local_gpus,
+    )
+
+
+def build_leadership(settings: Settings, engine: Any, wakeup: Wakeup) -> Leadership:
+    store = StoreLease(engine, ttl_seconds=settings.lease_ttl_seconds, wake_address=wakeup.address)
+    if settings.backend == "kubernetes":
+        # Replicas on one cluster elect through a coordination.k8s.io Lease; the store's
+        # row follows the Lease's holder.
+        from trainyard.operator.kubernetes import leadership_from_settings
+
+        return leadership_from_settings(settings, store)
+    return store
+
+
+def extra_env_for(settings: Settings) -> Any:
+    """The backend-specific environment a worker gets beyond the launch contract's."""
+    return None
+
+
+def run_loop(settings: Settings, stop: threading.Event) -> None:
+    """Cycle until `stop` is set: on every wake-up and at least every period."""
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    wakeup = Wakeup()
+    backend = build_backend(settings)
+    leadership = build_leadership(settings, engine, wakeup)
+    loop = SchedulingLoop(
+        engine,
+        backend,
+        scheduler_config=scheduler_config(settings),
+        retry=retry_policy(settings),
+        stop_grace_seconds=settings.stop_grace_seconds,
+        leadership=leadership,
+        home=settings.home,
+        extra_env=extra_env_for(settings),
+    )
+    backend.start(wakeup.set)
+    leadership.start()
+    failures = 0
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            if leadership.is_leader():
+                try:
+                    report = loop.cycle()
+                    failures = 0
+                    if report.admitted or report.transitions:
+                        log.info(
+                            "cycle: %d live, %d admitted, %d transitions in %.0f ms",
+                            report.live_jobs,
+                            len(report.admitted),
+                            report.transitions,
+                            report.total_s * 1000,
+                        )
+                except Exception:
+                    # The store or the cluster is unreachable, or a bug: back off and retry;
+                    # the API keeps serving meanwhile.
+                    failures += 1
+                    log.exception("scheduling cycle failed (%d in a row)", failures)
+                    stop.wait(min(0.5 * 2**failures, 30.0))
+                    continue
+            elapsed = time.monotonic() - started
+            if elapsed < MIN_GAP_SECONDS:
+                stop.wait(MIN_GAP_SECONDS - elapsed)
+            wakeup.wait(settings.loop_period_seconds)
+    finally:
+        leadership.stop()
+        backend.close()
+        wakeup.close()
+        engine.dispose()
+
+
+def main() -> None:
+    """`python -m trainyard.operator`: the loop alone, configured by TRAINYARD_*."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _die_with_parent()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_loop(Settings(), stop)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when the `serve` that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
