@@ -189,8 +189,9 @@ def serve(
     Options override the TRAINYARD_* environment, which overrides the defaults.
     """
     from trainyard.api.app import create_app
+    from trainyard.api.server import serve as run_server
     from trainyard.config import Settings
-    from trainyard.operator.config import scheduler_config
+    from trainyard.operator.config import scheduler_config_source
 
     given = {
         "host": host,
@@ -202,7 +203,8 @@ def serve(
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
-        scheduler_config(settings)  # an unknown policy name fails here, with the valid ones
+        # An unknown policy name or an invalid quota file fails here, naming what is wrong.
+        scheduler_config_source(settings)
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
@@ -236,28 +238,20 @@ def serve(
 
         loop = LoopProcess(loop_environment({}))
         loop.start()
+    quiet: dict[str, Any] = {"log_level": "warning", "access_log": False}
     try:
-        _run_api(app_instance, host=host, port=port, workers=workers)
+        if workers == 1:
+            if not run_server(app_instance, settings, **quiet):
+                raise typer.Exit(3)
+            return
+        from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        # One /metrics for N processes behind one port: request counters summed over all.
+        os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.home))
+        run_server("trainyard.api.app:app_from_environment", settings, workers=workers, **quiet)
     finally:
         if loop is not None:
             loop.stop()
-
-
-def _run_api(app_instance: Any, *, host: str, port: int, workers: int) -> None:
-    import uvicorn
-
-    if workers == 1:
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning", access_log=False)
-        return
-    uvicorn.run(
-        "trainyard.api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
 
 
 def _redact(url: str) -> str:
@@ -266,30 +260,112 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _store_engine() -> Any:
+    """The local store (TRAINYARD_HOME or TRAINYARD_DATABASE_URL), migrated."""
+    from trainyard.config import Settings
+    from trainyard.store import make_engine, migrate
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url(), timeouts=settings.database_timeouts())
+    migrate(engine)
+    return engine
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _expiry_seconds(text: str) -> int:
+    """'90s', '30m', '12h', '30d' -> seconds; typer.Exit with one line otherwise."""
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        raise fail("--expires-in must be a duration such as 90s, 30m, 12h or 30d")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="User the token belongs to.")],
     admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role.")] = False,
     description: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+    expires_in: Annotated[
+        str | None, typer.Option(help="Refuse the token after this long: 90s, 30m, 12h, 30d.")
+    ] = None,
 ) -> None:
     """Create a token in the local store (TRAINYARD_HOME or TRAINYARD_DATABASE_URL).
 
     The token is printed once; only its hash is stored.
     """
     from trainyard.api.auth import create_token
-    from trainyard.config import Settings
-    from trainyard.store import make_engine, migrate
 
     user = user.strip()
     if not user or len(user) > 128 or not user.isprintable():
         raise fail("--user must be 1-128 printable characters")
+    seconds = _expiry_seconds(expires_in) if expires_in is not None else None
     try:
-        engine = make_engine(Settings().resolved_database_url())
-        migrate(engine)
-        token = create_token(engine, user=user, admin=admin, description=description)
+        token = create_token(
+            _store_engine(),
+            user=user,
+            admin=admin,
+            description=description,
+            expires_in_seconds=seconds,
+        )
     except Exception as exc:
         raise fail(f"cannot create the token: {type(exc).__name__}: {exc}") from None
     typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List the tokens in the local store (never the tokens themselves)."""
+    from trainyard.api.routes.tokens import token_public
+    from trainyard.store import list_tokens, read_transaction
+
+    try:
+        with read_transaction(_store_engine()) as conn:
+            records = list_tokens(conn, user=user)
+    except Exception as exc:
+        raise fail(f"cannot list tokens: {type(exc).__name__}: {exc}") from None
+    data = [token_public(record) for record in records]
+
+    def table(rows: list[dict[str, Any]]) -> None:
+        _table(
+            None,
+            ["ID", "USER", "ROLE", "CREATED", "EXPIRES", "REVOKED", "DESCRIPTION"],
+            [
+                [
+                    t["id"],
+                    t["user"],
+                    "admin" if t["admin"] else "user",
+                    t["created_at"],
+                    t["expires_at"] or "never",
+                    t["revoked_at"] or "",
+                    t["description"] or "",
+                ]
+                for t in rows
+            ],
+        )
+
+    _emit(data, output, table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The token's ID (from `token list`).")],
+) -> None:
+    """Revoke a token: every server refuses it from its next request on."""
+    from trainyard.store import revoke_token, write_transaction
+
+    try:
+        with write_transaction(_store_engine()) as conn:
+            record = revoke_token(conn, token_id=token_id)
+    except Exception as exc:
+        raise fail(f"cannot revoke the token: {type(exc).__name__}: {exc}") from None
+    if record is None:
+        raise fail(f"no token with id {token_id}")
+    typer.echo(f"revoked token {record.id} of {record.user}")
 
 
 # --------------------------------------------------------------------------- client
@@ -430,6 +506,38 @@ def queues(output: OutputOption = Output.table) -> None:
         ]
         if rows:
             _table("pending", ["QUEUE", "POS", "ID", "NAME", "OWNER", "PRIORITY", "WAIT"], rows)
+        quota_rows = [
+            [
+                q["name"],
+                q["quota"]["cohort"] or "-",
+                r["flavor"],
+                r["resource"],
+                f"{r['nominal']:g}",
+                f"{r['used']:g}",
+                f"{r['borrowed']:g}",
+                f"{r['lent']:g}",
+                f"{q['quota']['weighted_share']:.3f}",
+            ]
+            for q in d["data"]
+            if q.get("quota")
+            for r in q["quota"]["resources"]
+        ]
+        if quota_rows:
+            _table(
+                "quotas",
+                [
+                    "QUEUE",
+                    "COHORT",
+                    "FLAVOR",
+                    "RESOURCE",
+                    "NOMINAL",
+                    "USED",
+                    "BORROWED",
+                    "LENT",
+                    "SHARE",
+                ],
+                quota_rows,
+            )
 
     _emit(data, output, table)
 
@@ -469,6 +577,124 @@ def cluster(output: OutputOption = Output.table) -> None:
         )
 
     _emit(data, output, table)
+
+
+class UsageOutput(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class UsageGroup(StrEnum):
+    queue = "queue"
+    owner = "owner"
+    model = "model"
+    job = "job"
+
+
+USAGE_COLUMNS = (
+    "key",
+    "jobs",
+    "attempts",
+    "gpu_hours",
+    "tpu_chip_hours",
+    "cpu_core_hours",
+    "wall_hours",
+    "wait_seconds_avg",
+    "energy_joules",
+    "cost",
+)
+
+
+def _hours(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+@app.command()
+def usage(
+    group_by: Annotated[
+        UsageGroup, typer.Option("--group-by", "-g", help="queue, owner, model or job.")
+    ] = UsageGroup.queue,
+    since: Annotated[
+        str, typer.Option(help="Window start: ISO 8601 time or a span back (24h, 7d, 2w).")
+    ] = "30d",
+    output: Annotated[
+        UsageOutput, typer.Option("--output", "-o", help="table, json or csv.")
+    ] = UsageOutput.table,
+) -> None:
+    """Usage report (like sreport): GPU/TPU/CPU hours, wait, energy and cost per group.
+
+    Users see their own usage, admins everyone's.
+    """
+    with _client() as client:
+        data = client.usage(group_by=group_by.value, since=since)
+    if output is UsageOutput.json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if output is UsageOutput.csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([group_by.value, *USAGE_COLUMNS[1:]])
+        for row in data["data"]:
+            writer.writerow(["" if row[c] is None else row[c] for c in USAGE_COLUMNS])
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    currency = data.get("currency", "")
+    _table(
+        f"usage by {group_by.value} since {data['since']}",
+        [
+            group_by.value.upper(),
+            "JOBS",
+            "ATTEMPTS",
+            "GPU-HOURS",
+            "TPU-CHIP-HOURS",
+            "CPU-CORE-HOURS",
+            "WALL-HOURS",
+            "AVG WAIT",
+            "ENERGY (kWh)",
+            f"COST ({currency})",
+        ],
+        [
+            [
+                row["key"],
+                row["jobs"],
+                row["attempts"],
+                _hours(row["gpu_hours"]),
+                _hours(row["tpu_chip_hours"]),
+                _hours(row["cpu_core_hours"]),
+                _hours(row["wall_hours"]),
+                _duration(row["wait_seconds_avg"]),
+                "" if row["energy_joules"] is None else f"{row['energy_joules'] / 3.6e6:.3f}",
+                "" if row["cost"] is None else f"{row['cost']:.2f}",
+            ]
+            for row in data["data"]
+        ],
+    )
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option(min=0.5, max=3600, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live terminal view: queues, running jobs (GPUs, samples/s, progress), allocation."""
+    from trainyard.observability.top import run_top
+
+    url = os.environ.get("TRAINYARD_URL") or DEFAULT_URL
+    client = TrainyardClient(url, _token())
+    try:
+        run_top(client, interval=interval, once=once)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ local backend. Everything a deployment changes (database, backend, queues) is he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from trainyard.store import DatabaseTimeouts
 
 
 class QueueConfig(BaseModel):
@@ -49,6 +52,11 @@ class Settings(BaseSettings):
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
+    # Price of one accelerator-hour per GPU model / TPU type (as the node inventory names
+    # it), for `GET /v1/usage` and `trainyard usage`; e.g.
+    # TRAINYARD_ACCELERATOR_PRICES='{"NVIDIA H100 80GB HBM3": 2.5}'.
+    accelerator_prices: dict[str, float] = Field(default_factory=dict)
+    price_currency: str = "USD"
     # The scheduling loop (runs in its own process, started by `trainyard serve`).
     loop: bool = Field(default=True, description="Run the scheduling loop in `serve`.")
     loop_period_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -57,10 +65,40 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
     lease_ttl_seconds: float = Field(default=10.0, gt=0.5, le=300)
     default_policy: str = "backfill"
+    # Quotas, cohorts and fair sharing (see trainyard.scheduler.quota_file); re-read on change.
+    quota_file: Path | None = None
     # The local backend's node; detected when unset (tests pin them).
     local_cpus: int | None = Field(default=None, ge=1)
     local_memory_bytes: int | None = Field(default=None, ge=1)
     local_gpus: int | None = Field(default=None, ge=0)
+    # The stored job document (canonical JSON) of one job; larger submits are refused 413.
+    max_job_document_bytes: int = Field(default=256 * 1024, ge=1024)
+    # A page of GET /v1/jobs ends once its job documents reach this many bytes (the
+    # first job is always returned); next_cursor carries on.
+    max_page_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Every PostgreSQL session: a statement or a lock wait past these fails (503).
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    db_lock_timeout_ms: int = Field(default=3_000, ge=0)
+    # Slow clients (see trainyard.api.server): a connection must send complete request
+    # headers within header_timeout_seconds of opening (or of its previous response), a
+    # request body within body_timeout_seconds of its headers; idle keep-alive
+    # connections close after keep_alive_seconds.
+    header_timeout_seconds: float = Field(default=5.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    # Open connections from one client address; beyond it a connection is answered 429
+    # and closed. And the server's total (uvicorn answers 503 beyond it).
+    max_connections_per_client: int = Field(default=64, ge=1)
+    max_connections: int = Field(default=2048, ge=1)
+    # Streams of GET /v1/jobs/{id}/logs?follow=true one user may hold open at once.
+    max_log_followers_per_user: int = Field(default=16, ge=1)
+
+    def database_timeouts(self) -> DatabaseTimeouts:
+        from trainyard.store import DatabaseTimeouts  # the store is not needed to read settings
+
+        return DatabaseTimeouts(
+            statement_ms=self.db_statement_timeout_ms, lock_ms=self.db_lock_timeout_ms
+        )
 
     def resolved_database_url(self) -> str:
         """The configured database, or SQLite inside $TRAINYARD_HOME."""

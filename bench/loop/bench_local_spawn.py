@@ -1,14 +1,17 @@
 """How many workers per second the local backend launches and reaps (workload: `true`).
 
-    nice /work/main/.venv/bin/python bench/loop/bench_local_spawn.py --workers 200 --repeats 3
+    PYTHONPATH=. nice .venv/bin/python bench/loop/bench_local_spawn.py --repeats 3 --compare
 
 Each repeat launches `--workers` one-worker jobs of `true` back to back on a fresh
 $TRAINYARD_HOME (supervisor spawn + record + 'go' each), waits until the backend's watcher
 has seen every one exit SUCCEEDED, then stops (forgets) them all. Reported per repeat and
 as the median: launch calls/s (the loop's cost), and end-to-end workers/s from the first
 launch to the last exit observed (supervisor and worker start-up included: that is what
-bounds jobs/s through the whole lifecycle). `--batch` launches that many jobs, then waits
-for them, the way a scheduling cycle admits a batch.
+bounds jobs/s through the whole lifecycle), and the CPU the server process itself spent
+per worker (launch, watch, reap, stop: what the loop's process pays). `--batch` launches
+that many jobs, then waits for them, the way a scheduling cycle admits a batch.
+`--compare` interleaves runs with the fork server and with a fresh interpreter per
+supervisor (the fallback).
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ from trainyard.operator.backend import GangLaunch, WorkerLaunch
 from trainyard.operator.local import LocalBackend
 
 
-def one_repeat(workers: int, batch: int, program: str) -> tuple[float, float]:
+def one_repeat(
+    workers: int, batch: int, program: str, fork_server: bool
+) -> tuple[float, float, float]:
     home = Path(tempfile.mkdtemp(prefix="bench-local-spawn-"))
     changed = threading.Event()
-    backend = LocalBackend(home, nvml=False, gpus=0, port_range=range(28000, 29000))
+    backend = LocalBackend(
+        home, nvml=False, gpus=0, port_range=range(28000, 29000), fork_server=fork_server
+    )
     backend.start(changed.set)
     node = backend.nodes()[0].name
     launch_seconds = 0.0
     try:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for first in range(0, workers, batch):
             t0 = time.perf_counter()
             for n in range(first, min(first + batch, workers)):
@@ -48,12 +56,13 @@ def one_repeat(workers: int, batch: int, program: str) -> tuple[float, float]:
             changed.wait(1.0)
             changed.clear()
         elapsed = time.perf_counter() - started
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / workers
         failed = [w for w in backend.workers() if w.phase.value != "SUCCEEDED"]
         if failed:
             raise SystemExit(f"{len(failed)} workers did not succeed: {failed[:3]}")
         for n in range(workers):
             backend.stop(f"bench-{n}", grace_seconds=0, reason="bench")
-        return workers / launch_seconds, workers / elapsed
+        return workers / launch_seconds, workers / elapsed, cpu_ms
     finally:
         backend.close()
         shutil.rmtree(home, ignore_errors=True)
@@ -65,21 +74,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--program", default=shutil.which("true") or "/bin/true")
-    args = parser.parse_args()
-    launches, ends = [], []
-    for repeat in range(args.repeats):
-        launch_rate, end_rate = one_repeat(args.workers, args.batch, args.program)
-        launches.append(launch_rate)
-        ends.append(end_rate)
-        print(
-            f"repeat {repeat + 1}: launch {launch_rate:7.1f} calls/s, "
-            f"launch->exit observed {end_rate:6.1f} workers/s"
-        )
-    print(
-        f"median of {args.repeats}: launch {statistics.median(launches):.1f} calls/s, "
-        f"end to end {statistics.median(ends):.1f} workers/s "
-        f"({args.workers} workers of {args.program}, batches of {args.batch})"
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run with fork_server=False (a fresh interpreter per supervisor), interleaved",
     )
+    args = parser.parse_args()
+    modes = [True, False] if args.compare else [True]
+    results: dict[bool, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    for repeat in range(args.repeats):
+        for mode in modes:
+            launch_rate, end_rate, cpu_ms = one_repeat(args.workers, args.batch, args.program, mode)
+            results[mode].append((launch_rate, end_rate, cpu_ms))
+            print(
+                f"repeat {repeat + 1} {_name(mode)}: launch {launch_rate:7.1f} calls/s, "
+                f"launch->exit observed {end_rate:6.1f} workers/s, "
+                f"server CPU {cpu_ms:.2f} ms/worker"
+            )
+    for mode, rows in results.items():
+        launches, ends, cpus = zip(*rows, strict=True)
+        print(
+            f"median of {args.repeats}, {_name(mode)}: launch {statistics.median(launches):.1f} "
+            f"calls/s, end to end {statistics.median(ends):.1f} workers/s, server CPU "
+            f"{statistics.median(cpus):.2f} ms/worker "
+            f"({args.workers} workers of {args.program}, batches of {args.batch})"
+        )
+
+
+def _name(fork_server: bool) -> str:
+    return "fork server" if fork_server else "fresh interpreter"
 
 
 if __name__ == "__main__":

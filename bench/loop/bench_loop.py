@@ -53,7 +53,8 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
-    env.update(TRAINYARD_HOME=str(home), TRAINYARD_LOCAL_CPUS="2", **env_extra)
+    env.update(TRAINYARD_HOME=str(home), TRAINYARD_LOCAL_CPUS="2")
+    env.update(env_extra)
     process = subprocess.Popen(
         [TRAINYARD, "serve", "--port", str(PORT)],
         env=env,
@@ -70,10 +71,12 @@ def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not start")
 
 
-def lifecycle(jobs: int) -> dict[str, Any]:
+def lifecycle(jobs: int, cpus: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp()) / "home"
     home.mkdir(parents=True)
-    process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1")
+    # `cpus` sizes the node: at 10m per job, 100 CPUs keep capacity free for every job,
+    # so submit -> RUNNING measures the loop, not queueing.
+    process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1", TRAINYARD_LOCAL_CPUS=str(cpus))
     try:
         token = (home / "admin-token").read_text().strip()
         body = {
@@ -113,6 +116,7 @@ def lifecycle(jobs: int) -> dict[str, Any]:
     span = (max(r.finished_at for r in rows) - min(r.created_at for r in rows)) / 1e6
     return {
         "jobs": jobs,
+        "node_cpus": cpus,
         "succeeded": done,
         "jobs_per_second": round(jobs / span, 1),
         "submit_to_running_p50_s": round(_percentile(to_running, 0.5), 3),
@@ -251,6 +255,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("lifecycle")
     p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--cpus", type=int, default=100, help="the local node's CPUs")
     p = sub.add_parser("cycle")
     p.add_argument("--pending", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=5)
@@ -259,7 +264,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
     if args.what == "lifecycle":
-        result = lifecycle(args.jobs)
+        result = lifecycle(args.jobs, args.cpus)
     elif args.what == "cycle":
         result = cycle(args.pending, args.rounds)
     else:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from trainyard.api.app import create_app
 from trainyard.api.auth import create_token
 from trainyard.api.inventory import NodeInventory
+from trainyard.api.server import uvicorn_config
 from trainyard.config import Settings
 
 # Ports this part of the suite may use (see the working agreement).
@@ -79,14 +80,11 @@ def running_server(
     *, home: Path, database_url: str, inventory: NodeInventory | None = None, **settings: object
 ) -> Iterator[ApiServer]:
     """Serve a fresh app over real HTTP on loopback until the block exits."""
-    app = create_app(
-        Settings(home=home, database_url=database_url, admin_token=None, **settings),
-        inventory=inventory,
-    )
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    config = Settings(home=home, database_url=database_url, admin_token=None, port=port, **settings)
+    app = create_app(config, inventory=inventory)
+    # The same uvicorn settings and connection limits as `trainyard serve`.
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     try:

@@ -7,22 +7,26 @@ schemathesis) sees the same ready state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 import trainyard
-from trainyard.api.auth import TokenCache, ensure_admin_token
+from trainyard.api.auth import TokenVerifier, ensure_admin_token
 from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
-from trainyard.api.metrics import ApiMetrics
-from trainyard.api.routes import cluster, health, jobs, queues
+from trainyard.api.logs import LogFollowers
+from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from trainyard.api.routes import cluster, health, jobs, queues, targets, tokens, usage
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
-from trainyard.store import make_engine, migrate
+from trainyard.layout import ensure_private_dir
+from trainyard.store import TERMINAL_STATES, job_states, make_engine, migrate, read_transaction
 
 
 def create_app(
@@ -30,7 +34,8 @@ def create_app(
 ) -> FastAPI:
     """Build the API for `settings` (default: from TRAINYARD_* environment variables)."""
     settings = settings or Settings()
-    engine = make_engine(settings.resolved_database_url())
+    ensure_private_dir(settings.home)
+    engine = make_engine(settings.resolved_database_url(), timeouts=settings.database_timeouts())
     migrate(engine)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     token_file = ensure_admin_token(engine, home=settings.home, configured=admin_token)
@@ -38,7 +43,7 @@ def create_app(
     app = build_api(settings)
     app.state.settings = settings
     app.state.engine = engine
-    app.state.tokens = TokenCache(engine)
+    app.state.tokens = TokenVerifier(engine)
     app.state.committer = GroupCommitter(engine)
     # The loop's published view; before its first cycle, the backend's own listing
     # (built now, so a broken kubeconfig fails the start in one clear line).
@@ -47,9 +52,29 @@ def create_app(
     )
     app.state.waker = LoopWaker(engine)
     app.state.waker.wake()  # reads the loop's address in the background
-    app.state.metrics = ApiMetrics(engine)
+    app.state.metrics = ApiMetrics(
+        engine,
+        queues=[q.name for q in settings.queues],
+        priority_classes=list(settings.priority_classes),
+        inventory=app.state.inventory,
+        settings=settings,
+    )
     app.state.admin_token_file = token_file
+    app.state.log_followers = LogFollowers(
+        job_states=_finished_jobs(engine), max_per_user=settings.max_log_followers_per_user
+    )
     return app
+
+
+def _finished_jobs(engine: Engine) -> Callable[[list[str]], dict[str, bool]]:
+    """For the log watcher: {job id: finished} for the jobs that exist."""
+
+    def finished(job_ids: list[str]) -> dict[str, bool]:
+        with read_transaction(engine) as conn:
+            states = job_states(conn, job_ids=job_ids)
+        return {job_id: state in TERMINAL_STATES for job_id, state in states.items()}
+
+    return finished
 
 
 def build_api(settings: Settings) -> FastAPI:
@@ -63,8 +88,11 @@ def build_api(settings: Settings) -> FastAPI:
     # does not get past it); the outer check answers an oversize declaration in our format.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(DeclaredSizeLimit, max_body_size=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None)
+    )
     install_error_handlers(app)
-    for module in (jobs, queues, cluster, health):
+    for module in (jobs, queues, cluster, tokens, health, usage, targets):
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app

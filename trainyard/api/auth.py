@@ -1,10 +1,11 @@
 """Bearer tokens: creation, hashing, lookup, and the admin token written at first start.
 
 Tokens are 256-bit random strings (`secrets.token_urlsafe(32)`) and the store keeps only
-their SHA-256. A fast unsalted hash is the right tool here, unlike for passwords: with 256
-bits of entropy a stolen hash cannot be reversed by guessing, and a deterministic hash lets
-the server find a token with one indexed lookup instead of comparing against every row
-(which also leaves no timing side channel on the token's value).
+their SHA-256, with an optional expiry and a revocation time. A fast unsalted hash is
+the right tool here, unlike for passwords: with 256 bits of entropy a stolen hash cannot
+be reversed by guessing, and a deterministic hash lets the server find a token with one
+indexed lookup instead of comparing against every row (which also leaves no timing side
+channel on the token's value).
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import hashlib
 import os
 import secrets
 import stat
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from trainyard.store import find_token, insert_token, read_transaction, write_transaction
+from trainyard.store import (
+    TokenRecord,
+    find_token,
+    insert_token,
+    now_us,
+    read_transaction,
+    write_transaction,
+)
 
 ADMIN_USER = "admin"
 ADMIN_TOKEN_FILE = "admin-token"
@@ -44,18 +50,47 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_token(engine: Engine, *, user: str, admin: bool, description: str | None = None) -> str:
+def create_token(
+    engine: Engine,
+    *,
+    user: str,
+    admin: bool,
+    description: str | None = None,
+    expires_in_seconds: float | None = None,
+) -> str:
     """Create and store a token for `user`; returns the token, which is shown only once."""
+    return issue_token(
+        engine,
+        user=user,
+        admin=admin,
+        description=description,
+        expires_in_seconds=expires_in_seconds,
+    )[0]
+
+
+def issue_token(
+    engine: Engine,
+    *,
+    user: str,
+    admin: bool,
+    description: str | None = None,
+    expires_in_seconds: float | None = None,
+) -> tuple[str, TokenRecord]:
+    """`create_token`, also returning the stored record (id, expiry) for display."""
     token = generate_token()
+    expires_at = None
+    if expires_in_seconds is not None:
+        expires_at = now_us() + int(expires_in_seconds * 1_000_000)
     with write_transaction(engine) as conn:
-        insert_token(
+        record = insert_token(
             conn,
             token_hash=hash_token(token),
             user=user,
             role="admin" if admin else "user",
             description=description,
+            expires_at=expires_at,
         )
-    return token
+    return token, record
 
 
 def ensure_admin_token(engine: Engine, *, home: Path, configured: str | None) -> Path | None:
@@ -143,39 +178,25 @@ def _register(engine: Engine, token: str, description: str) -> None:
             )
 
 
-class TokenCache:
-    """Token hash -> Principal lookups, remembered for `ttl` seconds.
+class TokenVerifier:
+    """Token -> Principal, looked up in the store on every request.
 
-    Every /v1 request authenticates; caching keeps the submit hot path to a single
-    database transaction. Unknown tokens are not cached, so a new token works at once.
+    No cache: a revoked or expired token must be refused at once by every process and
+    replica, and a lookup is one indexed read (measured in BENCHMARKS.md, "Tokens").
+    Whatever a cache saved would have to be re-validated against the store per request
+    anyway, which costs the same read.
     """
 
-    def __init__(self, engine: Engine, *, ttl: float = 30.0) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Principal]] = {}
-        self._lock = threading.Lock()
 
-    def cached(self, token: str) -> Principal | None:
-        """The principal for `token` if it was looked up recently."""
-        entry = self._entries.get(hash_token(token))
-        if entry is not None and entry[0] > time.monotonic():
-            return entry[1]
-        return None
-
-    def lookup(self, token: str) -> Principal | None:
-        """The principal for `token`, from the cache or the database (blocking)."""
-        token_hash = hash_token(token)
-        entry = self._entries.get(token_hash)
-        if entry is not None and entry[0] > time.monotonic():
-            return entry[1]
+    def lookup(self, token: str) -> Principal | str:
+        """The principal for `token`, or why it is refused (blocking: one store read)."""
         with read_transaction(self._engine) as conn:
-            record = find_token(conn, token_hash=token_hash)
+            record = find_token(conn, token_hash=hash_token(token))
         if record is None:
-            return None
-        principal = Principal(user=record.user, is_admin=record.is_admin)
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[token_hash] = (time.monotonic() + self._ttl, principal)
-        return principal
+            return "invalid or unknown token"
+        refusal = record.refusal(now_us())
+        if refusal is not None:
+            return refusal
+        return Principal(user=record.user, is_admin=record.is_admin)

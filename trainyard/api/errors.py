@@ -15,12 +15,17 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
-from trainyard.store import ConcurrentUpdate, IdempotencyConflict, IllegalTransition, JobNotFound
+from trainyard.store import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IllegalTransition,
+    JobNotFound,
+    database_refusal,
+)
 
 _log = logging.getLogger("trainyard.api")
 
@@ -92,25 +97,33 @@ async def _field_rule_handler(_request: Request, exc: Exception) -> JSONResponse
     return _error_response(422, f"{exc.field}: {exc.message} ({exc.rule})", errors)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path.
 
     Starlette answers a 405 with the methods of the first route matching the path only
-    (POST for /v1/jobs, which also serves GET); clients need the full list.
+    (POST for /v1/jobs, which also serves GET); clients need the full list. Each method is
+    tried against the app's routes as they are (FastAPI wraps included routers, so the
+    routes' own `methods` are not visible from the app): a full match means it is served.
     """
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and isinstance(route, APIRoute | Route) and route.methods:
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = str(exc.detail)
     headers = dict(exc.headers or {})
-    if exc.status_code == 413:
+    if exc.status_code == 413 and detail == "Content Too Large":  # Starlette's body limit
         detail = "body is larger than the limit (TRAINYARD_MAX_BODY_BYTES, default 1 MiB)"
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
@@ -138,11 +151,10 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     # the statement's parameters, which SQLAlchemy's str(exc) would include.
     cause = " ".join(str(exc.orig if exc.orig is not None else kind).split())[:500]
     _log.error("database error on %s %s: %s: %s", request.method, request.url.path, kind, cause)
-    return _error_response(
-        503,
-        f"the database could not complete the request ({kind}); retry later",
-        headers={"Retry-After": "1"},
-    )
+    reason = database_refusal(exc)
+    detail = f"the database could not complete the request ({kind}"
+    detail += f": {reason}); retry later" if reason else "); retry later"
+    return _error_response(503, detail, headers={"Retry-After": "1"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -25,6 +25,7 @@ from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError
 
 from trainyard.scheduler.quantity import QuantityError, parse_quantity
+from trainyard.secrets import SECRET_KEY, SECRET_NAME
 from trainyard.store import JobState
 
 _QUANTITY_PATTERN = (
@@ -158,6 +159,18 @@ class Workload(_Strict):
         return self
 
 
+class SecretKeyRef(_Strict):
+    """One key of a secret: a Kubernetes Secret, or on the local backend the file
+    $TRAINYARD_HOME/secrets/<secret>/<key> (mode 0600, owned by the service user)."""
+
+    secret: Annotated[str, StringConstraints(max_length=253, pattern=SECRET_NAME)] = Field(
+        description="The secret's name (a DNS-1123 subdomain)."
+    )
+    key: Annotated[str, StringConstraints(pattern=SECRET_KEY)] = Field(
+        description="The key within the secret ([-._a-zA-Z0-9], not starting with '..')."
+    )
+
+
 class JobBase(_Strict):
     """The job document a user submits (JSON over REST, the same fields as YAML)."""
 
@@ -189,6 +202,14 @@ class JobBase(_Strict):
         Annotated[str, StringConstraints(pattern=ENV_NAME)],
         Annotated[str, StringConstraints(max_length=32768)],
     ] = Field(default_factory=dict, max_length=256)
+    env_from_secret: dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], SecretKeyRef] = (
+        Field(
+            default_factory=dict,
+            max_length=256,
+            description="Environment variables set from secrets, by reference: the value is "
+            "never stored or shown. Takes precedence over `env` for the same name.",
+        )
+    )
     labels: dict[Annotated[str, StringConstraints(pattern=LABEL_KEY)], LabelValue] = Field(
         default_factory=dict, max_length=64
     )
@@ -282,6 +303,28 @@ class QueuedJob(BaseModel):
     wait_seconds: float
 
 
+class QuotaResourcePublic(BaseModel):
+    """One flavor-resource of a queue's quota (GPUs, TPU chips, CPU cores, memory bytes)."""
+
+    flavor: str
+    resource: str
+    nominal: float
+    used: float
+    borrowed: float = Field(description="Used above the nominal quota (from the cohort).")
+    lent: float = Field(description="Unused nominal quota other queues of the cohort use now.")
+    borrowing_limit: float | None = None
+    lending_limit: float | None = None
+
+
+class QueueQuotaPublic(BaseModel):
+    """A queue's place under quota (present only for queues in the quota file)."""
+
+    cohort: str | None
+    weight: float
+    weighted_share: float = Field(description="Weighted dominant resource share (0: within quota).")
+    resources: list[QuotaResourcePublic]
+
+
 class QueuePublic(BaseModel):
     name: str
     policy: str
@@ -292,6 +335,7 @@ class QueuePublic(BaseModel):
     positions: list[QueuedJob] = Field(
         description="Pending jobs in queue order (your own only, unless admin), first `limit`."
     )
+    quota: QueueQuotaPublic | None = None
 
 
 class QueuesPublic(BaseModel):

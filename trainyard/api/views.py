@@ -24,6 +24,11 @@ from trainyard.scheduler.quantity import cpu_millicores, memory_bytes
 from trainyard.store import EventRecord, JobRecord, QueueCounts, QueuePosition, to_datetime
 
 
+def iso_time(microseconds: int | None) -> str | None:
+    """Stored microseconds as an ISO 8601 UTC time ("...Z"), or None."""
+    return _iso(microseconds)
+
+
 def _iso(microseconds: int | None) -> str | None:
     moment = to_datetime(microseconds)
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
@@ -93,7 +98,21 @@ def jobs_page_response(rows: Sequence[Mapping[str, Any]], next_cursor: str | Non
         parts.append(opening + json.dumps(lifecycle, **_COMPACT)[1:])
     tail = json.dumps(next_cursor)
     body = f'{{"data":[{",".join(parts)}],"count":{len(parts)},"next_cursor":{tail}}}'
-    return Response(body.encode("utf-8"), media_type="application/json")
+    return Response(_utf8(body), media_type="application/json")
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (which UTF-8 cannot hold) becomes a JSON escape.
+
+    The API refuses lone surrogates on the way in, but a response built after a commit
+    must never fail: a stored value from an older version would make its job unreadable.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in text).encode(
+            "utf-8"
+        )
 
 
 _COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
@@ -103,7 +122,10 @@ def json_response(
     content: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     """A JSON response from plain data (FastAPI then skips response-model validation)."""
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON allows (see _utf8)
+        body = json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 

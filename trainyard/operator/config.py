@@ -6,8 +6,12 @@ one place, and a bad policy name fails the start with the list of valid ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from trainyard.config import Settings
 from trainyard.operator.reconcile import RetryPolicy
+from trainyard.quotas import quota_file
 from trainyard.scheduler import SchedulerConfig, get_policy
 
 
@@ -20,6 +24,30 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
     for name in {config.default_policy, *config.queue_policies.values()}:
         get_policy(name, config.settings)
     return config
+
+
+def scheduler_config_source(settings: Settings) -> Callable[[], SchedulerConfig]:
+    """What the loop calls every cycle: `scheduler_config` plus the quota file's quotas,
+    re-read when the file changes (an invalid file at start raises, naming the key)."""
+    base = scheduler_config(settings)
+    source = quota_file(settings)
+    if source is None:
+        return lambda: base
+    built: dict[int, SchedulerConfig] = {}
+
+    def current() -> SchedulerConfig:
+        quotas = source.current()
+        config = built.get(id(quotas))
+        if config is None:
+            for q in quotas.queues:
+                if q.policy is not None:
+                    get_policy(q.policy, base.settings)  # unknown names: refused like a bad file
+            built.clear()
+            config = built[id(quotas)] = replace(base, quotas=quotas)
+        return config
+
+    current()
+    return current
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

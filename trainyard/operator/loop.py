@@ -38,6 +38,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from trainyard import layout
+from trainyard.observability.cycles import reason_label
+from trainyard.observability.energy import attempt_energy_joules
+from trainyard.observability.targets import TargetsRecorder
 from trainyard.operator.backend import (
     Backend,
     GangLaunch,
@@ -49,6 +52,7 @@ from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
 from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
+from trainyard.scheduler.fairshare import UsageHistory
 from trainyard.scheduler.types import GPU_PRODUCT_LABEL, TPU_ACCELERATOR_LABEL, Node
 from trainyard.store import read_transaction, write_transaction
 from trainyard.store.scheduling import (
@@ -103,6 +107,8 @@ class CycleReport:
     stopped: list[str] = field(default_factory=list)
     transitions: int = 0
     reasons_written: int = 0
+    # Pending jobs per (queue, reason code) the core left, for the metrics.
+    pending_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     read_s: float = 0.0
     core_s: float = 0.0
     write_s: float = 0.0
@@ -169,11 +175,16 @@ class SchedulingLoop:
         self._launch_errors: dict[str, tuple[str, bool]] = {}
         self._published: dict[str, dict[str, Any]] | None = None
         self._live: dict[str, LiveJob] | None = None
+        self._node_models: dict[str, str | None] = {}
         self._last_read = 0
         self._last_full_read = 0
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
+        # Quota fair sharing with a usage half-life: the decayed usage per queue, kept in
+        # memory (a restarted loop starts with no memory of past use).
+        self._usage = UsageHistory()
+        self._targets = TargetsRecorder(engine)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -187,7 +198,15 @@ class SchedulingLoop:
         now_us = int(now * US)
         t0 = time.perf_counter()
         live, workers, nodes = self._read()
+        self._node_models = {
+            n.name: n.labels.get(GPU_PRODUCT_LABEL if n.gpus else TPU_ACCELERATOR_LABEL)
+            for n in nodes
+        }
         report.live_jobs = len(live)
+        try:
+            self._targets.observe(workers)  # where workers serve metrics (service discovery)
+        except Exception:  # losing metrics targets must not cost a cycle
+            log.exception("could not record the workers' metrics targets")
         t1 = time.perf_counter()
         report.read_s = t1 - t0
 
@@ -239,11 +258,18 @@ class SchedulingLoop:
         orphans = sorted(set(by_job) - live_ids)
 
         report.offered = len(pending)
+        config = self._config_source()
         result = schedule(
-            ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
+            ClusterSnapshot(
+                tuple(nodes),
+                tuple(running),
+                tuple(pending),
+                queue_usage=self._usage.before_cycle(config, now),
+            ),
             now,
-            self._config_source(),
+            config,
         )
+        self._usage.after_cycle(result.queue_usage, now)
         t2 = time.perf_counter()
         report.core_s = t2 - t1
 
@@ -275,12 +301,19 @@ class SchedulingLoop:
             changes[job.id] = self._admission(job, admission.placement, now_us)
             admitted.append(job.id)
         texts: dict[int, str] = {}  # jobs of one lane share one reason object
+        labels: dict[int, str] = {}
+        reasons = report.pending_reasons
         for job_id, reason in result.pending.items():
             text = texts.get(id(reason))
             if text is None:
                 text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
-            self._set_reason(changes, jobs_by_id[job_id], text)
+                labels[id(reason)] = reason_label(reason.code)
+            job = jobs_by_id[job_id]
+            key = (job.queue, labels[id(reason)])
+            reasons[key] = reasons.get(key, 0) + 1
+            self._set_reason(changes, job, text)
 
+        self._attach_energy(changes.values())
         node_view = {node.name: node_document(node) for node in nodes}
         if not self.leadership.is_leader():
             report.leader = False
@@ -354,6 +387,18 @@ class SchedulingLoop:
                 self._shapes[job.id] = job_shape(self._specs[job.id])
         return live, workers, nodes
 
+    def _attach_energy(self, changes: Any) -> None:
+        """The GPU energy an ended attempt's ranks recorded in the job's output directory
+        (NVML readings; nothing where there is no GPU). Readable only where the output
+        directory is on this machine (the local backend)."""
+        if self.backend.name != "local":
+            return
+        for change in changes:
+            if change.attempt_end is None:
+                continue
+            output = Path(self._output_dir(change.job_id))
+            change.attempt_energy_joules = attempt_energy_joules(output, change.attempt_end[0])
+
     def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
         """Reason-only writes do not touch updated_at (they are advisory), so the
         incremental read would not see them: keep the cached rows in step."""
@@ -390,12 +435,15 @@ class SchedulingLoop:
         )
         request = shape.request
         model = None
-        if request.gpus:
-            model = ",".join(request.gpu_models) or None
-        elif request.tpu_chips:
-            model = request.tpu_type
+        if request.gpus or request.tpu_chips:
+            # The model of the nodes it got (what usage accounting groups by), not the
+            # list it asked for ("any GPU" asks for none).
+            models = sorted({self._node_models.get(node) or "unknown" for node in placement})
+            model = ",".join(models)
         change.attempt_start = AttemptStart(
             placement=by_index,
+            queue=job.queue,
+            owner=job.owner,
             workers=shape.workers,
             cpu_millicores=request.cpu_millicores,
             memory_bytes=request.memory_bytes,

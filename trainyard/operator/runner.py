@@ -16,8 +16,9 @@ import time
 from typing import Any
 
 from trainyard.config import Settings
+from trainyard.observability.cycles import CycleRecorder
 from trainyard.operator.backend import Backend, Leadership
-from trainyard.operator.config import retry_policy, scheduler_config
+from trainyard.operator.config import retry_policy, scheduler_config_source
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.wakeup import Wakeup
@@ -71,7 +72,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     loop = SchedulingLoop(
         engine,
         backend,
-        scheduler_config=scheduler_config(settings),
+        scheduler_config=scheduler_config_source(settings),
         retry=retry_policy(settings),
         stop_grace_seconds=settings.stop_grace_seconds,
         leadership=leadership,
@@ -80,6 +81,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     )
     backend.start(wakeup.set)
     leadership.start()
+    recorder = CycleRecorder(engine)  # the loop's metrics, into the store (~1 write/s)
     failures = 0
     try:
         while not stop.is_set():
@@ -88,6 +90,8 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 try:
                     report = loop.cycle()
                     failures = 0
+                    if report.leader:
+                        _record(recorder, report)
                     if report.admitted or report.transitions:
                         log.info(
                             "cycle: %d live, %d admitted, %d transitions in %.0f ms",
@@ -108,10 +112,25 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 stop.wait(MIN_GAP_SECONDS - elapsed)
             wakeup.wait(settings.loop_period_seconds)
     finally:
+        _flush(recorder)
         leadership.stop()
         backend.close()
         wakeup.close()
         engine.dispose()
+
+
+def _record(recorder: CycleRecorder, report: Any) -> None:
+    try:
+        recorder.record_report(report)
+    except Exception:  # the metrics must never cost the loop a cycle
+        log.exception("could not record the cycle's metrics")
+
+
+def _flush(recorder: CycleRecorder) -> None:
+    try:
+        recorder.flush()
+    except Exception:
+        log.exception("could not record the last cycles' metrics")
 
 
 def main() -> None:

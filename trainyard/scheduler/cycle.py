@@ -30,6 +30,7 @@ from trainyard.scheduler.placement import Tier, choose_nodes, place
 from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.preemption import VictimPool, try_preempt
 from trainyard.scheduler.queueing import Lane, PendingSet
+from trainyard.scheduler.quota_gate import USER_LIMITS, QuotaLedger, quota_attempt
 from trainyard.scheduler.reservation import ReservationPlan, plan_reservation
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
@@ -91,9 +92,14 @@ def run_cycle(
     tiers_for: TierCache | None = None,
     explain: bool = False,
     domain_name: str = "zone",
+    quota: QuotaLedger | None = None,
 ) -> CycleOutcome:
     """Decide one cycle; admitted jobs move from `pending` to `running`, victims leave
-    `running` (the caller puts them back in the queue with their original submit time)."""
+    `running` (the caller puts them back in the queue with their original submit time).
+
+    With a `quota` ledger, jobs of the queues it manages are admitted by quota (see
+    quota_gate) and, under fair sharing, a queue's jobs are held back in the merged
+    order by its share (`order_key`), re-read whenever the queue comes up."""
     tiers_for = tiers_for or TierCache(index)
     out = CycleOutcome()
     blocked: dict[str, str] = {}  # strict queue -> id of its blocked head
@@ -107,8 +113,17 @@ def run_cycle(
     lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
     victim_pool = VictimPool(running, now)
+    order = quota.order_key if quota is not None and quota.ordered else None
+    quota_failed: dict[tuple[int, str], int] = {}  # (shape id, flavor) -> index.version
+    quota_preempt_failed: dict[tuple, tuple[int, int]] = {}
     heap: list[tuple[object, int, int, Lane]] = [
-        (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
+        (
+            (order(lane.queue), lane.entries[0][0]) if order else lane.entries[0][0],
+            lane.number,
+            0,
+            lane,
+        )
+        for lane in pending.active_lanes()
     ]
     heapq.heapify(heap)
 
@@ -119,6 +134,12 @@ def run_cycle(
         _key, number, pos, lane = heapq.heappop(heap)
         job: PendingJob = lane.entries[pos][1]
         queue = lane.queue
+        if order is not None:
+            fresh = order(queue)
+            if fresh > _key[0]:  # type: ignore[index]
+                # The queue's share grew since this entry was pushed: re-rank it.
+                heapq.heappush(heap, ((fresh, _key[1]), number, pos, lane))  # type: ignore[index]
+                continue
         if queue in blocked:
             if explain:
                 lane_reason[number] = reason(
@@ -152,27 +173,89 @@ def run_cycle(
                         blocking_job=head.id,
                         reservation_time=plan.start_time,
                     )
-                _advance(heap, lane, pos)
+                _advance(heap, lane, pos, order)
                 continue
         out.examined += 1
         tiers = lane_tiers.get(number)
         if tiers is None:
             tiers = lane_tiers[number] = tiers_for(job)
+        if quota is not None and quota.manages(queue):
+            # Admitted by quota: flavor by flavor, quota and nodes together.
+            cache_key = (shape, queue, job.priority)
+            versions = (version, quota.version)
+            may_preempt = quota_preempt_failed.get(cache_key) != versions
+            got = quota_attempt(
+                quota,
+                index,
+                running,
+                job,
+                tiers,
+                now,
+                admitted_now,
+                place_failed=quota_failed,
+                shape=shape,
+                preempt=may_preempt,
+            )
+            if got.allocations is not None and got.flavor is not None:
+                _admit(
+                    out,
+                    running,
+                    job,
+                    got.allocations,
+                    got.victims,
+                    now,
+                    backfilled=head is not None and not got.victims,
+                )
+                quota.charge(
+                    job.id,
+                    queue,
+                    got.flavor,
+                    job.request,
+                    job.workers,
+                    user=job.user,
+                    priority=job.priority,
+                    submit_time=job.submit_time,
+                )
+                admitted_now.add(job.id)
+                _advance(heap, lane, pos, order)
+                continue
+            if may_preempt:
+                quota_preempt_failed[cache_key] = (index.version, quota.version)
+            if got.shortfall is not None and got.shortfall.kind in USER_LIMITS:
+                # A per-user limit holds this job only: the lane's next job may be
+                # another user's, so the lane goes on.
+                if explain:
+                    job_reason[job.id] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
+                _advance(heap, lane, pos, order)
+                continue
+            if policy.blocking:
+                blocked[queue] = job.id
+            elif policy.backfill and head is None and tiers and got.shortfall is None:
+                reserved[queue] = job
+            if explain:
+                if got.shortfall is not None:
+                    lane_reason[number] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
+                else:
+                    lane_reason[number] = _capacity_reason(index, tiers, job, reason)
+            continue
         allocations = None
         if tiers and failed.get(shape) != version:
             allocations = place(index, tiers, job.request, job.workers, job.kind)
         if allocations is not None:
             _admit(out, running, job, allocations, [], now, backfilled=head is not None)
             admitted_now.add(job.id)
-            _advance(heap, lane, pos)
+            _advance(heap, lane, pos, order)
             continue
         failed[shape] = version
         if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
             result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
+            if result is not None and quota is not None:
+                for victim in result.victims:
+                    quota.release(victim.job_id)
             if result is not None:
                 _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
                 admitted_now.add(job.id)
-                _advance(heap, lane, pos)
+                _advance(heap, lane, pos, order)
                 continue
             failed_preempt[(shape, job.priority)] = version
         if policy.blocking:
@@ -200,10 +283,13 @@ def run_cycle(
     return out
 
 
-def _advance(heap: list, lane: Lane, pos: int) -> None:
+def _advance(heap: list, lane: Lane, pos: int, order: Callable[[str], float] | None = None) -> None:
     nxt = pos + 1
     if nxt < len(lane.entries):
-        heapq.heappush(heap, (lane.entries[nxt][0], lane.number, nxt, lane))
+        key = lane.entries[nxt][0]
+        if order is not None:
+            key = (order(lane.queue), key)
+        heapq.heappush(heap, (key, lane.number, nxt, lane))
 
 
 def _admit(

@@ -18,6 +18,7 @@ from trainyard.scheduler.ordering import (
     PriorityAgingOrder,
     QueueOrdering,
 )
+from trainyard.scheduler.quota import QuotaConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +92,20 @@ class SchedulerConfig:
     default_policy: str = "backfill"
     queue_policies: Mapping[str, str] = field(default_factory=dict)
     settings: PolicySettings = field(default_factory=PolicySettings)
+    # Quotas, cohorts and fair sharing (scheduler.quota); None: no queue is under quota.
+    quotas: QuotaConfig | None = None
 
     def resolver(self) -> Callable[[str], Policy]:
-        """A queue-name -> Policy function with each policy built once."""
+        """A queue-name -> Policy function with each policy built once.
+
+        A queue's policy from the quota file applies unless `queue_policies` names one."""
         default = get_policy(self.default_policy, self.settings)
-        per_queue = {q: get_policy(n, self.settings) for q, n in self.queue_policies.items()}
+        names = dict(self.queue_policies)
+        if self.quotas is not None:
+            for q in self.quotas.queues:
+                if q.policy is not None:
+                    names.setdefault(q.name, q.policy)
+        per_queue = {q: get_policy(n, self.settings) for q, n in names.items()}
 
         def policy_for(queue: str) -> Policy:
             return per_queue.get(queue, default)

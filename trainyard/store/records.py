@@ -57,6 +57,8 @@ class Submission:
     priority_value: int
     idempotency_key: str | None = None
     request_hash: str | None = None
+    spec_json: str | None = None
+    """`spec` as the store writes it, when the caller already has it (saves a dump)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,20 @@ class TokenRecord:
     role: str
     description: str | None
     created_at: int
+    expires_at: int | None = None
+    revoked_at: int | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def refusal(self, at: int) -> str | None:
+        """Why this token is refused at time `at` (microseconds), or None if it is valid."""
+        if self.revoked_at is not None:
+            return "token revoked"
+        if self.expires_at is not None and self.expires_at <= at:
+            return "token expired"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from trainyard.store.engine import read_transaction, write_transaction
+from trainyard.store.engine import commit_outcome_unknown, read_transaction, write_transaction
 from trainyard.store.errors import (
     ConcurrentUpdate,
     IdempotencyConflict,
@@ -67,6 +67,11 @@ def now_us() -> int:
 def new_job_id() -> str:
     """A random job id: 32 lowercase hex characters, valid in Kubernetes object names."""
     return uuid.uuid4().hex
+
+
+def dump_document(value: Any) -> str:
+    """A job document as the store writes it (canonical: sorted keys, compact, ASCII)."""
+    return _dump(value)
 
 
 def _dump(value: Any) -> str:
@@ -126,6 +131,7 @@ def _event_from_row(row: Row[Any]) -> EventRecord:
 
 def _job_values(submission: Submission, *, at: int) -> dict[str, Any]:
     spec = submission.spec
+    spec_json = submission.spec_json if submission.spec_json is not None else _dump(spec)
     return {
         "id": new_job_id(),
         "owner": submission.owner,
@@ -136,7 +142,8 @@ def _job_values(submission: Submission, *, at: int) -> dict[str, Any]:
         "priority_value": submission.priority_value,
         "state": JobState.PENDING.value,
         "reason": None,
-        "spec": _dump(spec),
+        "spec": spec_json,
+        "spec_bytes": len(spec_json),
         "placement": None,
         "version": 1,
         "idempotency_key": submission.idempotency_key,
@@ -189,8 +196,13 @@ def insert_job(conn: Connection, *, submission: Submission, at: int | None = Non
     values = _job_values(submission, at=at)
     seq = conn.execute(_INSERT_JOB, values).scalar_one()
     _insert_event(conn, job_id=values["id"], at=at)
-    values.update(seq=seq, state=JobState.PENDING, spec=dict(submission.spec))
-    return JobRecord(**values)
+    return _record(values, seq=seq, spec=submission.spec)
+
+
+def _record(values: Mapping[str, Any], *, seq: int, spec: Mapping[str, Any]) -> JobRecord:
+    fields = {k: v for k, v in values.items() if k != "spec_bytes"}
+    fields.update(seq=seq, state=JobState.PENDING, spec=dict(spec))
+    return JobRecord(**fields)
 
 
 def submit_jobs(
@@ -210,8 +222,12 @@ def submit_jobs(
         with write_transaction(engine) as conn:
             inserted = _insert_group(conn, submissions, at=now_us())
     except DBAPIError as exc:
-        if len(submissions) == 1:
-            return [exc]
+        if commit_outcome_unknown(exc) and all(item.idempotency_key for item in submissions):
+            return _resubmit_after_unknown_outcome(engine, submissions, exc)
+        if len(submissions) == 1 or not isinstance(exc, IntegrityError | DataError):
+            # Not a row's fault (the database is down, locked, timed out): retrying each
+            # submission alone would only multiply the wait.
+            return [exc] * len(submissions)
         return [submit_jobs(engine, submissions=[item])[0] for item in submissions]
     results: list[tuple[JobRecord, bool] | Exception] = []
     for item, job in zip(submissions, inserted, strict=True):
@@ -225,6 +241,38 @@ def submit_jobs(
         except Exception as exc:
             results.append(exc)
     return results
+
+
+SERVER_KEY_PREFIX = "server "
+"""Idempotency keys the server assigns start with this; a client's key cannot (no space)."""
+
+
+def server_idempotency_key() -> str:
+    """A key for a submission that came without one (see `_resubmit_after_unknown_outcome`)."""
+    return SERVER_KEY_PREFIX + uuid.uuid4().hex
+
+
+def _resubmit_after_unknown_outcome(
+    engine: Engine, submissions: Sequence[Submission], first: DBAPIError
+) -> list[tuple[JobRecord, bool] | Exception]:
+    """The group's COMMIT may or may not have happened (the connection broke): submit it
+    again. Every submission has an idempotency key (the server assigns one when the client
+    gave none), so a job that was committed comes back as that job, and one that was not
+    is stored now: either way exactly one job, never a second one for a client to find.
+    """
+    try:
+        results = submit_jobs(engine, submissions=submissions)
+    except Exception:  # pragma: no cover - submit_jobs returns its errors
+        return [first] * len(submissions)
+    resolved: list[tuple[JobRecord, bool] | Exception] = []
+    for item, result in zip(submissions, results, strict=True):
+        if isinstance(result, tuple) and not result[1]:
+            assert item.idempotency_key is not None
+            if item.idempotency_key.startswith(SERVER_KEY_PREFIX):
+                # Only this request ever had this key: the job is the one it created.
+                result = (result[0], True)
+        resolved.append(result)
+    return resolved
 
 
 def _insert_group(
@@ -258,8 +306,7 @@ def _insert_group(
         if seq is None:
             result.append(None)
             continue
-        row.update(seq=seq, state=JobState.PENDING, spec=dict(item.spec))
-        result.append(JobRecord(**row))
+        result.append(_record(row, seq=seq, spec=item.spec))
     return result
 
 
@@ -340,8 +387,9 @@ def _list_jobs_query(
     kind: str | None,
     before_seq: int | None,
     limit: int,
+    columns: Sequence[Any] = (),
 ) -> Any:
-    query = select(jobs)
+    query = select(*columns) if columns else select(jobs)
     if owner is not None:
         query = query.where(jobs.c.owner == owner)
     state_values = sorted({JobState(s).value for s in states}) if states else []
@@ -356,6 +404,24 @@ def _list_jobs_query(
     if before_seq is not None:
         query = query.where(jobs.c.seq < before_seq)
     return query.order_by(jobs.c.seq.desc()).limit(limit)
+
+
+def job_states(conn: Connection, *, job_ids: Sequence[str]) -> dict[str, JobState]:
+    """The state of each of these jobs that exists (one query, for log followers)."""
+    if not job_ids:
+        return {}
+    query = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(list(job_ids)))
+    return {row.id: JobState(row.state) for row in conn.execute(query)}
+
+
+def job_seq(conn: Connection, *, job_id: str, owner: str | None = None) -> int | None:
+    """The submission order of a job (only `owner`'s, if given): list cursors name a job."""
+    if "\x00" in job_id:
+        return None
+    query = select(jobs.c.seq).where(jobs.c.id == job_id)
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    return conn.execute(query).scalar()
 
 
 def list_jobs(
@@ -387,15 +453,42 @@ def list_job_rows(
     kind: str | None = None,
     before_seq: int | None = None,
     limit: int = 50,
+    max_bytes: int | None = None,
 ) -> list[Mapping[str, Any]]:
     """The page `list_jobs` returns, as raw column mappings: `spec` and `placement` are
     the stored JSON text, `state` a plain string.
 
     For a caller that only re-serializes the page (GET /v1/jobs): the stored document is
     already JSON, so parsing it into a record only to encode it again is skipped.
+
+    With `max_bytes`, the page also ends before the job whose document would take the
+    page's documents over `max_bytes` (the first job is always included). The database
+    makes the cut (a running sum of `spec_bytes` over the page's keys), so the documents
+    past it are never read into this process. Each mapping then has `page_rows`: how many
+    jobs the page had before the cut (more than returned means there is more to read).
     """
-    query = _list_jobs_query(
-        owner=owner, states=states, queue=queue, kind=kind, before_seq=before_seq, limit=limit
+    filters: dict[str, Any] = {
+        "owner": owner,
+        "states": states,
+        "queue": queue,
+        "kind": kind,
+        "before_seq": before_seq,
+        "limit": limit,
+    }
+    if max_bytes is None:
+        return [row._mapping for row in conn.execute(_list_jobs_query(**filters))]
+    keys = _list_jobs_query(**filters, columns=(jobs.c.seq, jobs.c.spec_bytes)).subquery()
+    running = select(
+        keys.c.seq,
+        func.sum(keys.c.spec_bytes).over(order_by=keys.c.seq.desc()).label("running"),
+        func.row_number().over(order_by=keys.c.seq.desc()).label("position"),
+        func.count().over().label("page_rows"),
+    ).subquery()
+    query = (
+        select(jobs, running.c.page_rows)
+        .join(running, jobs.c.seq == running.c.seq)
+        .where(or_(running.c.running <= max_bytes, running.c.position == 1))
+        .order_by(jobs.c.seq.desc())
     )
     return [row._mapping for row in conn.execute(query)]
 
@@ -644,6 +737,29 @@ def count_jobs_by_state(conn: Connection) -> dict[tuple[str, str], int]:
 # --------------------------------------------------------------------------- tokens
 
 
+_TOKEN_COLUMNS = (
+    tokens.c.id,
+    tokens.c.user,
+    tokens.c.role,
+    tokens.c.description,
+    tokens.c.created_at,
+    tokens.c.expires_at,
+    tokens.c.revoked_at,
+)
+
+
+def _token_from_row(row: Row[Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        user=row.user,
+        role=row.role,
+        description=row.description,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
 def insert_token(
     conn: Connection,
     *,
@@ -651,32 +767,54 @@ def insert_token(
     user: str,
     role: str,
     description: str | None = None,
+    expires_at: int | None = None,
 ) -> TokenRecord:
-    """Store a token's hash with its user and role ("admin" or "user")."""
+    """Store a token's hash with its user and role ("admin" or "user"), and its expiry."""
     if role not in ("admin", "user"):
         raise ValueError(f"role must be 'admin' or 'user', not {role!r}")
     at = now_us()
     token_id = conn.execute(
         insert(tokens)
-        .values(token_hash=token_hash, user=user, role=role, description=description, created_at=at)
+        .values(
+            token_hash=token_hash,
+            user=user,
+            role=role,
+            description=description,
+            created_at=at,
+            expires_at=expires_at,
+        )
         .returning(tokens.c.id)
     ).scalar_one()
-    return TokenRecord(id=token_id, user=user, role=role, description=description, created_at=at)
+    return TokenRecord(
+        id=token_id,
+        user=user,
+        role=role,
+        description=description,
+        created_at=at,
+        expires_at=expires_at,
+    )
 
 
 def find_token(conn: Connection, *, token_hash: str) -> TokenRecord | None:
-    """The token with this hash, if any."""
-    row = conn.execute(
-        select(
-            tokens.c.id, tokens.c.user, tokens.c.role, tokens.c.description, tokens.c.created_at
-        ).where(tokens.c.token_hash == token_hash)
-    ).first()
-    if row is None:
-        return None
-    return TokenRecord(
-        id=row.id,
-        user=row.user,
-        role=row.role,
-        description=row.description,
-        created_at=row.created_at,
+    """The token with this hash, if any (revoked and expired ones too: see `refusal`)."""
+    row = conn.execute(select(*_TOKEN_COLUMNS).where(tokens.c.token_hash == token_hash)).first()
+    return None if row is None else _token_from_row(row)
+
+
+def list_tokens(conn: Connection, *, user: str | None = None) -> list[TokenRecord]:
+    """Every token (only `user`'s, if given), oldest first. Hashes are never returned."""
+    query = select(*_TOKEN_COLUMNS).order_by(tokens.c.id)
+    if user is not None:
+        query = query.where(tokens.c.user == user)
+    return [_token_from_row(row) for row in conn.execute(query)]
+
+
+def revoke_token(conn: Connection, *, token_id: int) -> TokenRecord | None:
+    """Revoke a token from now on (a no-op if it already is); None if there is no such id."""
+    conn.execute(
+        update(tokens)
+        .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now_us())
     )
+    row = conn.execute(select(*_TOKEN_COLUMNS).where(tokens.c.id == token_id)).first()
+    return None if row is None else _token_from_row(row)

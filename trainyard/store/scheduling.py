@@ -97,9 +97,9 @@ def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> lis
     loads = json.loads
     out = []
     if changed_since is None:
-        rows = conn.execute(_LIVE_QUERY).tuples()
+        rows = conn.execute(_LIVE_QUERY)
     else:
-        rows = conn.execute(_CHANGED_QUERY, {"since": changed_since}).tuples()
+        rows = conn.execute(_CHANGED_QUERY, {"since": changed_since})
     for row in rows:
         (seq, job_id, owner, name, kind, queue, priority_value, state, reason, placement,
          version, created_at, started_at, attempt, failures, not_before, stop_target,
@@ -146,6 +146,8 @@ class AttemptStart:
     """A job_attempts row written with an admission."""
 
     placement: Mapping[int, str]
+    queue: str
+    owner: str
     workers: int
     cpu_millicores: int
     memory_bytes: int
@@ -174,6 +176,7 @@ class JobChange:
     attempt_start: AttemptStart | None = None
     attempt_end: tuple[int, str, str | None] | None = None  # (attempt, outcome, reason)
     attempt_running: int | None = None  # attempt whose workers all run now
+    attempt_energy_joules: float | None = None  # measured GPU energy of the ended attempt
 
     @property
     def reason_only(self) -> bool:
@@ -203,7 +206,9 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
 
     A change whose job moved on since the loop read it (another version) is skipped,
     as is one the state machine would refuse; neither raises, so one stale job never
-    costs the rest of the cycle's decisions.
+    costs the rest of the cycle's decisions. Statements are built once per shape and
+    events and attempt rows are inserted in one statement each: a cycle that admits
+    and finishes hundreds of jobs stays a handful of round trips plus one UPDATE each.
     """
     applied: set[str] = set()
     reason_only = [c for c in changes if c.reason_only]
@@ -218,21 +223,102 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
         # executemany reports no per-row counts; a reason that lost a race is harmless.
         applied.update(c.job_id for c in reason_only)
     at = now_us()
+    events: list[dict[str, Any]] = []
+    started: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
+    ended: list[dict[str, Any]] = []
     for change in changes:
         if change.reason_only:
             continue
-        if _apply_one(conn, change, at=at):
-            applied.add(change.job_id)
+        if not _apply_one(conn, change, at=at, events=events):
+            continue
+        applied.add(change.job_id)
+        if any(t is JobState.RUNNING for t, _ in change.transitions):
+            started.append({"b_id": change.job_id, "b_at": at})
+        if change.attempt_start is not None:
+            attempts.append(_attempt_row(change, at=at))
+        if change.attempt_running is not None:
+            running.append({"b_id": change.job_id, "b_attempt": change.attempt_running, "b_at": at})
+        if change.attempt_end is not None:
+            attempt, outcome, reason = change.attempt_end
+            ended.append(
+                {
+                    "b_id": change.job_id,
+                    "b_attempt": attempt,
+                    "b_at": at,
+                    "b_outcome": outcome,
+                    "b_reason": reason,
+                    "b_energy": change.attempt_energy_joules,
+                }
+            )
+    if events:
+        conn.execute(insert(job_events), events)
+    if started:
+        conn.execute(_FIRST_START, started)
+    if attempts:
+        conn.execute(insert(job_attempts), attempts)
+    if running:
+        conn.execute(_ATTEMPT_RUNNING, running)
+    if ended:
+        conn.execute(_ATTEMPT_ENDED, ended)
     return applied
 
 
-def _apply_one(conn: Connection, change: JobChange, *, at: int) -> bool:
+# started_at is the first time the job ever ran (kept across attempts).
+_FIRST_START = (
+    update(jobs)
+    .where(and_(jobs.c.id == bindparam("b_id"), jobs.c.started_at.is_(None)))
+    .values(started_at=bindparam("b_at"))
+)
+_ATTEMPT_RUNNING = (
+    update(job_attempts)
+    .where(
+        and_(
+            job_attempts.c.job_id == bindparam("b_id"),
+            job_attempts.c.attempt == bindparam("b_attempt"),
+            job_attempts.c.started_at.is_(None),
+        )
+    )
+    .values(started_at=bindparam("b_at"))
+)
+_ATTEMPT_ENDED = (
+    update(job_attempts)
+    .where(
+        and_(
+            job_attempts.c.job_id == bindparam("b_id"),
+            job_attempts.c.attempt == bindparam("b_attempt"),
+            job_attempts.c.ended_at.is_(None),
+        )
+    )
+    .values(
+        ended_at=bindparam("b_at"), outcome=bindparam("b_outcome"), reason=bindparam("b_reason")
+    )
+)
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _update_statement(columns: tuple[str, ...]) -> Any:
+    """UPDATE jobs SET <columns> WHERE id = :b_id AND version = :b_version, built once."""
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = _UPDATES[columns] = (
+            update(jobs)
+            .where(and_(jobs.c.id == bindparam("b_id"), jobs.c.version == bindparam("b_version")))
+            .values({name: bindparam(name) for name in columns})
+        )
+    return statement
+
+
+def _apply_one(
+    conn: Connection, change: JobChange, *, at: int, events: list[dict[str, Any]]
+) -> bool:
     state = change.state
-    events: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
     for target, reason in change.transitions:
         if not can_transition(state, target):
             return False
-        events.append(
+        mine.append(
             {
                 "job_id": change.job_id,
                 "at": at,
@@ -248,12 +334,12 @@ def _apply_one(conn: Connection, change: JobChange, *, at: int) -> bool:
     if change.transitions:
         values["state"] = state.value
         values.setdefault("reason", change.transitions[-1][1])
-        if state is JobState.RUNNING or any(t is JobState.RUNNING for t, _ in change.transitions):
+        if any(t is JobState.RUNNING for t, _ in change.transitions):
             values.setdefault("attempt_started_at", at)
         if state in TERMINAL_STATES:
             values["finished_at"] = at
     for note in change.notes:
-        events.append(
+        mine.append(
             {
                 "job_id": change.job_id,
                 "at": at,
@@ -264,74 +350,38 @@ def _apply_one(conn: Connection, change: JobChange, *, at: int) -> bool:
         )
     values["version"] = change.version + 1
     values["updated_at"] = at
+    columns = tuple(sorted(values))
     result = conn.execute(
-        update(jobs)
-        .where(and_(jobs.c.id == change.job_id, jobs.c.version == change.version))
-        .values(values)
+        _update_statement(columns), {**values, "b_id": change.job_id, "b_version": change.version}
     )
     if result.rowcount != 1:
         return False
-    if any(t is JobState.RUNNING for t, _ in change.transitions):
-        # started_at is the first time the job ever ran (kept across attempts).
-        conn.execute(
-            update(jobs)
-            .where(and_(jobs.c.id == change.job_id, jobs.c.started_at.is_(None)))
-            .values(started_at=at)
-        )
-    if events:
-        conn.execute(insert(job_events), events)
-    if change.attempt_start is not None:
-        _insert_attempt(conn, change, at=at)
-    if change.attempt_running is not None:
-        conn.execute(
-            update(job_attempts)
-            .where(
-                and_(
-                    job_attempts.c.job_id == change.job_id,
-                    job_attempts.c.attempt == change.attempt_running,
-                    job_attempts.c.started_at.is_(None),
-                )
-            )
-            .values(started_at=at)
-        )
-    if change.attempt_end is not None:
-        attempt, outcome, reason = change.attempt_end
-        conn.execute(
-            update(job_attempts)
-            .where(
-                and_(
-                    job_attempts.c.job_id == change.job_id,
-                    job_attempts.c.attempt == attempt,
-                    job_attempts.c.ended_at.is_(None),
-                )
-            )
-            .values(ended_at=at, outcome=outcome, reason=reason)
-        )
+    events.extend(mine)
     return True
 
 
-def _insert_attempt(conn: Connection, change: JobChange, *, at: int) -> None:
+def _attempt_row(change: JobChange, *, at: int) -> dict[str, Any]:
     start = change.attempt_start
     assert start is not None
-    row = conn.execute(
-        select(jobs.c.queue, jobs.c.owner, jobs.c.attempt).where(jobs.c.id == change.job_id)
-    ).one()
-    conn.execute(
-        insert(job_attempts).values(
-            job_id=change.job_id,
-            attempt=row.attempt,
-            queue=row.queue,
-            owner=row.owner,
-            placement=_dump({str(k): v for k, v in start.placement.items()}),
-            workers=start.workers,
-            cpu_millicores=start.cpu_millicores,
-            memory_bytes=start.memory_bytes,
-            gpus=start.gpus,
-            tpu_chips=start.tpu_chips,
-            accelerator_model=start.accelerator_model,
-            admitted_at=at,
-        )
-    )
+    return {
+        "job_id": change.job_id,
+        "attempt": change.values["attempt"],
+        "queue": start.queue,
+        "owner": start.owner,
+        "placement": _dump({str(k): v for k, v in start.placement.items()}),
+        "workers": start.workers,
+        "cpu_millicores": start.cpu_millicores,
+        "memory_bytes": start.memory_bytes,
+        "gpus": start.gpus,
+        "tpu_chips": start.tpu_chips,
+        "accelerator_model": start.accelerator_model,
+        "admitted_at": at,
+        "started_at": None,
+        "ended_at": None,
+        "outcome": None,
+        "reason": None,
+        "energy_joules": None,
+    }
 
 
 def attempt_rows(conn: Connection, *, job_id: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.support.servers import ApiServer, wait_for
 from trainyard.api.inventory import LocalInventory
-from trainyard.api.logs import log_path
+from trainyard.layout import worker_log_path
 from trainyard.store import JobState, transition_job, write_transaction
 
 JOB: dict[str, Any] = {"name": "job", "workload": {"builtin": "gpt"}}
@@ -29,7 +29,7 @@ def test_logs_are_empty_before_output_then_return_the_file(server: ApiServer) ->
     with server.client() as client:
         job = submit(server, client)
         empty = client.get(f"/v1/jobs/{job['id']}/logs")
-        path = log_path(server.home, job["id"])
+        path = worker_log_path(server.home, job["id"], 0)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("step 1 loss 4.2\nstep 2 loss 3.9\n")
         full = client.get(f"/v1/jobs/{job['id']}/logs")
@@ -42,7 +42,7 @@ def test_follow_streams_new_lines_and_ends_when_the_job_finishes(server: ApiServ
     with server.client() as client:
         job = submit(server, client)
     move(server, job["id"], JobState.ADMITTED, JobState.RUNNING)
-    path = log_path(server.home, job["id"])
+    path = worker_log_path(server.home, job["id"], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("line 0\n")
     received: list[str] = []

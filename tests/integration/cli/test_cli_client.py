@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.support.servers import ApiServer
-from trainyard.api.logs import log_path
 from trainyard.cli import app
+from trainyard.layout import worker_log_path
 from trainyard.store import JobState, transition_job, write_transaction
 
 JOB_YAML = """\
@@ -109,7 +109,7 @@ def test_missing_file_bad_token_and_unreachable_server(cli, server: ApiServer) -
 
 def test_logs_and_follow(cli, server: ApiServer, job_file: Path) -> None:
     job = json.loads(cli("submit", str(job_file), "-o", "json").stdout)
-    path = log_path(server.home, job["id"])
+    path = worker_log_path(server.home, job["id"], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("step 1\nstep 2\n")
     assert cli("logs", job["id"]).stdout == "step 1\nstep 2\n"

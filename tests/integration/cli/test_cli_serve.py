@@ -62,7 +62,7 @@ def test_serve_prints_where_things_are_and_keeps_jobs_across_restarts(tmp_path: 
         auth = {"Authorization": f"Bearer {token}"}
         job = {"name": "persisted", "workload": {"builtin": "gpt"}}
         created = httpx.post(f"{url}/v1/jobs", json=job, headers=auth)
-        assert created.status_code == 201
+        assert created.status_code == 201, created.text
         assert httpx.post(f"{url}/v1/jobs", json=job).status_code == 401
         negative = httpx.post(
             f"{url}/v1/jobs", json={**job, "resources": {"gpu": -1}}, headers=auth
@@ -70,7 +70,8 @@ def test_serve_prints_where_things_are_and_keeps_jobs_across_restarts(tmp_path: 
         assert negative.status_code == 422 and "resources.gpu" in negative.text
     with serve(home, port) as (url, _):
         again = httpx.get(f"{url}/v1/jobs/{created.json()['id']}", headers=auth)
-    assert again.status_code == 200 and again.json()["name"] == "persisted"
+    assert again.status_code == 200, again.text
+    assert again.json()["name"] == "persisted"
 
 
 def test_serve_records_the_kubernetes_backend_choice(tmp_path: Path) -> None:

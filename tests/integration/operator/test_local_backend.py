@@ -230,7 +230,9 @@ def test_a_two_worker_command_gang_succeeds_with_its_env_and_logs(backends: Back
 
     backend.stop("job-ok", grace_seconds=5, reason="done")
     assert _of(backend, "job-ok") == {}
-    assert not (_run_dir(backends.home, "job-ok") / "attempt-1").exists()
+    attempt_dir = _run_dir(backends.home, "job-ok") / "attempt-1"
+    assert not list(attempt_dir.glob("worker-*")) and not (attempt_dir / "gang.json").exists()
+    wait_for(lambda: not attempt_dir.exists(), timeout=10, what="pruning")
     backend.stop("job-ok", grace_seconds=5, reason="done")  # idempotent
     assert "worker-pid" in backend.log_tail("job-ok", 0)  # logs outlive the records
 
@@ -282,7 +284,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_once_the_grace_is_over(
     wait_for(lambda: not _of(backend, "job-stubborn"), timeout=30, what="the stop to finish")
     assert time.monotonic() - stopped_at >= 1.0  # killed after the grace, not before
     assert _gone(pid)
-    assert not _run_dir(backends.home, "job-stubborn").exists()
+    wait_for(lambda: not _run_dir(backends.home, "job-stubborn").exists(), timeout=10, what="prune")
 
 
 def test_a_restarted_backend_still_kills_on_the_persisted_deadline(backends: Backends) -> None:
@@ -544,6 +546,17 @@ def test_an_unwritable_or_full_log_directory_fails_the_launch_not_the_backend(
         backend.launch(_gang(backend, "job-nodir", [_python("print('never')")]))
     assert blocked.value.permanent and str(logs / "job-nodir") in blocked.value.reason
 
+    # The same for the run directory, where the worker's record would go.
+    (backends.home / "run" / "job-norun").write_text("not a directory")
+    with pytest.raises(LaunchError) as no_run:
+        backend.launch(_gang(backend, "job-norun", [_python("print('never')")]))
+    assert (
+        no_run.value.permanent and str(backends.home / "run" / "job-norun") in no_run.value.reason
+    )
+    with pytest.raises(LaunchError) as no_gang:
+        backend.rendezvous("job-norun", 1)
+    assert no_gang.value.permanent
+
     # A full disk: the kernel's /dev/full answers every write with ENOSPC.
     (logs / "job-full").mkdir(mode=0o700)
     (logs / "job-full" / "worker-0.log").symlink_to("/dev/full")
@@ -551,9 +564,41 @@ def test_an_unwritable_or_full_log_directory_fails_the_launch_not_the_backend(
         backend.launch(_gang(backend, "job-full", [_python("print('never')")]))
     assert full.value.permanent and "no space left on device" in full.value.reason
     assert "worker-0.log" in full.value.reason
-    assert _of(backend, "job-nodir") == {} and _of(backend, "job-full") == {}
+    assert _of(backend, "job-nodir") == _of(backend, "job-norun") == _of(backend, "job-full") == {}
     assert not (_run_dir(backends.home, "job-full") / "attempt-1" / "worker-0.json").exists()
 
     backend.launch(_gang(backend, "job-fine", [_python("print('fine')")]))
     wait_for(_all_exited(backend, "job-fine", 1), timeout=30, what="the next job to run")
     assert _of(backend, "job-fine")[0].phase == WorkerPhase.SUCCEEDED  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["fork-server", "fresh-interpreter"])
+def test_both_ways_of_starting_supervisors_run_stop_and_report(
+    backends: Backends, tmp_path: Path, fork_server: bool
+) -> None:
+    backend = backends.new(fork_server=fork_server)
+    fifo = _fifo(tmp_path, "both")
+    backend.launch(_gang(backend, "job-ways", [_python(ECHO_AND_WAIT, str(fifo))]))
+    backend.launch(_gang(backend, "job-ways-stop", [_python(STUBBORN)]))
+    wait_for(_log_has(backends.home, "job-ways-stop", 0, "ready"), timeout=30, what="ready")
+    backend.stop("job-ways-stop", grace_seconds=0.2, reason="cancelled")
+    _release(fifo, 5)
+    wait_for(_all_exited(backend, "job-ways", 1), timeout=30, what="the worker to exit")
+    assert _of(backend, "job-ways")[0].exit_code == 5  # type: ignore[attr-defined]
+    wait_for(lambda: not _of(backend, "job-ways-stop"), timeout=30, what="the stop")
+
+
+def test_a_dead_fork_server_is_replaced_and_launches_go_on(backends: Backends) -> None:
+    backend = backends.new()
+    backend.launch(_gang(backend, "job-fs-1", [_python("print('one')")]))
+    fork_server = backend._fork_server
+    assert fork_server is not None and fork_server._pid is not None
+    old_pid = fork_server._pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: _gone(old_pid), timeout=10, what="the fork server to die")
+    for n in (2, 3):  # the first falls back to a direct spawn, the next gets a new server
+        backend.launch(_gang(backend, f"job-fs-{n}", [_python(f"print('n{n}')")]))
+    for n in (1, 2, 3):
+        wait_for(_all_exited(backend, f"job-fs-{n}", 1), timeout=30, what=f"job-fs-{n}")
+        assert _of(backend, f"job-fs-{n}")[0].phase == WorkerPhase.SUCCEEDED  # type: ignore[attr-defined]
+    assert fork_server._pid not in (None, old_pid)

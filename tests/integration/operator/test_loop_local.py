@@ -278,3 +278,81 @@ def test_two_hundred_jobs_never_overlap_beyond_the_nodes_capacity(tmp_path: Path
             if r.admitted_at <= row.admitted_at < r.ended_at
         )
         assert held <= 2000, held
+
+
+def test_two_servers_on_one_store_run_one_loop_and_hand_it_over(tmp_path: Path) -> None:
+    """Only the lease holder acts; killing it hands the loop to the other within the ttl."""
+    home = tmp_path / "home"
+    with serve(home, lease_ttl_seconds="2") as first, serve(home, lease_ttl_seconds="2") as second:
+        leader = first.loop_pid()
+        assert leader in (_loop_child(first), _loop_child(second))
+        os.kill(leader, signal.SIGKILL)  # its serve restarts it, but the other may win
+        job = second.submit(
+            {"name": "after", "resources": {"cpu": "100m"}, "workload": {"command": ["true"]}}
+        )
+        second.wait_state(job["id"], "SUCCEEDED", timeout=60)
+        assert first.loop_pid() != leader
+        events = second.events(job["id"])
+        assert [e["to_state"] for e in events].count("ADMITTED") == 1
+
+
+def _loop_child(server: object) -> int:
+    """The pid of the loop process a `serve` started (its only python child)."""
+    pid = server.process.pid  # type: ignore[attr-defined]
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0])
+
+
+def test_max_runtime_stops_the_job_and_fails_it_with_that_reason(tmp_path: Path) -> None:
+    with serve(tmp_path / "home", stop_grace_seconds="2") as server:
+        job = server.submit(
+            {
+                "name": "slow",
+                "max_runtime": "2s",
+                "retries": 3,
+                "resources": {"cpu": "100m"},
+                "workload": {"command": [PY, "-c", "import time; time.sleep(600)"]},
+            }
+        )
+        done = server.wait_state(job["id"], "FAILED", timeout=60)
+        assert "max_runtime 2s exceeded" in done["reason"]
+        assert done["attempt"] == 1  # a time limit is not retried
+        assert processes_of(job["id"]) == []
+
+
+def test_an_image_on_the_local_backend_is_ignored_with_a_warning_event(tmp_path: Path) -> None:
+    with serve(tmp_path / "home") as server:
+        job = server.submit(
+            {
+                "name": "img",
+                "image": "ghcr.io/example/trainer:1",
+                "resources": {"cpu": "100m"},
+                "workload": {"command": ["true"]},
+            }
+        )
+        server.wait_state(job["id"], "SUCCEEDED", timeout=60)
+        reasons = [e["reason"] or "" for e in server.events(job["id"])]
+        assert any(
+            r.startswith("warning: image 'ghcr.io/example/trainer:1' ignored") for r in reasons
+        )
+
+
+def test_an_unwritable_log_directory_fails_the_job_and_the_server_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    with serve(home) as server:
+        logs = home / "logs"
+        if logs.is_dir():
+            logs.rmdir()
+        logs.write_text("a file where the log directory should be")
+        job = server.submit(
+            {"name": "nolog", "resources": {"cpu": "100m"}, "workload": {"command": ["true"]}}
+        )
+        done = server.wait_state(job["id"], "FAILED", timeout=60)
+        assert "launch failed" in done["reason"] and "logs" in done["reason"]
+        logs.unlink()
+        after = server.submit(
+            {"name": "fine", "resources": {"cpu": "100m"}, "workload": {"command": ["true"]}}
+        )
+        server.wait_state(after["id"], "SUCCEEDED", timeout=60)

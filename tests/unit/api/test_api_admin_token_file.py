@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from trainyard.api.auth import AdminTokenFileError, TokenCache, ensure_admin_token
+from trainyard.api.auth import AdminTokenFileError, TokenVerifier, ensure_admin_token
 from trainyard.store import make_engine, migrate
 
 
@@ -32,7 +32,7 @@ def test_a_symbolic_link_is_refused_and_its_target_not_registered(
     (home / "admin-token").symlink_to(planted)
     with pytest.raises(AdminTokenFileError, match="link"):
         ensure_admin_token(engine, home=home, configured=None)
-    assert TokenCache(engine).lookup("attacker-chosen-token") is None
+    assert isinstance(TokenVerifier(engine).lookup("attacker-chosen-token"), str)
 
 
 def test_an_empty_file_is_refused_not_registered_as_the_empty_token(
@@ -43,7 +43,7 @@ def test_an_empty_file_is_refused_not_registered_as_the_empty_token(
     (home / "admin-token").write_text("")
     with pytest.raises(AdminTokenFileError, match="empty"):
         ensure_admin_token(engine, home=home, configured=None)
-    assert TokenCache(engine).lookup("") is None
+    assert isinstance(TokenVerifier(engine).lookup(""), str)
 
 
 def test_a_readable_file_is_made_private(tmp_path: Path, engine: Engine) -> None:
@@ -54,7 +54,7 @@ def test_a_readable_file_is_made_private(tmp_path: Path, engine: Engine) -> None
     path.chmod(0o644)
     assert ensure_admin_token(engine, home=home, configured=None) == path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    principal = TokenCache(engine).lookup("an-existing-admin-token")
+    principal = TokenVerifier(engine).lookup("an-existing-admin-token")
     assert principal is not None and principal.is_admin
 
 
@@ -80,5 +80,5 @@ def test_servers_starting_together_agree_on_one_complete_token(
     assert errors == []
     token = (home / "admin-token").read_text().strip()
     assert len(token) == 43
-    assert TokenCache(engine).lookup("") is None
+    assert isinstance(TokenVerifier(engine).lookup(""), str)
     assert sorted(p.name for p in home.iterdir()) == ["admin-token"]  # no temporary left

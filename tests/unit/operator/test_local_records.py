@@ -13,6 +13,7 @@ from trainyard.operator.local.records import (
     StopRequest,
     WorkerRecord,
     gang_ports,
+    prune,
     read_started,
     read_status,
     remove_worker_files,
@@ -87,7 +88,9 @@ def test_scan_finds_records_and_removing_the_last_worker_drops_the_attempt(tmp_p
     assert not (paths.directory / "worker-0.json.tmp").exists()  # cleaned by the scan
     assert gang_ports(tmp_path) == {("j1", 2): 28123}
 
-    remove_worker_files(paths, 0)
+    assert remove_worker_files(paths, 0) is False
     assert paths.gang.exists()  # worker 1 still belongs to the attempt
-    remove_worker_files(paths, 1)
+    assert remove_worker_files(paths, 1) is True
+    assert list(paths.directory.iterdir()) == []
+    prune(paths.directory)
     assert not paths.directory.exists() and not paths.directory.parent.exists()

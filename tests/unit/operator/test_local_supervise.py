@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.servers import wait_for
 from trainyard.operator.local import spawn, supervise
 
 
@@ -54,3 +58,39 @@ def test_the_supervisor_imports_only_light_stdlib_modules() -> None:
         [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert not {"json", "enum", "re", "subprocess", "trainyard"} & set(modules)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The supervisor installed its SIGTERM handler (bit 15 of SigCgt in /proc status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.parametrize("use_fork_server", [True, False], ids=["fork-server", "fresh"])
+def test_a_stop_before_go_cancels_the_start(tmp_path: Path, use_fork_server: bool) -> None:
+    fork_server = spawn.ForkServer() if use_fork_server else None
+    marker = tmp_path / "ran"
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        spawned = spawn.spawn_supervisor(
+            status_path=tmp_path / "status",
+            started_path=tmp_path / "started",
+            log_fd=log,
+            fork_server=fork_server,
+        )
+        os.close(log)
+        wait_for(lambda: _catches_sigterm(spawned.pid), timeout=30, what="its handler")
+        signal.pidfd_send_signal(spawned.pidfd, signal.SIGTERM)
+        spawn.send_go(spawned, ["touch", str(marker)], {"PATH": os.defpath})
+        wait_for(lambda: (tmp_path / "status").exists(), timeout=30, what="its status")
+        assert "message=stopped before start" in (tmp_path / "status").read_text()
+        assert not marker.exists()
+        os.close(spawned.notify_fd)
+        os.close(spawned.pidfd)
+        if spawned.own_child:
+            os.waitpid(spawned.pid, 0)
+    finally:
+        if fork_server is not None:
+            fork_server.close()

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from trainyard.api.auth import Principal
 from trainyard.api.body import YamlBodyRoute
 from trainyard.api.deps import (
     CommitterDep,
     EngineDep,
+    LogFollowersDep,
     MetricsDep,
     PrincipalDep,
     SettingsDep,
@@ -23,24 +27,30 @@ from trainyard.api.deps import (
 )
 from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
-from trainyard.api.logs import follow_log, log_path, read_log
+from trainyard.api.logs import follow_log, read_chunks
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
-from trainyard.api.schemas import EventsPublic, JobCreate, JobPublic, JobsPublic
+from trainyard.api.schemas import ErrorBody, EventsPublic, JobCreate, JobPublic, JobsPublic
 from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
 from trainyard.config import Settings
+from trainyard.layout import worker_log_path
+from trainyard.quotas import effective_queues
 from trainyard.store import (
     CANCELLABLE_STATES,
     TERMINAL_STATES,
     ConcurrentUpdate,
     IllegalTransition,
     JobNotFound,
+    JobRecord,
     JobState,
     Submission,
+    dump_document,
     get_job,
+    job_seq,
     list_events,
     list_job_rows,
     read_transaction,
     request_stop,
+    server_idempotency_key,
     write_transaction,
 )
 
@@ -52,7 +62,7 @@ NO_NUL = r"^[^\x00]*$"
 
 def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
     """422 for an unknown queue or priority class; returns the class's priority value."""
-    queues = [q.name for q in settings.queues]
+    queues = [q.name for q in effective_queues(settings)]
     if job.queue not in queues:
         raise FieldRuleError(
             "queue", "unknown_queue", f"unknown queue {job.queue!r}; known: {', '.join(queues)}"
@@ -109,6 +119,13 @@ async def submit(
     check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
     check_document(spec)
+    spec_json = dump_document(spec)
+    if len(spec_json) > settings.max_job_document_bytes:
+        raise HTTPException(
+            status_code=413,
+            detail=f"the job document is {len(spec_json)} bytes as stored; the limit is "
+            f"{settings.max_job_document_bytes} (TRAINYARD_MAX_JOB_DOCUMENT_BYTES)",
+        )
     request_hash = (
         hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         if idempotency_key
@@ -119,8 +136,11 @@ async def submit(
             owner=principal.user,
             spec=spec,
             priority_value=priority_value,
-            idempotency_key=idempotency_key,
+            # Without a client key the server assigns one, so that a COMMIT whose outcome
+            # is unknown can be resubmitted without ever storing a second job.
+            idempotency_key=idempotency_key or server_idempotency_key(),
             request_hash=request_hash,
+            spec_json=spec_json,
         )
     )
     headers = {"Location": f"/v1/jobs/{record.id}"}
@@ -132,13 +152,30 @@ async def submit(
     return json_response(job_public(record), status_code=201, headers=headers)
 
 
-def encode_cursor(seq: int) -> str:
-    """The cursor for the page after the job with this `seq` (clients treat it as opaque)."""
-    return str(seq)
+_CURSOR_PREFIX = b"j1:"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 
-def decode_cursor(cursor: str) -> int:
-    return int(cursor)
+def encode_cursor(job_id: str) -> str:
+    """The cursor for the page after this job. It names a job the caller has already seen
+    (never a position or a count), so it reveals nothing; clients treat it as opaque."""
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The job id in a cursor; FieldRuleError if it is not one this server wrote."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except ValueError:
+        raw = b""
+    job_id = raw[len(_CURSOR_PREFIX) :].decode("ascii", "replace")
+    if not raw.startswith(_CURSOR_PREFIX) or re.fullmatch(r"[0-9a-f]{32}", job_id) is None:
+        raise _bad_cursor()
+    return job_id
+
+
+def _bad_cursor() -> FieldRuleError:
+    return FieldRuleError("cursor", "cursor", "is not a next_cursor this server returned")
 
 
 class JobsQuery(BaseModel):
@@ -157,7 +194,7 @@ class JobsQuery(BaseModel):
     )
     kind: Literal["training", "inference"] | None = None
     cursor: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,18}$", description="next_cursor of the last page."
+        default=None, pattern=CURSOR_PATTERN, description="next_cursor of the last page."
     )
     limit: int = Field(default=50, ge=1, le=500)
 
@@ -166,6 +203,7 @@ class JobsQuery(BaseModel):
 def list_(
     principal: PrincipalDep,
     engine: EngineDep,
+    settings: SettingsDep,
     query: Annotated[JobsQuery, Query()],
 ) -> Response:
     """A page of the caller's jobs (every job for an admin), filtered, newest first."""
@@ -173,18 +211,25 @@ def list_(
     if visible is not None and query.owner is not None and query.owner != visible:
         # A user filtering on someone else's name sees nothing, not an error.
         return json_response({"data": [], "count": 0, "next_cursor": None})
-    before = decode_cursor(query.cursor) if query.cursor else None
+    owner = visible if visible is not None else query.owner
     with read_transaction(engine) as conn:
+        before = None
+        if query.cursor:
+            before = job_seq(conn, job_id=decode_cursor(query.cursor), owner=visible)
+            if before is None:
+                raise _bad_cursor()
         rows = list_job_rows(
             conn,
-            owner=visible if visible is not None else query.owner,
+            owner=owner,
             states=query.state,
             queue=query.queue,
             kind=query.kind,
             before_seq=before,
             limit=query.limit,
+            max_bytes=settings.max_page_bytes,
         )
-    next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == query.limit else None
+    more = len(rows) == query.limit or (bool(rows) and rows[0]["page_rows"] > len(rows))
+    next_cursor = encode_cursor(rows[-1]["id"]) if more else None
     return jobs_page_response(rows, next_cursor)
 
 
@@ -223,7 +268,7 @@ def cancel(
     engine: EngineDep,
     metrics: MetricsDep,
     waker: WakerDep,
-) -> dict[str, Any]:
+) -> Response:
     """Cancel a job (409 once it has finished).
 
     A pending job is CANCELLED at once. A job with workers keeps its state with
@@ -252,13 +297,16 @@ def cancel(
                 raise
     metrics.cancelled.inc()
     waker.wake()
-    return job_public(updated)
+    return json_response(job_public(updated))
 
 
 class LogsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     follow: bool = Field(default=False, description="Stream new output until the job ends.")
+    worker: int = Field(
+        default=0, ge=0, le=1023, description="Which worker's output (0 to workers - 1)."
+    )
 
 
 @router.get(
@@ -266,38 +314,51 @@ class LogsQuery(BaseModel):
     responses={
         **NOT_FOUND,
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Output"},
+        429: {"model": ErrorBody, "description": "Too many log streams open for this user"},
     },
     response_class=Response,
-    summary="A job's output (follow=true streams it until the job ends)",
+    summary="A worker's output (follow=true streams it until the job ends)",
 )
 async def logs(
     job_id: str,
-    request: Request,
     principal: PrincipalDep,
     engine: EngineDep,
     settings: SettingsDep,
+    followers: LogFollowersDep,
     query: Annotated[LogsQuery, Query()],
 ) -> Response:
+    """Worker `worker`'s output (all attempts, appended). With follow=true the stream
+    stays open, sending output as it is written, and ends once the job has finished."""
     owner = _visible_owner(principal)
 
-    def load_state() -> JobState | None:
+    def load() -> JobRecord | None:
         with read_transaction(engine) as conn:
-            job = get_job(conn, job_id=job_id, owner=owner)
-        return None if job is None else job.state
+            return get_job(conn, job_id=job_id, owner=owner)
 
-    state = await run_in_threadpool(load_state)
-    if state is None:
+    job = await run_in_threadpool(load)
+    if job is None:
         raise JobNotFound(job_id)
-    path = log_path(settings.home, job_id)
-    if not query.follow:
-        content = await run_in_threadpool(read_log, path)
-        return Response(content, media_type="text/plain; charset=utf-8")
+    workers = int(job.spec.get("workers", 1))
+    if query.worker >= workers:
+        raise FieldRuleError(
+            "worker",
+            "worker_index",
+            f"job {job_id} has {workers} worker(s): worker must be 0 to {workers - 1}",
+        )
+    path = worker_log_path(settings.home, job_id, query.worker)
+    media_type = "text/plain; charset=utf-8"
+    if not query.follow or job.state in TERMINAL_STATES:
+        # The size now: a log still being written is served as far as it was.
+        size = await run_in_threadpool(_size, path)
+        return StreamingResponse(
+            iterate_in_threadpool(iter(read_chunks(path, limit=size))), media_type=media_type
+        )
+    follower = followers.add(user=principal.user, job_id=job_id, path=path)
+    return StreamingResponse(follow_log(followers, follower), media_type=media_type)
 
-    async def finished() -> bool:
-        current = await run_in_threadpool(load_state)
-        return current is None or current in TERMINAL_STATES
 
-    return StreamingResponse(
-        follow_log(path, is_finished=finished, is_disconnected=request.is_disconnected),
-        media_type="text/plain; charset=utf-8",
-    )
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

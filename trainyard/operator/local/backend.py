@@ -48,11 +48,16 @@ from trainyard.operator.backend import (
     WorkerPhase,
     WorkerStatus,
 )
-from trainyard.operator.launch import Runtime, describe
+from trainyard.operator.launch import Runtime
 from trainyard.operator.local import ports as port_picker
 from trainyard.operator.local import spawn
 from trainyard.operator.local.machine import Machine
-from trainyard.operator.local.procfs import boot_id, is_same_process, processes_with_env
+from trainyard.operator.local.procfs import (
+    boot_id,
+    is_same_process,
+    processes_with_env,
+    read_stat,
+)
 from trainyard.operator.local.records import (
     AttemptPaths,
     ExitStatus,
@@ -60,6 +65,8 @@ from trainyard.operator.local.records import (
     StopRequest,
     WorkerRecord,
     gang_ports,
+    prune,
+    read_gang_port,
     read_started,
     read_status,
     remove_worker_files,
@@ -179,10 +186,12 @@ class LocalBackend:
         nvidia_smi: str | None = None,
         port_range: range = port_picker.DEFAULT_PORT_RANGE,
         inherit_env: Sequence[str] = INHERITED_ENV,
+        fork_server: bool = True,
     ) -> None:
         """`cpu_millicores`, `memory_bytes` and `gpus` override what is detected (tests,
         or an administrator reserving part of the machine); `nvml=False` skips NVML and
-        asks nvidia-smi (`nvidia_smi`: its path, else found on PATH)."""
+        asks nvidia-smi (`nvidia_smi`: its path, else found on PATH); `fork_server=False`
+        starts every supervisor as a fresh interpreter (see spawn.py)."""
         self.home = Path(home)
         self.machine = Machine.detect(
             name=node_name,
@@ -198,14 +207,26 @@ class LocalBackend:
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._workers: dict[Key, _Worker] = {}
+        self._by_job: dict[str, set[Key]] = {}
+        # Directories known to exist (created by us, private): mkdir costs milliseconds.
+        self._made_dirs: set[Path] = set()
         # Live workers the watcher's tick must look at (stopping, or adopted while
         # starting): a tick costs O(these), not O(every worker).
         self._attention: set[Key] = set()
         self._rendezvous: dict[tuple[str, int], int] = {}
+        # What live workers hold, kept up to date as they start and end, so a launch
+        # costs O(its workers), not O(every worker): GPU index -> holder, and every port
+        # handed out (metrics blocks and rendezvous) -> holder.
+        self._held_gpus: dict[int, Key] = {}
+        self._held_ports: dict[int, object] = {}
+        # Empty attempt directories to remove off the loop's path (rmdir can take
+        # milliseconds on a journaled filesystem).
+        self._prune: set[Path] = set()
         self._snapshot: tuple[WorkerStatus, ...] | None = ()
         self._wake: Callable[[], None] = lambda: None
         self._dirty = False
         self._watcher: FdWatcher | None = None
+        self._fork_server = spawn.ForkServer() if fork_server else None
         self._closed = False
         raw = os.environ.get(FAULT_KILL_AFTER_SPAWNS, "").strip()
         self._counters = _Counters(kill_after=int(raw) if raw.isdigit() else None)
@@ -221,7 +242,9 @@ class LocalBackend:
         ensure_private_dir(self.home / "run")
         self._watcher = FdWatcher(self._tick, name="local-backend-watcher")
         with self._lock:
-            self._rendezvous.update(gang_ports(self.home))
+            for (job_id, attempt), port in gang_ports(self.home).items():
+                self._rendezvous[(job_id, attempt)] = port
+                self._held_ports[port] = (job_id, attempt)
             for job_id, attempt, index, path in scan(self.home):
                 self._adopt(job_id, attempt, index, path)
             self._changed()
@@ -234,6 +257,8 @@ class LocalBackend:
         self._closed = True
         if self._watcher is not None:
             self._watcher.close()
+        if self._fork_server is not None:
+            self._fork_server.close()
         with self._lock:
             for worker in self._workers.values():
                 for fd in (worker.pidfd, worker.notify_fd):
@@ -301,7 +326,8 @@ class LocalBackend:
         is over (the watcher enforces the persisted deadline), and forget exited ones."""
         now = time.time()
         with self._lock:
-            for worker in [w for w in self._workers.values() if w.record.job_id == job_id]:
+            for key in list(self._by_job.get(job_id, ())):
+                worker = self._workers[key]
                 if worker.phase.exited:
                     self._forget(worker)
                     continue
@@ -354,13 +380,7 @@ class LocalBackend:
         self, gang: GangLaunch, missing: Sequence[WorkerLaunch]
     ) -> dict[int, tuple[int, ...]]:
         """GPU indices per worker: free ones, i.e. held by no live worker of any job."""
-        held = {
-            gpu
-            for worker in self._workers.values()
-            if not worker.phase.exited
-            for gpu in worker.record.gpus
-        }
-        free = [index for index in self.machine.gpu_indices if index not in held]
+        free = [index for index in self.machine.gpu_indices if index not in self._held_gpus]
         wanted = sum(worker.gpus for worker in missing)
         if wanted > len(free):
             raise LaunchError(
@@ -375,28 +395,23 @@ class LocalBackend:
 
     def _ensure_dirs(self, paths: AttemptPaths, job_id: str) -> None:
         for directory in (logs_dir(self.home, job_id), paths.directory):
+            if directory in self._made_dirs:
+                continue
             try:
                 ensure_private_dir(directory)
             except OSError as exc:
                 raise _launch_error("create the directory", directory, exc) from exc
-
-    def _taken_ports(self) -> set[int]:
-        taken = set(self._rendezvous.values())
-        for worker in self._workers.values():
-            if worker.record.metrics_port and not worker.phase.exited:
-                size = max(len(worker.record.gpus), 1)
-                taken.update(range(worker.record.metrics_port, worker.record.metrics_port + size))
-        return taken
+            self._made_dirs.add(directory)
 
     def _choose_rendezvous(self, paths: AttemptPaths, job_id: str, attempt: int) -> int:
-        if paths.gang.exists():  # another backend object on this home chose it already
-            port = gang_ports(self.home).get((job_id, attempt))
-            if port is not None:
-                self._rendezvous[(job_id, attempt)] = port
-                return port
+        port = read_gang_port(paths)  # another backend object on this home chose it already
+        if port is not None:
+            self._rendezvous[(job_id, attempt)] = port
+            self._held_ports[port] = (job_id, attempt)
+            return port
         self._ensure_dirs(paths, job_id)
         try:
-            port = port_picker.free_block(self._ports, 1, self._taken_ports(), self._rng)
+            port = port_picker.free_block(self._ports, 1, self._held_ports, self._rng)
         except OSError as exc:
             raise LaunchError(f"rendezvous for job {job_id}: {exc}") from exc
         try:
@@ -404,6 +419,7 @@ class LocalBackend:
         except OSError as exc:
             raise _launch_error("write", paths.gang, exc) from exc
         self._rendezvous[(job_id, attempt)] = port
+        self._held_ports[port] = (job_id, attempt)
         return port
 
     def _worker_env(
@@ -430,11 +446,9 @@ class LocalBackend:
     ) -> None:
         index = worker.index
         log_path = worker_log_path(self.home, gang.job_id, index)
-        nproc = int(worker.env.get("TRAINYARD_NPROC_PER_NODE", max(worker.gpus, 1)))
+        ranks = max(len(gpus), 1)  # torchrun's --nproc_per_node: one metrics port each
         try:
-            metrics_port = port_picker.free_block(
-                self._ports, nproc, self._taken_ports(), self._rng
-            )
+            metrics_port = port_picker.free_block(self._ports, ranks, self._held_ports, self._rng)
         except OSError as exc:
             raise LaunchError(
                 f"metrics port for worker {index} of job {gang.job_id}: {exc}"
@@ -449,6 +463,7 @@ class LocalBackend:
                     status_path=paths.status(index),
                     started_path=paths.started(index),
                     log_fd=log_fd,
+                    fork_server=self._fork_server,
                 )
             except OSError as exc:
                 raise LaunchError(
@@ -482,9 +497,10 @@ class LocalBackend:
             paths=paths,
             phase=WorkerPhase.STARTING,
             pidfd=spawned.pidfd,
-            own_child=True,
+            own_child=spawned.own_child,
         )
-        self._workers[entry.key] = entry
+        self._add(entry)
+        self._hold(entry)
         try:
             spawn.send_go(spawned, worker.argv, env)
         except OSError as exc:  # the supervisor died already; its exit is watched below
@@ -505,12 +521,19 @@ class LocalBackend:
         """The worker's log, opened for appending with this attempt's header written (so a
         full disk or an unwritable directory fails the launch, not the worker later)."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched_at))
+        # No argv here: the log is the program's output, and a header quoting its
+        # arguments would match every grep for them (the record has the argv).
         header = (
             f"==== trainyard: job {gang.job_id} attempt {gang.attempt} worker {worker.index} "
-            f"on {self._node.name} at {stamp}: {describe(worker.argv)}\n"
+            f"on {self._node.name} at {stamp} ====\n"
         )
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+            try:
+                fd = os.open(path, flags, PRIVATE_FILE)
+            except FileNotFoundError:  # its directory was removed behind our back
+                ensure_private_dir(path.parent)
+                fd = os.open(path, flags, PRIVATE_FILE)
         except OSError as exc:
             raise _launch_error("open the worker log", path, exc) from exc
         try:
@@ -565,6 +588,7 @@ class LocalBackend:
         self, worker: _Worker, status: ExitStatus | None, supervisor_status: int | None
     ) -> None:
         """Record how an exited worker ended; forget it at once if it was being stopped."""
+        self._release(worker)
         if status is not None:
             worker.phase = _phase_of(status)
             worker.exit_code = status.exit_code
@@ -600,6 +624,7 @@ class LocalBackend:
     def _tick(self) -> float | None:
         """Enforce stop deadlines and look for adopted workers' start markers; returns
         the seconds until the next deadline."""
+        self._prune_directories()
         now = time.time()
         next_due: float | None = None
         with self._lock:
@@ -672,7 +697,7 @@ class LocalBackend:
             log.error("worker record %s is unreadable (%s): reported as lost", path, exc)
             record = _placeholder_record(self.home, job_id, attempt, index, self._node.name)
             entry = _Worker(record, paths, WorkerPhase.FAILED, message=f"{LOST_ON_RESTART} ({exc})")
-            self._workers[entry.key] = entry
+            self._add(entry)
             return
         entry = _Worker(record=record, paths=paths, phase=WorkerPhase.STARTING)
         entry.term_sent = record.stop is not None  # the stop was persisted before its SIGTERM
@@ -684,14 +709,23 @@ class LocalBackend:
                 entry.phase = WorkerPhase.RUNNING
             else:
                 entry.poll_started = True
-            self._workers[entry.key] = entry
+            self._add(entry)
+            self._hold(entry)
             if entry.poll_started or entry.stopping:
                 self._attention.add(entry.key)
             self._watch(entry, notify_fd=None)
             return
-        # Reap it if it is a zombie child of this very process (an earlier backend object).
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(record.pid, os.WNOHANG)
+        # Reap it if it is a zombie child of this very process (an earlier backend object
+        # in it), checked to be that process so no other child's exit is ever taken.
+        stat = read_stat(record.pid)
+        if (
+            stat
+            and stat.state == "Z"
+            and stat.ppid == os.getpid()
+            and stat.start_time == record.start_time
+        ):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(record.pid, os.WNOHANG)
         status = read_status(paths.status(index))
         if status is None:
             killed = self._kill_unsupervised(entry)
@@ -706,9 +740,10 @@ class LocalBackend:
                 status.message,
             )
         if entry.stopping:
-            remove_worker_files(paths, index)
+            if remove_worker_files(paths, index):
+                self._drop_attempt(paths, job_id, attempt)
             return
-        self._workers[entry.key] = entry
+        self._add(entry)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -719,16 +754,60 @@ class LocalBackend:
             # The stop still happens (this server enforces it); only a restart forgets it.
             log.error("worker %s: cannot persist the stop request: %s", worker.key, exc)
 
+    def _add(self, worker: _Worker) -> None:
+        self._workers[worker.key] = worker
+        self._by_job.setdefault(worker.record.job_id, set()).add(worker.key)
+
     def _forget(self, worker: _Worker) -> None:
         self._workers.pop(worker.key, None)
+        keys = self._by_job.get(worker.record.job_id)
+        if keys is not None:
+            keys.discard(worker.key)
+            if not keys:
+                del self._by_job[worker.record.job_id]
         self._attention.discard(worker.key)
+        self._release(worker)
         try:
-            remove_worker_files(worker.paths, worker.record.index)
+            if remove_worker_files(worker.paths, worker.record.index):
+                self._drop_attempt(worker.paths, worker.record.job_id, worker.record.attempt)
         except OSError as exc:
             log.warning("worker %s: cannot remove its files: %s", worker.key, exc)
-        if not worker.paths.directory.exists():
-            self._rendezvous.pop((worker.record.job_id, worker.record.attempt), None)
         self._invalidate()
+
+    def _drop_attempt(self, paths: AttemptPaths, job_id: str, attempt: int) -> None:
+        """The attempt has no worker left: free its rendezvous port, prune its directory."""
+        port = self._rendezvous.pop((job_id, attempt), None)
+        if port is not None and self._held_ports.get(port) == (job_id, attempt):
+            del self._held_ports[port]
+        self._prune.add(paths.directory)
+        if self._watcher is not None:
+            self._watcher.poke()
+
+    def _hold(self, worker: _Worker) -> None:
+        for gpu in worker.record.gpus:
+            self._held_gpus[gpu] = worker.key
+        for port in _metrics_block(worker.record):
+            self._held_ports[port] = worker.key
+
+    def _release(self, worker: _Worker) -> None:
+        for gpu in worker.record.gpus:
+            if self._held_gpus.get(gpu) == worker.key:
+                del self._held_gpus[gpu]
+        for port in _metrics_block(worker.record):
+            if self._held_ports.get(port) == worker.key:
+                del self._held_ports[port]
+
+    def _prune_directories(self) -> None:
+        """Remove emptied attempt directories, one per lock hold (see `_prune`)."""
+        while True:
+            with self._lock:
+                if not self._prune:
+                    return
+                # Under the lock: launch() and rendezvous() create and fill directories
+                # under it too, so an empty one here is really unused.
+                directory = self._prune.pop()
+                self._made_dirs.discard(directory)
+                prune(directory)
 
     def _invalidate(self) -> None:
         """The cache changed by the loop's own call: rebuild the snapshot on next read."""
@@ -739,6 +818,13 @@ class LocalBackend:
         loop (after the watcher's current batch, once)."""
         self._snapshot = None
         self._dirty = True
+
+
+def _metrics_block(record: WorkerRecord) -> range:
+    """The ports a worker's ranks serve metrics on: base + local rank."""
+    if not record.metrics_port:
+        return range(0)
+    return range(record.metrics_port, record.metrics_port + max(len(record.gpus), 1))
 
 
 def _earliest(a: float | None, b: float) -> float:

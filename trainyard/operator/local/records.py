@@ -242,6 +242,14 @@ def scan(home: Path) -> list[tuple[str, int, int, Path]]:
     return found
 
 
+def read_gang_port(paths: AttemptPaths) -> int | None:
+    """The attempt's rendezvous port from its gang.json, None when there is none."""
+    try:
+        return int(json.loads(paths.gang.read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def gang_ports(home: Path) -> dict[tuple[str, int], int]:
     """The rendezvous port of every attempt that has a gang.json."""
     ports = {}
@@ -259,16 +267,27 @@ def gang_ports(home: Path) -> dict[tuple[str, int], int]:
     return ports
 
 
-def remove_worker_files(paths: AttemptPaths, index: int) -> None:
-    """Forget one worker; drop the attempt (and job) directory once nothing is left."""
+def remove_worker_files(paths: AttemptPaths, index: int) -> bool:
+    """Forget one worker. When it was the attempt's last, the attempt's other files
+    (gang.json) go too and True is returned: the directory is empty and may be pruned."""
     for path in paths.worker_files(index):
         path.unlink(missing_ok=True)
-    if any(_WORKER_RECORD.match(name) for name in os.listdir(paths.directory)):
-        return
-    for leftover in paths.directory.iterdir():
-        leftover.unlink(missing_ok=True)
     try:
-        paths.directory.rmdir()
-        paths.directory.parent.rmdir()  # the job's directory, when no attempt is left
+        names = os.listdir(paths.directory)
+    except FileNotFoundError:
+        return True
+    if any(_WORKER_RECORD.match(name) for name in names):
+        return False
+    for name in names:
+        (paths.directory / name).unlink(missing_ok=True)
+    return True
+
+
+def prune(attempt_directory: Path) -> None:
+    """Remove an empty attempt directory and then its job's, when that is empty too
+    (rmdir refuses a directory that is not empty, so this never loses a record)."""
+    try:
+        attempt_directory.rmdir()
+        attempt_directory.parent.rmdir()
     except OSError:
         pass

@@ -1,30 +1,42 @@
 """Starting a worker's supervisor, and the 'go' handshake that lets it run the worker.
 
-`spawn_supervisor` starts `python -I -S supervise.py` in a new session with three
-descriptors (see supervise.py): the read end of the control pipe, the write end of the
-notify pipe, and the worker's log. The supervisor then waits. The backend writes the
-worker's record and only then calls `send_go`; if the backend dies first, the kernel
-closes the control pipe and the supervisor exits without running anything.
+A supervisor starts in a new session with three descriptors (see supervise.py): the
+read end of the control pipe, the write end of the notify pipe, and the worker's log.
+It then waits. The backend writes the worker's record and only then calls `send_go`;
+if the backend dies first, the kernel closes the control pipe (only the backend ever
+holds its write end) and the supervisor exits without running anything.
 
-posix_spawn (vfork + exec), not subprocess.Popen: it costs the same with a large server
-process, and it leaves no Popen object behind whose garbage collection would reap the
-supervisor before the backend's own waitpid could.
+Two ways to start one, same supervisor code:
+- `ForkServer` (the default): a long-lived `python -I -S supervise.py --fork-server`
+  forks each supervisor, warm. A fresh interpreter costs ~10-15 ms of CPU per worker,
+  which on a small machine is most of what a short job costs.
+- `spawn_supervisor` without one (the fallback when the fork server cannot run):
+  posix_spawn of `python -I -S supervise.py STATUS STARTED`. posix_spawn (vfork + exec),
+  not subprocess.Popen: it costs the same with a large server process, and leaves no
+  Popen object behind whose garbage collection would reap the supervisor first.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.operator.local import supervise
 from trainyard.operator.local.procfs import read_stat
 
+log = logging.getLogger(__name__)
+
 SUPERVISOR = Path(supervise.__file__).resolve()
+FORK_SERVER_TIMEOUT_SECONDS = 30.0
 # Signals back to their defaults in the supervisor (the server may ignore some).
 _RESET_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP}
 
@@ -35,6 +47,7 @@ class Spawned:
 
     pid: int
     pidfd: int  # readable once it exits
+    own_child: bool  # spawned directly by this process (else forked by the fork server)
     start_time: int  # clock ticks after boot: its identity with the pid
     control_fd: int  # write end of the control pipe (spec + go)
     notify_fd: int  # read end of the notify pipe ("S" once the worker runs)
@@ -55,49 +68,161 @@ def supervisor_environment() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C.UTF-8"}
 
 
-def spawn_supervisor(*, status_path: Path, started_path: Path, log_fd: int) -> Spawned:
+class ForkServer:
+    """The fork server process and the socket to it (see the module docstring).
+
+    Not thread-safe on its own: the backend calls it under its lock. Any failure closes
+    it; `spawn_supervisor` then falls back to a direct spawn and the next call starts a
+    new fork server.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        their_fd = _above_stdio(theirs.detach())
+        try:
+            self._pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-I", "-S", str(SUPERVISOR), "--fork-server"],
+                supervisor_environment(),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, their_fd, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                ],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=_RESET_SIGNALS,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            os.close(their_fd)
+        ours.settimeout(FORK_SERVER_TIMEOUT_SECONDS)
+        self._sock = ours
+        return ours
+
+    def spawn(
+        self, status_path: Path, started_path: Path, fds: Sequence[int]
+    ) -> tuple[int, int, int]:
+        """(pid, start time, pidfd) of a new supervisor holding `fds` as 0, 1, 2."""
+        with self._lock:
+            sock = self._sock or self._start()
+            try:
+                request = os.fsencode(status_path) + b"\0" + os.fsencode(started_path)
+                socket.send_fds(sock, [request], list(fds))
+                reply, pidfds, _flags, _address = socket.recv_fds(sock, 256, 1)
+            except OSError:
+                self._close_locked()
+                raise
+            if not pidfds:
+                self._close_locked()
+                raise OSError(f"fork server: {reply.decode(errors='replace') or 'closed'}")
+            pid, start_time = (int(part) for part in reply.split())
+            return pid, start_time, pidfds[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # EOF: the fork server exits, its supervisors do not
+            self._sock = None
+        if self._pid is not None:
+            _reap(self._pid, timeout=5.0)
+            self._pid = None
+
+
+def _reap(pid: int, *, timeout: float) -> None:
+    """Wait for our child `pid`, SIGKILLing it when it does not exit in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.01)
+
+
+def spawn_supervisor(
+    *, status_path: Path, started_path: Path, log_fd: int, fork_server: ForkServer | None = None
+) -> Spawned:
     """Start a supervisor for one worker. OSError when it cannot be started."""
+    if fork_server is not None:
+        try:
+            return _with_pipes(
+                lambda fds: (*fork_server.spawn(status_path, started_path, fds), False), log_fd
+            )
+        except OSError as exc:
+            log.warning("fork server failed (%s); spawning this supervisor directly", exc)
+    return _with_pipes(lambda fds: _spawn_directly(status_path, started_path, fds), log_fd)
+
+
+def _with_pipes(
+    start: Callable[[tuple[int, int, int]], tuple[int, int, int, bool]], log_fd: int
+) -> Spawned:
+    """One try at starting a supervisor, with pipes of its own: a failed try's pipes are
+    never reused, since a half-started supervisor could still be holding them."""
     control_read, control_write = (_above_stdio(fd) for fd in os.pipe())
     notify_read, notify_write = (_above_stdio(fd) for fd in os.pipe())
-    log_fd = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
+    log_copy = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
     try:
-        pid = os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-I", "-S", str(SUPERVISOR), str(status_path), str(started_path)],
-            supervisor_environment(),
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, control_read, 0),
-                (os.POSIX_SPAWN_DUP2, notify_write, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
-            setsigmask=(),
-            setsigdef=_RESET_SIGNALS,
-        )
+        pid, start_time, pidfd, own_child = start((control_read, notify_write, log_copy))
     except BaseException:
         for fd in (control_write, notify_read):
             os.close(fd)
         raise
     finally:
-        os.close(control_read)
-        os.close(notify_write)
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        # Cannot happen for our own unreaped child; keep the invariant "no leaked child".
-        os.close(control_write)
-        os.waitpid(pid, 0)
-        os.close(notify_read)
-        raise
-    stat = read_stat(pid)
+        for fd in (control_read, notify_write) + ((log_copy,) if log_copy != log_fd else ()):
+            os.close(fd)
     os.set_blocking(notify_read, False)
     return Spawned(
         pid=pid,
         pidfd=pidfd,
-        start_time=stat.start_time if stat else 0,
+        own_child=own_child,
+        start_time=start_time,
         control_fd=control_write,
         notify_fd=notify_read,
     )
+
+
+def _spawn_directly(
+    status_path: Path, started_path: Path, fds: tuple[int, int, int]
+) -> tuple[int, int, int, bool]:
+    control_read, notify_write, log_fd = fds
+    pid = os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-I", "-S", str(SUPERVISOR), str(status_path), str(started_path)],
+        supervisor_environment(),
+        file_actions=[
+            (os.POSIX_SPAWN_DUP2, control_read, 0),
+            (os.POSIX_SPAWN_DUP2, notify_write, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ],
+        setsid=True,
+        setsigmask=(),
+        setsigdef=_RESET_SIGNALS,
+    )
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        # Cannot happen for our own unreaped child; keep the invariant "no leaked child".
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    stat = read_stat(pid)
+    return pid, stat.start_time if stat else 0, pidfd, True
 
 
 def send_go(spawned: Spawned, argv: Sequence[str], env: Mapping[str, str], cwd: str = "") -> None:
@@ -117,8 +242,10 @@ def send_go(spawned: Spawned, argv: Sequence[str], env: Mapping[str, str], cwd: 
 
 
 def abort(spawned: Spawned) -> None:
-    """Make a supervisor that has not had 'go' exit without running anything, and reap it."""
+    """Make a supervisor that has not had 'go' exit without running anything (and reap
+    it when it is our child)."""
     os.close(spawned.control_fd)
-    os.waitpid(spawned.pid, 0)
+    if spawned.own_child:
+        os.waitpid(spawned.pid, 0)
     os.close(spawned.pidfd)
     os.close(spawned.notify_fd)

@@ -220,22 +220,32 @@ def _reap_orphans(hard: bool) -> None:
         time.sleep(0.05)
 
 
+def _report(status_path: str, *, exit_code: int | None, signum: int | None, message: str) -> None:
+    """write_status, but a full disk is said in the log instead of crashing us (the
+    backend then reports the worker lost, with our exit code)."""
+    try:
+        write_status(status_path, exit_code=exit_code, signum=signum, message=message)
+    except OSError as exc:
+        os.write(2, f"trainyard supervisor: cannot write {status_path}: {exc}\n".encode())
+
+
 def supervise(status_path: str, started_path: str) -> int:
+    # Handlers first: a stop that arrives while we still read the spec cancels the start.
+    for signum in _FORWARDED:
+        _signal.signal(signum, _forward)
     spec = read_spec(0)
     if spec is None:
         return 0  # the server went away before recording us: run nothing
     argv, env, cwd = spec
-    for signum in _FORWARDED:
-        _signal.signal(signum, _forward)
     _become_subreaper()
     if cwd:
         try:
             os.chdir(cwd)
         except OSError as exc:
-            write_status(status_path, exit_code=None, signum=None, message=f"cwd {cwd!r}: {exc}")
-            return 0
+            _report(status_path, exit_code=None, signum=None, message=f"cwd {cwd!r}: {exc}")
+            return EXIT_NOT_EXECUTABLE
     if _State.stop_requested:
-        write_status(status_path, exit_code=None, signum=None, message="stopped before start")
+        _report(status_path, exit_code=None, signum=None, message="stopped before start")
         return 0
     program = _resolve(argv[0], env)
     try:
@@ -258,7 +268,7 @@ def supervise(status_path: str, started_path: str) -> int:
     except OSError as exc:
         code, message = _exec_failure(argv[0], exc)
         os.write(2, f"trainyard: {message}\n".encode())
-        write_status(status_path, exit_code=code, signum=None, message=message)
+        _report(status_path, exit_code=code, signum=None, message=message)
         return code
     _State.child = child
     if _State.stop_requested:  # a stop raced the spawn: pass it on now
@@ -277,15 +287,78 @@ def supervise(status_path: str, started_path: str) -> int:
     _, wait_status = os.waitpid(child, 0)
     code, signum, message = _describe(wait_status)
     _reap_orphans(hard=signum is not None or _State.stop_requested)
-    try:
-        write_status(status_path, exit_code=code, signum=signum, message=message)
-    except OSError as exc:
-        os.write(2, f"trainyard supervisor: cannot write {status_path}: {exc}\n".encode())
+    _report(status_path, exit_code=code, signum=signum, message=message)
     # Our own exit code is the worker's too: a backend that is our parent still learns
     # it when the status file could not be written.
     return min(code, 255)
 
 
+def _start_time(pid: int) -> int:
+    """Clock ticks after boot at which `pid` started (0 when it is already gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def serve_forks(sock_fd: int) -> int:
+    """The fork server: fork a supervisor per request, already warm.
+
+    A fresh interpreter per supervisor costs ~10-15 ms of CPU (most of a `true` job's
+    cost on a small machine); a fork of this small, single-threaded process costs well
+    under one. A request is one SOCK_SEQPACKET message `STATUS\0STARTED` carrying three
+    descriptors (control read end, notify write end, log); the reply is `PID START_TIME`
+    carrying the child's pidfd, opened before it could exit, so the backend's identity
+    check never races a fast exit. Children reap themselves (SIGCHLD ignored here, set
+    back to default in each child). EOF on the socket (the server closed it or died)
+    ends the fork server; the supervisors it made live on.
+    """
+    import ctypes  # noqa: F401 - loaded once here, so children become subreapers for free
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(sock, 65536, 3)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0
+        paths = message.decode("utf-8", "surrogateescape").split("\0")
+        if len(fds) != 3 or len(paths) != 2:
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"error: a request is two NUL-separated paths and 3 descriptors")
+            continue
+        pid = os.fork()
+        if pid == 0:  # the supervisor
+            code = 70
+            try:
+                sock.close()
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                os.closerange(3, 65536)
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                os.setsid()
+                code = supervise(paths[0], paths[1])
+            except BaseException as exc:
+                os.write(2, f"trainyard supervisor failed: {exc!r}\n".encode())
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(sock, [f"{pid} {_start_time(pid)}".encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--fork-server"]:
+        os.closerange(3, 65536)  # the socket is fd 0; nothing else of the server's stays
+        sys.exit(serve_forks(0))
     os.closerange(3, 65536)  # nothing of the server's leaks into the worker
     sys.exit(supervise(sys.argv[1], sys.argv[2]))

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trainyard.scheduler.policies import PolicySettings, policy_names
+from trainyard.scheduler.quota import QuotaConfig
 from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
     TraceError,
@@ -22,10 +23,17 @@ from trainyard.scheduler.simulator.loaders import (
     load_nodes_file,
     load_philly,
     load_queue_nodes,
+    load_quota_file,
     synthetic_nodes,
 )
-from trainyard.scheduler.simulator.metrics import summarize
-from trainyard.scheduler.simulator.report import write_markdown, write_metrics, write_plot
+from trainyard.scheduler.simulator.metrics import summarize, tenant_summary
+from trainyard.scheduler.simulator.partition import partition_nodes
+from trainyard.scheduler.simulator.report import (
+    write_markdown,
+    write_metrics,
+    write_plot,
+    write_tenants,
+)
 from trainyard.scheduler.types import Node
 
 ALIBABA_NODE_LIST = "openb_node_list_gpu_node.csv"
@@ -126,6 +134,15 @@ def simulate(
             min=0.0, help="multiply submit times by this (< 1 compresses arrivals: more load)"
         ),
     ] = 1.0,
+    quota_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="quota file (repeatable): each policy is replayed under each file, "
+            "with a per-tenant report",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Replay a cluster trace through the scheduling core under each policy."""
@@ -147,6 +164,16 @@ def simulate(
         )
     except TraceError as exc:
         raise typer.BadParameter(str(exc), param_hint="--trace") from exc
+    quota_runs: list[tuple[str, QuotaConfig | None]] = [("", None)]
+    if quota_file:
+        if queue_nodes is not None:
+            raise typer.BadParameter(
+                "quotas share one cluster; drop --queue-nodes", param_hint="--quota-file"
+            )
+        try:
+            quota_runs = [(p.stem, load_quota_file(p)) for p in quota_file]
+        except TraceError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--quota-file") from exc
     if limit:
         keep = {j.id for j in sorted(jobs, key=lambda j: (j.submit_time, j.id))[:limit]}
         clusters = [(name, ns, [j for j in js if j.id in keep]) for name, ns, js in clusters]
@@ -155,6 +182,8 @@ def simulate(
     total_jobs = sum(len(js) for _n, _ns, js in clusters)
     metrics: dict[str, dict[str, float | int]] = {}
     results: dict[str, list[ReplayResult]] = {}
+    tenants: dict[str, dict] = {}
+    alone_cache: dict[tuple, list[ReplayResult]] = {}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -163,8 +192,9 @@ def simulate(
         console=console,
         disable=not progress,
     ) as bar:
-        for name in policies:
-            task = bar.add_task(f"{name:>16}", total=total_jobs)
+        for name, quota_name, quotas in [(p, qn, q) for p in policies for qn, q in quota_runs]:
+            run_name = f"{name}@{quota_name}" if quota_name else name
+            task = bar.add_task(f"{run_name:>16}", total=total_jobs)
             parts: list[ReplayResult] = []
             started = time.perf_counter()
             offset = 0
@@ -174,6 +204,7 @@ def simulate(
                     settings=settings,
                     checkpoint_interval=checkpoint_interval,
                     runtime_limit_factor=runtime_limit_factor,
+                    quotas=quotas,
                 )
 
                 def report(done: int, _total: int, base: int = offset, task_id: int = task) -> None:
@@ -182,8 +213,19 @@ def simulate(
                 parts.append(replay(cluster_nodes, cluster_jobs, config, report))
                 offset += len(cluster_jobs)
             elapsed = time.perf_counter() - started
-            results[name] = parts
-            metrics[name] = summarize(parts, elapsed)
+            results[run_name] = parts
+            metrics[run_name] = summarize(parts, elapsed)
+            if quotas is not None:
+                alone = _alone(
+                    name,
+                    quotas,
+                    clusters,
+                    alone_cache,
+                    settings,
+                    checkpoint_interval,
+                    runtime_limit_factor,
+                )
+                tenants[run_name] = tenant_summary(parts, alone)
     unschedulable = sum(r.unschedulable for r in next(iter(results.values())))
     context = {
         "trace": f"`{trace}` ({fmt.value}, {len(jobs)} jobs)",
@@ -199,6 +241,9 @@ def simulate(
     write_metrics(out, metrics)
     write_markdown(out, metrics, context)
     write_plot(out, results)
+    if tenants:
+        write_tenants(out, tenants)
+        _print_tenants(tenants)
     table = Table(
         title=f"{trace.name}: {total_jobs} jobs, dropped {dropped}, unschedulable {unschedulable}"
     )
@@ -228,3 +273,66 @@ def simulate(
         )
     Console().print(table)
     Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.png'}")
+
+
+def _alone(
+    policy: str,
+    quotas: QuotaConfig,
+    clusters: list[tuple[str, list[Node], list[SimJob]]],
+    cache: dict[tuple, list[ReplayResult]],
+    settings: PolicySettings,
+    checkpoint_interval: float,
+    runtime_limit_factor: float,
+) -> dict[str, list[ReplayResult]]:
+    """Each tenant's jobs replayed alone on its own partition (its nominal quota),
+    under the same policy without quotas; cached across quota files that give a
+    tenant the same partition."""
+    _name, cluster_nodes, jobs = clusters[0]
+    out: dict[str, list[ReplayResult]] = {}
+    for q in quotas.queues:
+        nodes = partition_nodes(quotas, q.name, cluster_nodes)
+        if not nodes:
+            continue
+        key = (policy, q.name, len(nodes), tuple(sorted({n.gpu_product for n in nodes})))
+        if key not in cache:
+            mine = [j for j in jobs if j.queue == q.name]
+            config = SimConfig(
+                policy,
+                settings=settings,
+                checkpoint_interval=checkpoint_interval,
+                runtime_limit_factor=runtime_limit_factor,
+            )
+            cache[key] = [replay(nodes, mine, config)]
+        out[q.name] = cache[key]
+    return out
+
+
+def _print_tenants(tenants: dict[str, dict]) -> None:
+    for run, rows in tenants.items():
+        table = Table(title=f"{run}: per tenant")
+        for col in (
+            "tenant",
+            "jobs",
+            "unfinished",
+            "jct_mean h",
+            "jct_p95 h",
+            "wait_mean h",
+            "GPU-h",
+            "alone jct h",
+            "FTF",
+        ):
+            table.add_column(col, justify="right")
+        for tenant, m in rows.items():
+            ratio, alone = m["ftf_ratio"], m["alone_jct_mean"]
+            table.add_row(
+                tenant,
+                str(m["jobs"]),
+                str(m["unfinished"]),
+                f"{m['jct_mean'] / 3600:.2f}",
+                f"{m['jct_p95'] / 3600:.2f}",
+                f"{m['wait_mean'] / 3600:.2f}",
+                f"{m['gpu_hours']:,.0f}",
+                f"{alone / 3600:.2f}" if alone is not None else "n/a",
+                f"{ratio:.2f}" if ratio is not None else "n/a",
+            )
+        Console().print(table)

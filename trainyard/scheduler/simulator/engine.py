@@ -20,11 +20,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from trainyard.scheduler.api import ordering_context
+from trainyard.scheduler.api import flavored_pool_keys, ordering_context
 from trainyard.scheduler.capacity import ClusterIndex
 from trainyard.scheduler.cycle import TierCache, fits_empty, run_cycle
+from trainyard.scheduler.fairshare import decay_usage
 from trainyard.scheduler.policies import PolicySettings, get_policy
 from trainyard.scheduler.queueing import PendingSet
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.quota_gate import QuotaLedger
 from trainyard.scheduler.running import RunningSet
 from trainyard.scheduler.types import DEFAULT_RACK_LABEL, JobKind, Node, PendingJob, WorkerRequest
 
@@ -54,6 +57,7 @@ class SimConfig:
     runtime_limit_factor: float = 1.0  # runtime limit = duration x factor
     rack_label: str = DEFAULT_RACK_LABEL
     timeline_points: int = 4000
+    quotas: QuotaConfig | None = None  # queues under quota, cohorts, fair sharing
 
 
 @dataclass(slots=True)
@@ -68,6 +72,7 @@ class JobRecord:
     first_start: float | None = None
     end: float | None = None
     preemptions: int = 0
+    gpu_seconds: float = 0.0  # GPU time received, including work later lost to preemption
 
 
 @dataclass(slots=True)
@@ -109,13 +114,21 @@ class _Replay:
     ) -> None:
         self.config = config
         self.policy = get_policy(config.policy, config.settings)
-        self.index = ClusterIndex(nodes, config.rack_label)
+        quotas = config.quotas
+        keys = flavored_pool_keys(nodes, quotas) if quotas is not None else None
+        self.index = ClusterIndex(nodes, config.rack_label, pool_keys=keys)
         self.tiers = TierCache(self.index)
         self.running = RunningSet()
+        self.ledger = QuotaLedger(quotas, self.index) if quotas is not None else None
+        self.half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
         policy = self.policy
-        self.pending = PendingSet(
-            lambda _q: policy, ordering_context(self.index, self.running, 0.0)
-        )
+        per_queue = {
+            q.name: get_policy(q.policy, config.settings)
+            for q in (quotas.queues if quotas is not None else ())
+            if q.policy is not None
+        }
+        self.policy_for = (lambda q: per_queue.get(q, policy)) if per_queue else (lambda _q: policy)
+        self.pending = PendingSet(self.policy_for, ordering_context(self.index, self.running, 0.0))
         self.jobs = sorted(jobs, key=lambda j: (j.submit_time, j.id))
         self.by_id = {j.id: j for j in self.jobs}
         self.records = {
@@ -197,8 +210,12 @@ class _Replay:
     def _complete(self, job_id: str, t: float) -> None:
         placed = self.running.remove(job_id)
         self.index.release_all(placed.allocations)
-        self.busy_gpus -= self.records[job_id].gpus
-        self.records[job_id].end = t
+        if self.ledger is not None:
+            self.ledger.release(job_id)
+        record = self.records[job_id]
+        self.busy_gpus -= record.gpus
+        record.gpu_seconds += record.gpus * (t - self.started_at[job_id])
+        record.end = t
 
     def _cycle(self, t: float) -> None:
         if not len(self.pending):
@@ -207,7 +224,13 @@ class _Replay:
             self.pending.refresh(ordering_context(self.index, self.running, t))
             self.next_refresh = t + self.refresh_interval
         out = run_cycle(
-            self.index, self.pending, self.running, lambda _q: self.policy, t, tiers_for=self.tiers
+            self.index,
+            self.pending,
+            self.running,
+            self.policy_for,
+            t,
+            tiers_for=self.tiers,
+            quota=self.ledger,
         )
         self.result.cycles += 1
         for admitted in out.admitted:
@@ -232,6 +255,7 @@ class _Replay:
         self.remaining[job_id] = max(self.remaining[job_id] - saved, 0.0)
         self.epoch[job_id] = self.epoch.get(job_id, 0) + 1
         record = self.records[job_id]
+        record.gpu_seconds += record.gpus * ran
         record.preemptions += 1
         self.result.preemptions += 1
         self.busy_gpus -= record.gpus
@@ -242,6 +266,11 @@ class _Replay:
         span = t1 - t0
         if span <= 0:
             return
+        ledger = self.ledger
+        if ledger is not None and self.half_life is not None:
+            ledger.history = decay_usage(
+                ledger.history, ledger.usage_shares(), span, self.half_life
+            )
         self.result.busy_gpu_seconds += self.busy_gpus * span
         if len(self.pending):
             stranded, free = self._stranded()

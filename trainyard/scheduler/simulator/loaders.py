@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.quota_file import QuotaFileError, load_quota_text
 from trainyard.scheduler.simulator.engine import SimJob
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
@@ -256,3 +258,11 @@ def load_queue_nodes(path: Path) -> dict[str, int]:
         if sizes[row["queue"]] < 1:
             raise TraceError(f"{path}:{line}: nodes must be >= 1")
     return sizes
+
+
+def load_quota_file(path: Path) -> QuotaConfig:
+    """A quota file (see scheduler.quota_file); errors name the file and the key."""
+    try:
+        return load_quota_text(path.read_text())
+    except QuotaFileError as exc:
+        raise TraceError(f"{path}: {exc}") from exc

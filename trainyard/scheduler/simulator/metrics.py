@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainyard.scheduler.simulator.engine import ReplayResult
 
@@ -87,3 +87,68 @@ def merged_timeline(results: Sequence[ReplayResult]) -> list[tuple[float, int, f
         last_q[i], last_b[i] = queued, busy
         merged.append((t, sum(last_q), sum(last_b)))
     return merged
+
+
+TENANT_KEYS = (
+    "jobs",
+    "unfinished",
+    "jct_mean",
+    "jct_p95",
+    "wait_mean",
+    "gpu_hours",
+    "preemptions",
+    "alone_jct_mean",
+    "ftf_ratio",
+)
+
+
+def tenant_summary(
+    results: Sequence[ReplayResult],
+    alone: Mapping[str, Sequence[ReplayResult]] | None = None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Per queue (tenant): JCT, wait, GPU-hours received and finish-time fairness.
+
+    `ftf_ratio` (Themis' finish-time fairness) is the tenant's mean JCT on the shared
+    cluster over its mean JCT replayed alone on a partition of its nominal quota
+    (`alone[queue]`), both over the jobs that finished in the two runs; above 1.0 the
+    tenant is worse off sharing. None when it has no partition (nominal quota 0) or no
+    job finished in both. `unfinished` counts jobs never completed (a quota that can
+    never hold them, or the replay's end).
+    """
+    by_queue: dict[str, list] = {}
+    for res in results:
+        for r in res.records:
+            by_queue.setdefault(r.queue, []).append(r)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for queue in sorted(by_queue):
+        records = by_queue[queue]
+        done = [r for r in records if r.end is not None]
+        jct = sorted(r.end - r.submit_time for r in done)
+        wait = [r.first_start - r.submit_time for r in done]
+        row: dict[str, float | int | None] = {
+            "jobs": len(done),
+            "unfinished": len(records) - len(done),
+            "jct_mean": statistics.fmean(jct) if jct else 0.0,
+            "jct_p95": percentile(jct, 95),
+            "wait_mean": statistics.fmean(wait) if wait else 0.0,
+            "gpu_hours": sum(r.gpu_seconds for r in records) / 3600,
+            "preemptions": sum(r.preemptions for r in records),
+            "alone_jct_mean": None,
+            "ftf_ratio": None,
+        }
+        alone_results = (alone or {}).get(queue)
+        if alone_results:
+            alone_end = {
+                r.id: r.end - r.submit_time
+                for res in alone_results
+                for r in res.records
+                if r.end is not None
+            }
+            common = [r for r in done if r.id in alone_end]
+            if common:
+                shared_mean = statistics.fmean(r.end - r.submit_time for r in common)
+                alone_mean = statistics.fmean(alone_end[r.id] for r in common)
+                row["alone_jct_mean"] = alone_mean
+                row["ftf_ratio"] = shared_mean / alone_mean if alone_mean > 0 else None
+        out[queue] = row
+    return out

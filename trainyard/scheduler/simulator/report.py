@@ -94,3 +94,48 @@ def write_plot(out: Path, results: Mapping[str, Sequence[ReplayResult]]) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_tenants(
+    out: Path, tenants: Mapping[str, Mapping[str, Mapping[str, float | int | None]]]
+) -> Path:
+    """Per-tenant figures of each run: tenants.json, and a section appended to report.md.
+
+    A tenant whose finish-time-fairness ratio is above 1.0 is listed with what made it
+    worse off (its wait and preemptions beside the same jobs alone)."""
+    (out / "tenants.json").write_text(json.dumps(tenants, indent=2) + "\n")
+    lines = ["", "## Per tenant", ""]
+    for run, rows in tenants.items():
+        lines += [
+            f"### {run}",
+            "",
+            "| tenant | jobs | unfinished | jct_mean | jct_p95 | wait_mean | GPU-hours "
+            "| preemptions | alone jct_mean | FTF ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        worse: list[str] = []
+        for tenant, m in rows.items():
+            ratio = m["ftf_ratio"]
+            alone = m["alone_jct_mean"]
+            lines.append(
+                f"| {tenant} | {m['jobs']} | {m['unfinished']} | {_hours(m['jct_mean'])} "
+                f"| {_hours(m['jct_p95'])} | {_hours(m['wait_mean'])} "
+                f"| {float(m['gpu_hours'] or 0):,.0f} | {m['preemptions']} "
+                f"| {_hours(alone) if alone is not None else 'n/a'} "
+                f"| {f'{ratio:.2f}' if ratio is not None else 'n/a'} |"
+            )
+            if ratio is not None and ratio > 1.0:
+                worse.append(
+                    f"- {tenant}: FTF {ratio:.2f}: mean JCT {_hours(m['jct_mean'])} shared vs "
+                    f"{_hours(alone)} alone on its partition; mean wait {_hours(m['wait_mean'])}, "
+                    f"{m['preemptions']} preemptions"
+                )
+        lines += ["", *(worse or ["No tenant is worse off than alone on its partition."]), ""]
+    path = out / "report.md"
+    with path.open("a") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+def _hours(seconds: float | int | None) -> str:
+    return f"{float(seconds or 0) / 3600:.2f} h"
