@@ -346,7 +346,10 @@ class SchedulingLoop:
             stop_now = decision.stop and (job.id not in changes or job.id in applied)
             stop_now = stop_now or (job.id in report.preempted and job.id in applied)
             if stop_now:
-                self._stop(job.id, reason=job.stop_reason or "stopping", report=report)
+                # A victim chosen in this cycle has its reason in `changes` only so far.
+                change = changes.get(job.id)
+                fresh = change.values.get("stop_reason") if change is not None else None
+                self._stop(job.id, reason=fresh or job.stop_reason or "stopping", report=report)
         for job_id in orphans:
             self._stop(job_id, reason="its job is finished or unknown", report=report)
         report.act_s = time.perf_counter() - t3
@@ -467,59 +470,84 @@ class SchedulingLoop:
         changes: Mapping[str, JobChange],
         report: CycleReport,
     ) -> None:
+        items = []
         for job_id in admitted:
-            job = jobs_by_id[job_id]
             values = changes[job_id].values
-            self._launch(
-                job, attempt=values["attempt"], placement=values["placement"], report=report
-            )
+            items.append((jobs_by_id[job_id], values["attempt"], values["placement"]))
+        self._launch_many(items, report)
 
     def _launch_all(self, jobs: Sequence[LiveJob], report: CycleReport) -> None:
-        for job in jobs:
-            if job.placement:
-                self._launch(job, attempt=job.attempt, placement=job.placement, report=report)
+        self._launch_many([(j, j.attempt, j.placement) for j in jobs if j.placement], report)
 
-    def _launch(
-        self, job: LiveJob, *, attempt: int, placement: Mapping[int, str], report: CycleReport
+    def _launch_many(
+        self, items: Sequence[tuple[LiveJob, int, Mapping[int, str]]], report: CycleReport
     ) -> None:
-        spec = self._specs[job.id]
-        try:
-            output_dir = self._output_dir(job.id)
-            extra = dict(self.extra_env(spec)) if self.extra_env else {}
-            extra["TRAINYARD_QUEUE"] = job.queue
-            workers = build_workers(
-                job_id=job.id,
-                name=job.name,
-                kind=job.kind,
-                spec=spec,
-                attempt=attempt,
-                placement=placement,
-                rendezvous=self.backend.rendezvous(job.id, attempt),
-                output_dir=output_dir,
-                runtime=self._runtime,
-                extra_env=extra,
-            )
-            self.backend.launch(
-                GangLaunch(
-                    job_id=job.id,
-                    attempt=attempt,
-                    name=job.name,
-                    queue=job.queue,
-                    owner=job.owner,
-                    workers=workers,
-                    image=spec.get("image"),
-                    labels=dict(spec.get("labels") or {}),
-                    annotations=dict(spec.get("annotations") or {}),
-                    spec=spec,
-                )
-            )
-            report.launched.append(job.id)
-        except LaunchError as exc:
+        """Launch the gangs of one cycle; together (`launch_many`) when the backend can,
+        which a cluster backend needs: one gang's API calls take tens of milliseconds,
+        and a cycle may admit hundreds."""
+        gangs: list[tuple[LiveJob, GangLaunch]] = []
+        for job, attempt, placement in items:
+            try:
+                gangs.append((job, self._gang(job, attempt=attempt, placement=placement)))
+            except Exception as exc:
+                self._launch_failed(job, exc)
+        many = getattr(self.backend, "launch_many", None)
+        if many is not None and len(gangs) > 1:
+            try:
+                outcomes = list(many([gang for _, gang in gangs]))
+            except Exception as exc:  # a backend bug must not stop the loop for everyone
+                outcomes = [exc] * len(gangs)
+        else:
+            outcomes = []
+            for _, gang in gangs:
+                try:
+                    self.backend.launch(gang)
+                    outcomes.append(None)
+                except Exception as exc:
+                    outcomes.append(exc)
+        for (job, _), outcome in zip(gangs, outcomes, strict=True):
+            if outcome is None:
+                report.launched.append(job.id)
+            else:
+                self._launch_failed(job, outcome)
+
+    def _launch_failed(self, job: LiveJob, exc: BaseException) -> None:
+        if isinstance(exc, LaunchError):
             log.warning("launch of job %s failed: %s", job.id, exc.reason)
             self._launch_errors[job.id] = (exc.reason, exc.permanent)
-        except Exception as exc:  # a backend bug must not stop the loop for everyone
-            log.exception("launch of job %s raised", job.id)
+        else:
+            log.error("launch of job %s raised", job.id, exc_info=exc)
             self._launch_errors[job.id] = (f"{type(exc).__name__}: {exc}", False)
+
+    def _gang(self, job: LiveJob, *, attempt: int, placement: Mapping[int, str]) -> GangLaunch:
+        spec = self._specs[job.id]
+        output_dir = self._output_dir(job.id)
+        extra = dict(self.extra_env(spec)) if self.extra_env else {}
+        extra["TRAINYARD_QUEUE"] = job.queue
+        workers = build_workers(
+            job_id=job.id,
+            name=job.name,
+            kind=job.kind,
+            spec=spec,
+            attempt=attempt,
+            placement=placement,
+            rendezvous=self.backend.rendezvous(job.id, attempt),
+            output_dir=output_dir,
+            runtime=self._runtime,
+            extra_env=extra,
+        )
+        return GangLaunch(
+            job_id=job.id,
+            attempt=attempt,
+            name=job.name,
+            queue=job.queue,
+            owner=job.owner,
+            workers=workers,
+            image=spec.get("image"),
+            labels=dict(spec.get("labels") or {}),
+            annotations=dict(spec.get("annotations") or {}),
+            spec=spec,
+        )
 
     def _output_dir(self, job_id: str) -> str:
         output_dir = getattr(self.backend, "output_dir", None)

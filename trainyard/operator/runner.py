@@ -34,9 +34,9 @@ MIN_GAP_SECONDS = 0.02
 def build_backend(settings: Settings) -> Backend:
     """The configured backend (imported lazily: each pulls its own dependencies)."""
     if settings.backend == "kubernetes":
-        from trainyard.operator.kubernetes import KubernetesBackend  # type: ignore[attr-defined]
+        from trainyard.operator.kubernetes import KubernetesBackend
 
-        return KubernetesBackend.from_settings(settings)  # type: ignore[no-any-return]
+        return KubernetesBackend.from_settings(settings)
     from trainyard.operator.local import LocalBackend
 
     return LocalBackend(
@@ -48,7 +48,14 @@ def build_backend(settings: Settings) -> Backend:
 
 
 def build_leadership(settings: Settings, engine: Any, wakeup: Wakeup) -> Leadership:
-    return StoreLease(engine, ttl_seconds=settings.lease_ttl_seconds, wake_address=wakeup.address)
+    store = StoreLease(engine, ttl_seconds=settings.lease_ttl_seconds, wake_address=wakeup.address)
+    if settings.backend == "kubernetes":
+        # Replicas on one cluster elect through a coordination.k8s.io Lease; the store's
+        # row follows the Lease's holder.
+        from trainyard.operator.kubernetes import leadership_from_settings
+
+        return leadership_from_settings(settings, store)
+    return store
 
 
 def extra_env_for(settings: Settings) -> Any:
