@@ -9,10 +9,8 @@ argument lists, never shell strings; a failing command raises with its output.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ import httpx
 import yaml
 
 from tests.integration.cluster.simcluster import HACK_DIR, REPO_ROOT, wait_until
-from tests.support.servers import PORTS
+from tests.support.servers import free_port
 
 CHART_DIR = REPO_ROOT / "helm" / "trainyard"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -137,22 +135,9 @@ def chart_copy(destination: Path, *, with_fixture_files: bool) -> Path:
 
 
 def random_free_port() -> int:
-    """A free loopback port in the suite's range (tests/support/servers.PORTS), at random.
-
-    A server started as a subprocess takes seconds to bind; picking at random, rather
-    than the first free port, makes it unlikely that a concurrent test takes the same one
-    meanwhile, and `served` below notices when one did.
-    """
-    candidates = list(PORTS)
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    """A free loopback port chosen by the kernel (see tests.support.servers.free_port);
+    `served` below notices when a concurrent test took it meanwhile."""
+    return free_port()
 
 
 @contextmanager
