@@ -59,8 +59,26 @@ def build_leadership(settings: Settings, engine: Any, wakeup: Wakeup) -> Leaders
 
 
 def extra_env_for(settings: Settings) -> Any:
-    """The backend-specific environment a worker gets beyond the launch contract's."""
-    return None
+    """The backend-specific environment a worker gets beyond the launch contract's.
+
+    Local backend: `env_from_secret` values read at launch from files under
+    $TRAINYARD_HOME/secrets that only the service can read (the store never holds them).
+    A missing or unsafe secret fails the launch with the secret and key named; it is not
+    retried (someone has to create the file). The Kubernetes backend turns the same field
+    into secretKeyRefs in the pod instead.
+    """
+    if settings.backend != "local":
+        return None
+    from trainyard.operator.backend import LaunchError
+    from trainyard.secrets import SecretError, resolve_local_secret_env
+
+    def secrets_for(spec: Any) -> dict[str, str]:
+        try:
+            return resolve_local_secret_env(settings.home, spec)
+        except SecretError as exc:
+            raise LaunchError(f"env_from_secret: {exc}", permanent=True) from exc
+
+    return secrets_for
 
 
 def run_loop(settings: Settings, stop: threading.Event) -> None:
