@@ -31,6 +31,7 @@ from trainyard.api.logs import follow_log, read_chunks
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
 from trainyard.api.schemas import ErrorBody, EventsPublic, JobCreate, JobPublic, JobsPublic
 from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
+from trainyard.api.volume_rules import check_volumes
 from trainyard.config import Settings
 from trainyard.layout import worker_log_path
 from trainyard.store import (
@@ -114,6 +115,7 @@ async def submit(
     an `unschedulable: ...` reason.
     """
     priority_value = _check_queue_and_priority(job, settings)
+    check_volumes(job, principal, settings)
     # Free-form args before dumping (which would turn NaN into null), then every string.
     check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
