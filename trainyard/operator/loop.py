@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from trainyard import layout
+from trainyard.operator import admission as admission_hooks
 from trainyard.operator.backend import (
     Backend,
     GangLaunch,
@@ -173,6 +174,7 @@ class SchedulingLoop:
         self._last_full_read = 0
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
+        self._gated: set[str] = set()  # jobs the backend must clear first (admission.py)
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
 
     # ------------------------------------------------------------------ the cycle
@@ -211,6 +213,12 @@ class SchedulingLoop:
                 and (job.not_before is None or job.not_before <= now_us)
             ):
                 # The common case at 10,000 pending jobs, without the general machinery.
+                if job.id in self._gated:
+                    blocked = admission_hooks.blocker(self.backend, self._specs[job.id])
+                    if blocked is not None:
+                        decisions[job.id] = Decision()
+                        self._set_reason(changes, job, blocked)
+                        continue
                 decisions[job.id] = offer
                 cached = self._pending.get(job.id)
                 if cached is None or cached[0] != job.version:
@@ -346,9 +354,12 @@ class SchedulingLoop:
             del self._specs[job_id]
             self._shapes.pop(job_id, None)
             self._pending.pop(job_id, None)
+            self._gated.discard(job_id)
         for job in live:
             if job.id not in self._shapes:
                 self._shapes[job.id] = job_shape(self._specs[job.id])
+                if admission_hooks.may_block(self._specs[job.id]):
+                    self._gated.add(job.id)
         return live, workers, nodes
 
     def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
@@ -402,6 +413,7 @@ class SchedulingLoop:
             tpu_chips=request.tpu_chips,
             accelerator_model=model,
         )
+        change.notes.extend(admission_hooks.notes(self.backend, spec))
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "
