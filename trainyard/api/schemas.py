@@ -404,6 +404,25 @@ class JobPublic(JobBase):
     finished_at: datetime | None
 
 
+class CheckpointPublic(BaseModel):
+    """One checkpoint of a job: its step, when and by which attempt it was written."""
+
+    step: int
+    written_at: datetime
+    size_bytes: int
+    attempt: int | None = Field(description="The attempt that wrote it (None: not recorded).")
+
+
+class CheckpointsPublic(BaseModel):
+    """A job's checkpoints, newest step first. `source` says where they were read:
+    `local` (the job's output directory under the server's home) or `unavailable`
+    (kept on cluster storage the control plane does not mount; listed as none)."""
+
+    data: list[CheckpointPublic]
+    count: int
+    source: Literal["local", "unavailable"]
+
+
 class JobsPublic(BaseModel):
     """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
 
