@@ -54,4 +54,4 @@ postgres-down:
 	hack/postgres/down.sh
 
 clean:
-	rm -rf $(VENV) .cluster .postgres .pytest_cache
+	rm -rf $(VENV) .cluster .postgres .prometheus .pytest_cache

@@ -114,6 +114,14 @@ def _age(timestamp: str | None) -> str:
     return _duration(seconds)
 
 
+def _starts_in(timestamp: str | None) -> str:
+    """A pending job's forecast start as "~12m" from now ("~now" when due)."""
+    if not timestamp:
+        return ""
+    seconds = (datetime.fromisoformat(timestamp) - datetime.now().astimezone()).total_seconds()
+    return "~now" if seconds < 1 else f"~{_duration(seconds)}"
+
+
 def _duration(seconds: float | None) -> str:
     """Seconds as a short human duration: 45s, 12m, 3h20m, 2d4h."""
     if seconds is None:
@@ -144,7 +152,19 @@ def _accelerator(job: dict[str, Any]) -> str:
 def _jobs_table(jobs: list[dict[str, Any]]) -> None:
     _table(
         None,
-        ["ID", "NAME", "OWNER", "QUEUE", "PRIORITY", "STATE", "WORKERS", "ACCEL", "AGE", "REASON"],
+        [
+            "ID",
+            "NAME",
+            "OWNER",
+            "QUEUE",
+            "PRIORITY",
+            "STATE",
+            "WORKERS",
+            "ACCEL",
+            "AGE",
+            "STARTS IN",
+            "REASON",
+        ],
         [
             [
                 j["id"],
@@ -156,6 +176,7 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> None:
                 j["workers"],
                 _accelerator(j),
                 _age(j.get("created_at")),
+                _starts_in(j.get("estimated_start")),
                 j.get("reason") or "",
             ]
             for j in jobs
@@ -191,7 +212,7 @@ def serve(
     from trainyard.api.app import create_app
     from trainyard.api.server import serve as run_server
     from trainyard.config import Settings
-    from trainyard.operator.config import scheduler_config
+    from trainyard.operator.config import scheduler_config_source
 
     given = {
         "host": host,
@@ -203,7 +224,8 @@ def serve(
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings(**overrides)
-        scheduler_config(settings)  # an unknown policy name fails here, with the valid ones
+        # An unknown policy name or an invalid quota file fails here, naming what is wrong.
+        scheduler_config_source(settings)
         app_instance = create_app(settings)
     except Exception as exc:  # a bad database URL or kubeconfig: one line, exit 1
         raise fail(f"cannot start: {type(exc).__name__}: {exc}") from None
@@ -243,6 +265,10 @@ def serve(
             if not run_server(app_instance, settings, **quiet):
                 raise typer.Exit(3)
             return
+        from trainyard.api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        # One /metrics for N processes behind one port: request counters summed over all.
+        os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.home))
         run_server("trainyard.api.app:app_from_environment", settings, workers=workers, **quiet)
     finally:
         if loop is not None:
@@ -502,7 +528,7 @@ def queues(output: OutputOption = Output.table) -> None:
     def table(d: dict[str, Any]) -> None:
         _table(
             "queues",
-            ["QUEUE", "POLICY", "PENDING", "ADMITTED", "RUNNING", "OLDEST WAIT"],
+            ["QUEUE", "POLICY", "PENDING", "ADMITTED", "RUNNING", "OLDEST WAIT", "EXPECTED WAIT"],
             [
                 [
                     q["name"],
@@ -511,6 +537,7 @@ def queues(output: OutputOption = Output.table) -> None:
                     q["admitted"],
                     q["running"],
                     _duration(q["oldest_wait_seconds"]),
+                    _duration(q.get("expected_wait_seconds")),
                 ]
                 for q in d["data"]
             ],
@@ -530,6 +557,38 @@ def queues(output: OutputOption = Output.table) -> None:
         ]
         if rows:
             _table("pending", ["QUEUE", "POS", "ID", "NAME", "OWNER", "PRIORITY", "WAIT"], rows)
+        quota_rows = [
+            [
+                q["name"],
+                q["quota"]["cohort"] or "-",
+                r["flavor"],
+                r["resource"],
+                f"{r['nominal']:g}",
+                f"{r['used']:g}",
+                f"{r['borrowed']:g}",
+                f"{r['lent']:g}",
+                f"{q['quota']['weighted_share']:.3f}",
+            ]
+            for q in d["data"]
+            if q.get("quota")
+            for r in q["quota"]["resources"]
+        ]
+        if quota_rows:
+            _table(
+                "quotas",
+                [
+                    "QUEUE",
+                    "COHORT",
+                    "FLAVOR",
+                    "RESOURCE",
+                    "NOMINAL",
+                    "USED",
+                    "BORROWED",
+                    "LENT",
+                    "SHARE",
+                ],
+                quota_rows,
+            )
 
     _emit(data, output, table)
 
@@ -569,6 +628,124 @@ def cluster(output: OutputOption = Output.table) -> None:
         )
 
     _emit(data, output, table)
+
+
+class UsageOutput(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class UsageGroup(StrEnum):
+    queue = "queue"
+    owner = "owner"
+    model = "model"
+    job = "job"
+
+
+USAGE_COLUMNS = (
+    "key",
+    "jobs",
+    "attempts",
+    "gpu_hours",
+    "tpu_chip_hours",
+    "cpu_core_hours",
+    "wall_hours",
+    "wait_seconds_avg",
+    "energy_joules",
+    "cost",
+)
+
+
+def _hours(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+@app.command()
+def usage(
+    group_by: Annotated[
+        UsageGroup, typer.Option("--group-by", "-g", help="queue, owner, model or job.")
+    ] = UsageGroup.queue,
+    since: Annotated[
+        str, typer.Option(help="Window start: ISO 8601 time or a span back (24h, 7d, 2w).")
+    ] = "30d",
+    output: Annotated[
+        UsageOutput, typer.Option("--output", "-o", help="table, json or csv.")
+    ] = UsageOutput.table,
+) -> None:
+    """Usage report (like sreport): GPU/TPU/CPU hours, wait, energy and cost per group.
+
+    Users see their own usage, admins everyone's.
+    """
+    with _client() as client:
+        data = client.usage(group_by=group_by.value, since=since)
+    if output is UsageOutput.json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if output is UsageOutput.csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([group_by.value, *USAGE_COLUMNS[1:]])
+        for row in data["data"]:
+            writer.writerow(["" if row[c] is None else row[c] for c in USAGE_COLUMNS])
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    currency = data.get("currency", "")
+    _table(
+        f"usage by {group_by.value} since {data['since']}",
+        [
+            group_by.value.upper(),
+            "JOBS",
+            "ATTEMPTS",
+            "GPU-HOURS",
+            "TPU-CHIP-HOURS",
+            "CPU-CORE-HOURS",
+            "WALL-HOURS",
+            "AVG WAIT",
+            "ENERGY (kWh)",
+            f"COST ({currency})",
+        ],
+        [
+            [
+                row["key"],
+                row["jobs"],
+                row["attempts"],
+                _hours(row["gpu_hours"]),
+                _hours(row["tpu_chip_hours"]),
+                _hours(row["cpu_core_hours"]),
+                _hours(row["wall_hours"]),
+                _duration(row["wait_seconds_avg"]),
+                "" if row["energy_joules"] is None else f"{row['energy_joules'] / 3.6e6:.3f}",
+                "" if row["cost"] is None else f"{row['cost']:.2f}",
+            ]
+            for row in data["data"]
+        ],
+    )
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option(min=0.5, max=3600, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live terminal view: queues, running jobs (GPUs, samples/s, progress), allocation."""
+    from trainyard.observability.top import run_top
+
+    url = os.environ.get("TRAINYARD_URL") or DEFAULT_URL
+    client = TrainyardClient(url, _token())
+    try:
+        run_top(client, interval=interval, once=once)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
 
 
 def main() -> None:

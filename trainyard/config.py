@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from trainyard.store import DatabaseTimeouts
+from trainyard.scheduler.policies import check_live_policy
 
 
 class QueueConfig(BaseModel):
@@ -21,6 +22,12 @@ class QueueConfig(BaseModel):
 
     name: str
     policy: str = "backfill"
+
+    @field_validator("policy")
+    @classmethod
+    def _known_live_policy(cls, value: str) -> str:
+        """Refused at start: an unknown name, or an oracle (it needs the future)."""
+        return check_live_policy(value)
 
 
 def _default_queues() -> list[QueueConfig]:
@@ -60,6 +67,11 @@ class Settings(BaseSettings):
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024
+    # Price of one accelerator-hour per GPU model / TPU type (as the node inventory names
+    # it), for `GET /v1/usage` and `trainyard usage`; e.g.
+    # TRAINYARD_ACCELERATOR_PRICES='{"NVIDIA H100 80GB HBM3": 2.5}'.
+    accelerator_prices: dict[str, float] = Field(default_factory=dict)
+    price_currency: str = "USD"
     # The scheduling loop (runs in its own process, started by `trainyard serve`).
     loop: bool = Field(default=True, description="Run the scheduling loop in `serve`.")
     loop_period_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -68,6 +80,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
     lease_ttl_seconds: float = Field(default=10.0, gt=0.5, le=300)
     default_policy: str = "backfill"
+    # Quotas, cohorts and fair sharing (see trainyard.scheduler.quota_file); re-read on change.
+    quota_file: Path | None = None
     # The local backend's node; detected when unset (tests pin them).
     local_cpus: int | None = Field(default=None, ge=1)
     local_memory_bytes: int | None = Field(default=None, ge=1)

@@ -165,8 +165,9 @@ def wrk(
     }
 
 
-def seed(database_url: str, count: int) -> None:
-    """Store `count` jobs (and their first events) straight through the store's tables."""
+def seed(database_url: str, count: int, ids_file: Path) -> None:
+    """Store `count` jobs (and their first events) straight through the store's tables;
+    their ids go to `ids_file`, one a line (list cursors name a job)."""
     engine = make_engine(database_url)
     migrate(engine)
     spec = json.dumps(SPEC, sort_keys=True, separators=(",", ":"))
@@ -190,6 +191,7 @@ def seed(database_url: str, count: int) -> None:
                         "state": states[i % len(states)],
                         "reason": None,
                         "spec": spec,
+                        "spec_bytes": len(spec),
                         "placement": None,
                         "version": 1,
                         "idempotency_key": None,
@@ -205,6 +207,8 @@ def seed(database_url: str, count: int) -> None:
                 )
             conn.execute(insert(jobs), rows)
             conn.execute(insert(job_events), events)
+            with ids_file.open("a") as out:
+                out.writelines(row["id"] + "\n" for row in rows)
     engine.dispose()
 
 
@@ -249,9 +253,10 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         (work / "list").mkdir()
         with fresh_database(kind, work / "list") as url:
             began = time.monotonic()
-            seed(url, args.list_jobs)
+            ids_file = work / "list" / "job-ids.txt"
+            seed(url, args.list_jobs, ids_file)
             results["seed_seconds"] = round(time.monotonic() - began, 1)
-            os.environ["TRAINYARD_BENCH_JOBS"] = str(args.list_jobs)
+            os.environ["TRAINYARD_BENCH_JOB_IDS"] = str(ids_file)
             with server(work / "list" / "home", url) as (base, token, pid):
                 wrk(f"{base}/v1/jobs", token, "list.lua", connections=8, duration=3, pid=pid)
                 # One client: the latency of a page. Eight: pages under concurrent load.

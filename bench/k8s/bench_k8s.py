@@ -116,6 +116,7 @@ class Timeline:
     def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
         self.bound: dict[str, float] = {}
         self.running: dict[str, float] = {}
+        self.ignore: set[str] = set()
         self._cache: WatchCache[dict[str, Any]] = WatchCache(
             name=f"timeline-{namespace}",
             list_call=lambda **kw: core.list_namespaced_pod(namespace, **kw),
@@ -128,7 +129,7 @@ class Timeline:
 
     def _changed(self, key: str, old: Any, new: Mapping[str, Any] | None) -> None:
         now = time.monotonic()
-        if new is None:
+        if new is None or key in self.ignore:
             return
         if new["node"]:
             self.bound.setdefault(key, now)
@@ -439,6 +440,141 @@ def kube_scheduler_phase(
             backend.close()
 
 
+@contextmanager
+def trainyard_serve(kubeconfig: Path, namespace: str, home: Path) -> Iterator[tuple[str, str]]:
+    """`trainyard serve --backend kubernetes` as a user runs it; yields (url, token)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env.update(TRAINYARD_HOME=str(home), PYTHONPATH=str(REPO))
+    log = open(home.parent / "serve.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "trainyard"),
+            "serve",
+            "--port",
+            str(port),
+            "--backend",
+            "kubernetes",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError((home.parent / "serve.log").read_text()[-3000:])
+        try:
+            healthy = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+        return healthy and (home / "admin-token").exists()
+
+    try:
+        wait_for("trainyard serve", up, 120)
+        yield url, (home / "admin-token").read_text().strip()
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+        keep = os.environ.get("BENCH_KEEP_SERVE_LOG")
+        if keep:
+            Path(keep).write_bytes((home.parent / "serve.log").read_bytes())
+
+
+def rest_phase(
+    kubeconfig: Path,
+    core: client.CoreV1Api,
+    label: str,
+    count: int,
+    workers: int,
+    gpus: int,
+    concurrency: int,
+    duration: str,
+) -> dict[str, Any]:
+    """Jobs submitted over REST to `trainyard serve --backend kubernetes` (the whole
+    product: API, store, loop, core, backend), all at once from `concurrency` clients."""
+    import httpx
+
+    with fresh_namespace(core, "bench-rest") as namespace, tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        timeline = Timeline(core, namespace)
+        timeline.start()
+        cpu = cpu_snapshot()
+        try:
+            with trainyard_serve(kubeconfig, namespace, home) as (url, token):
+                job = {
+                    "name": "bench",
+                    "workers": workers,
+                    "resources": {"cpu": "1", "memory": "4Gi", "gpu": gpus},
+                    "workload": {"builtin": "gpt", "args": {"steps": 10}},
+                    "annotations": {"sim.trainyard.io/duration": duration},
+                }
+                submitted: dict[str, float] = {}
+                headers = {"Authorization": f"Bearer {token}"}
+                with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+                    # Warm up: the loop process has started, leads and has synced its
+                    # caches once a first job's pod is bound (not part of the figures).
+                    warm = http.post(
+                        "/v1/jobs",
+                        json={
+                            **job,
+                            "workers": 1,
+                            "resources": {"cpu": "1", "memory": "1Gi", "gpu": 1},
+                            "annotations": {"sim.trainyard.io/duration": "1"},
+                        },
+                    )
+                    warm.raise_for_status()
+                    warm_pod = f"{namespace}/{warm.json()['id']}-worker-0"
+                    wait_for("the warm-up job's pod", lambda: warm_pod in timeline.bound, 180)
+                    timeline.bound.clear()
+                    timeline.running.clear()
+                    timeline.ignore.add(warm_pod)
+
+                    def submit(_: int) -> None:
+                        at = time.monotonic()
+                        reply = http.post("/v1/jobs", json=job)
+                        reply.raise_for_status()
+                        submitted[reply.json()["id"]] = at
+
+                    started = time.monotonic()
+                    with ThreadPoolExecutor(concurrency) as pool:
+                        list(pool.map(submit, range(count)))
+                    submit_s = time.monotonic() - started
+                pods = count * workers
+                wait_for("every pod bound", lambda: len(timeline.bound) >= pods, 900)
+                wait_for("every pod Running", lambda: len(timeline.running) >= pods, 900)
+                per_job: dict[str, list[float]] = {}
+                for key, at in timeline.running.items():
+                    job_id = key.split("/", 1)[1].split("-worker-", 1)[0]
+                    per_job.setdefault(job_id, []).append(at)
+                all_running = [max(per_job[j]) - submitted[j] for j in submitted]
+                result = summarize(label, started, timeline, pods, Counter(), cpu)
+                result.pop("client_calls_per_pod")
+                result.update(
+                    jobs=count,
+                    submit_all_s=round(submit_s, 2),
+                    submit_to_all_running_p50_s=round(percentile(all_running, 50), 2),
+                    submit_to_all_running_p99_s=round(percentile(all_running, 99), 2),
+                )
+                return result
+        finally:
+            timeline.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -463,6 +599,14 @@ def main() -> None:
         elif phase == "trainyard-gangs":
             result = trainyard_phase(
                 args.kubeconfig, core, phase, args.gangs, 4, 8, args.concurrency
+            )
+        elif phase == "rest":
+            result = rest_phase(
+                args.kubeconfig, core, phase, args.singles, 1, 1, args.concurrency, "3600"
+            )
+        elif phase == "rest-gangs":
+            result = rest_phase(
+                args.kubeconfig, core, phase, args.gangs, 4, 8, args.concurrency, "3600"
             )
         elif phase == "kube-scheduler-default":
             result = kube_scheduler_phase(

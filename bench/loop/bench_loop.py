@@ -5,7 +5,8 @@
     .venv/bin/python bench/loop/bench_loop.py submit-under-load --pending 10000
 
 lifecycle: a real `trainyard serve` (local backend, its loop process) receives N jobs
-    whose workload is the `true` command, submitted at once by 16 concurrent clients;
+    whose workload is the `true` command, submitted at once by 16 concurrent clients
+    (or at a steady --rate);
     reports jobs completed per second (first submit -> last SUCCEEDED) and submit ->
     RUNNING p50/p99 from the stored timestamps (one server clock).
 cycle: one SchedulingLoop.cycle() in-process over a store holding N pending jobs:
@@ -53,7 +54,8 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
-    env.update(TRAINYARD_HOME=str(home), TRAINYARD_LOCAL_CPUS="2", **env_extra)
+    env.update(TRAINYARD_HOME=str(home), TRAINYARD_LOCAL_CPUS="2")
+    env.update(env_extra)
     process = subprocess.Popen(
         [TRAINYARD, "serve", "--port", str(PORT)],
         env=env,
@@ -70,10 +72,12 @@ def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not start")
 
 
-def lifecycle(jobs: int) -> dict[str, Any]:
+def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp()) / "home"
     home.mkdir(parents=True)
-    process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1")
+    # `cpus` sizes the node: at 10m per job, 100 CPUs keep capacity free for every job,
+    # so submit -> RUNNING measures the loop, not queueing.
+    process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1", TRAINYARD_LOCAL_CPUS=str(cpus))
     try:
         token = (home / "admin-token").read_text().strip()
         body = {
@@ -88,8 +92,17 @@ def lifecycle(jobs: int) -> dict[str, Any]:
             def one(_: int) -> int:
                 return client.post("/v1/jobs", json=body).status_code
 
-            with ThreadPoolExecutor(16) as pool:
-                codes = list(pool.map(one, range(jobs)))
+            if rate is None:  # all at once, from 16 concurrent clients
+                with ThreadPoolExecutor(16) as pool:
+                    codes = list(pool.map(one, range(jobs)))
+            else:  # a steady arrival rate: latency when the loop is not behind a burst
+                codes = []
+                start = time.monotonic()
+                for i in range(jobs):
+                    delay = start + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    codes.append(one(i))
             assert codes.count(201) == jobs, set(codes)
             engine = create_engine(f"sqlite:///{home / 'trainyard.db'}")
             deadline = time.monotonic() + 900
@@ -113,6 +126,8 @@ def lifecycle(jobs: int) -> dict[str, Any]:
     span = (max(r.finished_at for r in rows) - min(r.created_at for r in rows)) / 1e6
     return {
         "jobs": jobs,
+        "arrival": "burst" if rate is None else f"{rate:g}/s",
+        "node_cpus": cpus,
         "succeeded": done,
         "jobs_per_second": round(jobs / span, 1),
         "submit_to_running_p50_s": round(_percentile(to_running, 0.5), 3),
@@ -251,6 +266,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("lifecycle")
     p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--cpus", type=int, default=100, help="the local node's CPUs")
+    p.add_argument("--rate", type=float, default=None, help="submits/s (default: all at once)")
     p = sub.add_parser("cycle")
     p.add_argument("--pending", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=5)
@@ -259,7 +276,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
     if args.what == "lifecycle":
-        result = lifecycle(args.jobs)
+        result = lifecycle(args.jobs, args.cpus, args.rate)
     elif args.what == "cycle":
         result = cycle(args.pending, args.rounds)
     else:

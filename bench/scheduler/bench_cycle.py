@@ -4,6 +4,7 @@ Run from the repository root:
 
     nice .venv/bin/python bench/scheduler/bench_cycle.py            # all tables
     nice .venv/bin/python bench/scheduler/bench_cycle.py --quick    # headline only
+    nice .venv/bin/python bench/scheduler/bench_cycle.py --quotas   # quotas on vs off
 
 Each figure is the median CPU time (time.process_time: the machine is shared, and wall
 time there measures the neighbours) of --repeat runs of `schedule()` on a synthetic cluster of
@@ -27,6 +28,16 @@ from trainyard.scheduler import (
     RunningJob,
     SchedulerConfig,
     schedule,
+)
+from trainyard.scheduler.quota import (
+    Cohort,
+    FairSharing,
+    Flavor,
+    QueuePreemption,
+    QueueQuota,
+    QuotaConfig,
+    ReclaimWithinCohort,
+    ResourceQuota,
 )
 from trainyard.scheduler.types import (
     DEFAULT_RACK_LABEL,
@@ -58,7 +69,9 @@ def cluster(nodes: int) -> tuple[Node, ...]:
     )
 
 
-def running_jobs(nodes: tuple[Node, ...], count: int, rnd: random.Random) -> tuple[RunningJob, ...]:
+def running_jobs(
+    nodes: tuple[Node, ...], count: int, rnd: random.Random, queues: int = 10
+) -> tuple[RunningJob, ...]:
     """`count` gangs spread over all nodes, filling them except a few 1-GPU holes.
 
     A busy cluster is the steady state of a scheduler: each cycle admits what came free
@@ -75,7 +88,7 @@ def running_jobs(nodes: tuple[Node, ...], count: int, rnd: random.Random) -> tup
                 WorkerRequest(cpu_millicores=4000, memory_bytes=32 * GI, gpus=gpus),
                 tuple(n.name for n in members),
                 0.0,
-                queue=f"q{i % 10}",
+                queue=f"q{i % queues}",
                 priority=rnd.choice([0, 100, 1000]),
                 expected_end=float(rnd.randint(60, 86_400)),
                 preemptible=i % 3 == 0,
@@ -84,7 +97,7 @@ def running_jobs(nodes: tuple[Node, ...], count: int, rnd: random.Random) -> tup
     return tuple(out)
 
 
-def pending_jobs(count: int, rnd: random.Random) -> tuple[PendingJob, ...]:
+def pending_jobs(count: int, rnd: random.Random, queues: int = 10) -> tuple[PendingJob, ...]:
     out = []
     for i in range(count):
         gpus, workers = rnd.choice(SHAPES)
@@ -93,7 +106,7 @@ def pending_jobs(count: int, rnd: random.Random) -> tuple[PendingJob, ...]:
                 f"job-{i:06d}",
                 WorkerRequest(cpu_millicores=4000 * gpus, memory_bytes=32 * GI * gpus, gpus=gpus),
                 workers=workers,
-                queue=f"q{i % 10}",
+                queue=f"q{i % queues}",
                 priority=rnd.choice([0, 0, 100, 1000]),
                 submit_time=float(rnd.randint(0, 10_000)),
                 runtime_limit=float(rnd.randint(60, 86_400)),
@@ -117,6 +130,56 @@ def measure(
         times.append(time.process_time() - start)
         admitted = len(result.admissions)
     return statistics.median(times), admitted
+
+
+def quota_config(queues: int, cohorts: int, gpus: int) -> QuotaConfig:
+    """`queues` queues in `cohorts` cohorts sharing `gpus` H100s: equal nominal quotas,
+    every other queue reclaims (`any`), a borrowing limit on every third, fair sharing."""
+    per_queue = gpus * 1000 // queues
+    members = []
+    for i in range(queues):
+        preemption = QueuePreemption(
+            reclaim_within_cohort=ReclaimWithinCohort.ANY if i % 2 else ReclaimWithinCohort.NEVER
+        )
+        limit = per_queue // 2 if i % 3 == 0 else None
+        members.append(
+            QueueQuota(
+                f"q{i}",
+                cohort=f"cohort-{i % cohorts}",
+                quotas={"h100": {"gpu": ResourceQuota(per_queue, borrowing_limit=limit)}},
+                preemption=preemption,
+            )
+        )
+    return QuotaConfig(
+        flavors=(Flavor("h100", {GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}),),
+        cohorts=tuple(Cohort(f"cohort-{c}") for c in range(cohorts)),
+        queues=tuple(members),
+        fair_sharing=FairSharing(enabled=True),
+    )
+
+
+def measure_quotas(
+    policy: str, repeat: int, quotas_on: bool, holders: int = 50
+) -> tuple[float, int, int]:
+    """The headline scenario with 50 queues in 3 cohorts, with and without quotas.
+
+    The running jobs belong to the first `holders` queues: with 50 every queue sits at
+    its nominal quota; with 25 half the queues hold the whole cluster (each borrowing
+    its nominal again) while the other half wait, so reclaim and fair sharing evict."""
+    rnd = random.Random(42)
+    cl = cluster(2000)
+    snapshot = ClusterSnapshot(
+        cl, running_jobs(cl, 1000, rnd, queues=holders), pending_jobs(10_000, rnd, queues=50)
+    )
+    config = SchedulerConfig(policy, quotas=quota_config(50, 3, 2000 * 8) if quotas_on else None)
+    times = []
+    result = None
+    for _ in range(repeat):
+        start = time.process_time()
+        result = schedule(snapshot, 20_000.0, config, explain=True)
+        times.append(time.process_time() - start)
+    assert result is not None
+    return statistics.median(times), len(result.admissions), len(result.preempted)
 
 
 def decisions_per_second(repeat: int) -> tuple[float, int]:
@@ -144,7 +207,27 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="only the headline figures")
+    parser.add_argument("--quotas", action="store_true", help="only quotas on vs off")
     args = parser.parse_args()
+    if args.quotas:
+        print(
+            "## Quotas: 2,000 nodes, 1,000 running, 10,000 pending, 50 queues in 3 cohorts "
+            "(median ms per cycle, decide + reasons)\n"
+        )
+        print(
+            "| running held by | policy | no quotas | quotas + fair sharing | ratio "
+            "| admitted (off / on) | evicted (off / on) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for holders in (50, 25):
+            for policy in ["fifo", "fifo-besteffort", "backfill", "priority"]:
+                off, adm_off, ev_off = measure_quotas(policy, args.repeat, False, holders)
+                on, adm_on, ev_on = measure_quotas(policy, args.repeat, True, holders)
+                print(
+                    f"| {holders} queues | {policy} | {off * 1000:.1f} | {on * 1000:.1f} "
+                    f"| {on / off:.2f}x | {adm_off} / {adm_on} | {ev_off} / {ev_on} |"
+                )
+        return
 
     print(
         "## Headline: 2,000 nodes x 8 GPUs, 1,000 running, 10,000 pending (median ms per cycle)\n"

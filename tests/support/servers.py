@@ -21,20 +21,16 @@ from trainyard.api.inventory import NodeInventory
 from trainyard.api.server import uvicorn_config
 from trainyard.config import Settings
 
-# Ports this part of the suite may use (see the working agreement).
-PORTS = range(18000, 18100)
-
 
 def free_port() -> int:
-    """A free loopback port in the assigned range."""
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    """A free loopback port chosen by the kernel.
+
+    Not a scan of a fixed range: servers started one after another (or by another suite
+    running on the same machine) would be handed the same first free port, and a test could
+    end up talking to someone else's server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(

@@ -20,8 +20,9 @@ from trainyard.api.body import DeclaredSizeLimit
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
 from trainyard.api.logs import LogFollowers
-from trainyard.api.metrics import ApiMetrics
-from trainyard.api.routes import cluster, health, jobs, queues, tokens
+from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from trainyard.api.openapi_rules import express_document_rules
+from trainyard.api.routes import cluster, health, jobs, queues, targets, tokens, usage
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
@@ -52,7 +53,13 @@ def create_app(
     )
     app.state.waker = LoopWaker(engine)
     app.state.waker.wake()  # reads the loop's address in the background
-    app.state.metrics = ApiMetrics(engine)
+    app.state.metrics = ApiMetrics(
+        engine,
+        queues=[q.name for q in settings.queues],
+        priority_classes=list(settings.priority_classes),
+        inventory=app.state.inventory,
+        settings=settings,
+    )
     app.state.admin_token_file = token_file
     app.state.log_followers = LogFollowers(
         job_states=_finished_jobs(engine), max_per_user=settings.max_log_followers_per_user
@@ -82,8 +89,11 @@ def build_api(settings: Settings) -> FastAPI:
     # does not get past it); the outer check answers an oversize declaration in our format.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(DeclaredSizeLimit, max_body_size=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None)
+    )
     install_error_handlers(app)
-    for module in (jobs, queues, cluster, tokens, health):
+    for module in (jobs, queues, cluster, tokens, health, usage, targets):
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app
@@ -104,6 +114,7 @@ def _document_configured_names(app: FastAPI, settings: Settings) -> None:
             properties = schema["components"]["schemas"]["JobCreate"]["properties"]
             properties["queue"]["enum"] = [q.name for q in settings.queues]
             properties["priority"]["enum"] = list(settings.priority_classes)
+            express_document_rules(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

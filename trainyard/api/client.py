@@ -75,6 +75,13 @@ class TrainyardClient:
     def cluster(self) -> dict[str, Any]:
         return self._request("GET", "/v1/cluster").json()
 
+    def usage(self, *, group_by: str = "queue", since: str = "30d") -> dict[str, Any]:
+        params = {"group_by": group_by, "since": since}
+        return self._request("GET", "/v1/usage", params=params).json()
+
+    def metrics_targets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/metrics/targets").json()
+
     def logs(self, job_id: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}/logs").content
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -28,9 +29,34 @@ from trainyard.scheduler.quantity import QuantityError, parse_quantity
 from trainyard.secrets import SECRET_KEY, SECRET_NAME
 from trainyard.store import JobState
 
+
+def _mantissa(digits: int) -> str:
+    return rf"(?:[0-9]{{1,{digits}}}(?:\.[0-9]*)?|\.[0-9]+)"
+
+
+# Kubernetes quantities whose value fits Kubernetes' 64-bit milli-units (at most about
+# 9.2e15 units), spelt per suffix as a digit limit so that the published pattern is the
+# whole rule: every string it matches is accepted, and no other string is.
 _QUANTITY_PATTERN = (
-    r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?$"
+    "^(?:"
+    + "|".join(
+        [
+            _mantissa(15),
+            _mantissa(18) + "(?:m|u|n)",
+            _mantissa(12) + "(?:k|Ki)",
+            _mantissa(9) + "(?:M|Mi)",
+            _mantissa(6) + "(?:G|Gi)",
+            _mantissa(3) + "(?:T|Ti)",
+            r"(?:[0-8](?:\.[0-9]*)?|\.[0-9]+)P",
+            r"(?:[0-7](?:\.[0-9]*)?|\.[0-9]+)Pi",
+            _mantissa(6) + "[eE][+-]?[0-9]",
+        ]
+    )
+    + ")$"
 )
+_QUANTITY_TEXT = re.compile(_QUANTITY_PATTERN)
+_MAX_INTEGER_QUANTITY = 2**53
+_MAX_MILLI = 2**63 - 1
 DURATION_PATTERN = (
     r"^([0-9]{1,6}h([0-9]{1,6}m)?([0-9]{1,8}s)?|[0-9]{1,6}m([0-9]{1,8}s)?|[0-9]{1,8}s)$"
 )
@@ -45,24 +71,42 @@ LABEL_KEY = (
 
 
 def _quantity(value: Any) -> str:
-    """Accept a Kubernetes quantity as a string or a non-negative number; keep it as text."""
+    """Accept a Kubernetes quantity as a string or a non-negative integer; keep it as text.
+
+    Exactly what the published schema says: a string matching `_QUANTITY_PATTERN`, or an
+    integer from 0 to 2^53 (a JSON number with no fraction).
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PydanticCustomError("quantity", "must be a quantity such as '8', '500m' or '64Gi'")
-    text = str(value)
-    if len(text) > 64:
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("quantity", "a number must be a whole number; use '1.5'")
+        value = int(value)
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_INTEGER_QUANTITY:
+            raise PydanticCustomError("quantity", "a number must be from 0 to 2^53")
+        return str(value)
+    if len(value) > 64:
         raise PydanticCustomError("quantity", "must be at most 64 characters")
+    if _QUANTITY_TEXT.match(value) is None:
+        try:
+            amount = parse_quantity(value)
+        except QuantityError as exc:
+            raise PydanticCustomError("quantity", str(exc)) from exc
+        if value.strip() == value and amount * 1000 > _MAX_MILLI:
+            raise PydanticCustomError("quantity", "is too large (at most 2^63 milli-units)")
+        raise PydanticCustomError(
+            "quantity",
+            "must be written as the schema's pattern says: no spaces, at most 15 digits "
+            "before the point (fewer with a larger suffix: 12 with k/Ki, 9 with M/Mi, ...)",
+        )
     try:
-        amount = parse_quantity(text)
-    except QuantityError as exc:
+        amount = parse_quantity(value)
+    except QuantityError as exc:  # pragma: no cover - the pattern admits only quantities
         raise PydanticCustomError("quantity", str(exc)) from exc
-    # Kubernetes keeps quantities as 64-bit milli-units; beyond that no node can match,
-    # and unbounded integers break whatever prints them (Python's 4300-digit limit).
-    if amount * 1000 > _MAX_MILLI:
+    if amount * 1000 > _MAX_MILLI:  # pragma: no cover - the pattern's digit limits
         raise PydanticCustomError("quantity", "is too large (at most 2^63 milli-units)")
-    return text
-
-
-_MAX_MILLI = 2**63 - 1
+    return value
 
 
 Quantity = Annotated[
@@ -72,12 +116,24 @@ Quantity = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": _QUANTITY_PATTERN, "maxLength": 64},
-                {"type": "integer", "minimum": 0, "maximum": 2**53},
+                {"type": "integer", "minimum": 0, "maximum": _MAX_INTEGER_QUANTITY},
             ],
             "description": "A Kubernetes quantity: '8', '500m', '64Gi', '1.5G'.",
         }
     ),
 ]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 2.0 is the integer 2 (JSON Schema says so too). Strict
+    integer fields still refuse booleans, strings and fractions."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer field (declared strict=True) that also takes a JSON number like 2.0."""
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -92,14 +148,16 @@ class Resources(_Strict):
 
     cpu: Quantity = Field(default="1", description="CPU per worker, a Kubernetes quantity.")
     memory: Quantity = Field(default="1Gi", description="Memory per worker, a quantity.")
-    gpu: int = Field(default=0, ge=0, le=1024, strict=True, description="GPUs per worker.")
+    gpu: WholeNumber = Field(default=0, ge=0, le=1024, strict=True, description="GPUs per worker.")
     gpu_models: list[ShortText] | None = Field(
         default=None,
         min_length=1,
         max_length=32,
         description="Acceptable GPU models (e.g. H100, A100); any model when omitted.",
     )
-    tpu: int = Field(default=0, ge=0, le=4096, strict=True, description="TPU chips per worker.")
+    tpu: WholeNumber = Field(
+        default=0, ge=0, le=4096, strict=True, description="TPU chips per worker."
+    )
     tpu_type: ShortText | None = Field(default=None, description="TPU accelerator type.")
     tpu_topology: (
         Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,3}(x[1-9][0-9]{0,3}){1,2}$")]
@@ -275,20 +333,21 @@ class JobBase(_Strict):
     kind: Literal["training", "inference"] = "training"
     queue: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "default"
     priority: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "normal"
-    workers: int = Field(default=1, ge=1, le=1024, strict=True)
+    workers: WholeNumber = Field(default=1, ge=1, le=1024, strict=True)
     resources: Resources = Field(default_factory=Resources)
     workload: Workload
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    ddp: bool = True
+    ddp: bool = Field(default=True, strict=True)  # strict: 0 and "yes" are not booleans
     max_runtime: Annotated[str, StringConstraints(max_length=32)] | None = Field(
         default=None,
         description="Wall-clock limit such as 4h, 90m or 1h30m.",
         # Documented for clients; checked by `_duration` for a friendlier message.
         json_schema_extra={"pattern": DURATION_PATTERN},
     )
-    retries: int = Field(default=0, ge=0, le=100, strict=True)
+    retries: WholeNumber = Field(default=0, ge=0, le=100, strict=True)
     preemptible: bool = Field(
         default=True,
+        strict=True,
         description="Whether higher-priority work may stop this job (it resumes from its "
         "checkpoint later, keeping its place in the queue).",
     )
@@ -402,6 +461,13 @@ class JobPublic(JobBase):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    estimated_start: datetime | None = Field(
+        default=None,
+        description=(
+            "While PENDING: when the scheduler's forward simulation of the queue expects the "
+            "job to start (learned runtimes; refreshed every few seconds). Null when unknown."
+        ),
+    )
 
 
 class CheckpointPublic(BaseModel):
@@ -456,6 +522,28 @@ class QueuedJob(BaseModel):
     wait_seconds: float
 
 
+class QuotaResourcePublic(BaseModel):
+    """One flavor-resource of a queue's quota (GPUs, TPU chips, CPU cores, memory bytes)."""
+
+    flavor: str
+    resource: str
+    nominal: float
+    used: float
+    borrowed: float = Field(description="Used above the nominal quota (from the cohort).")
+    lent: float = Field(description="Unused nominal quota other queues of the cohort use now.")
+    borrowing_limit: float | None = None
+    lending_limit: float | None = None
+
+
+class QueueQuotaPublic(BaseModel):
+    """A queue's place under quota (present only for queues in the quota file)."""
+
+    cohort: str | None
+    weight: float
+    weighted_share: float = Field(description="Weighted dominant resource share (0: within quota).")
+    resources: list[QuotaResourcePublic]
+
+
 class QueuePublic(BaseModel):
     name: str
     policy: str
@@ -463,9 +551,14 @@ class QueuePublic(BaseModel):
     admitted: int
     running: int
     oldest_wait_seconds: float | None = Field(description="Age of the oldest pending job.")
+    expected_wait_seconds: float | None = Field(
+        default=None,
+        description="Median forecast wait of the queue's pending jobs (null: no forecast).",
+    )
     positions: list[QueuedJob] = Field(
         description="Pending jobs in queue order (your own only, unless admin), first `limit`."
     )
+    quota: QueueQuotaPublic | None = None
 
 
 class QueuesPublic(BaseModel):

@@ -56,7 +56,13 @@ def job_public(job: JobRecord) -> dict[str, Any]:
         "updated_at": _iso(job.updated_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        "estimated_start": _iso(_estimate(job.state.value, job.estimated_start)),
     }
+
+
+def _estimate(state: str, estimated_start: int | None) -> int | None:
+    """A forecast start means something only while the job waits."""
+    return estimated_start if state == "PENDING" else None
 
 
 def _placement_public(placement: Mapping[int, str] | None) -> dict[str, str] | None:
@@ -92,6 +98,7 @@ def jobs_page_response(rows: Sequence[Mapping[str, Any]], next_cursor: str | Non
             "updated_at": _iso(m["updated_at"]),
             "started_at": _iso(m["started_at"]),
             "finished_at": _iso(m["finished_at"]),
+            "estimated_start": _iso(_estimate(m["state"], m.get("estimated_start"))),
         }
         spec: str = m["spec"]  # a JSON object ("{...}"), as _dump wrote it
         opening = spec[:-1] + "," if spec != "{}" else "{"
@@ -144,6 +151,7 @@ def queues_public(
     counts: Iterable[QueueCounts],
     positions: Mapping[str, Sequence[QueuePosition]],
     now_us: int,
+    waits: Mapping[str, float] | None = None,
 ) -> list[QueuePublic]:
     """Per configured queue: counts, oldest wait, and the pending positions given."""
     by_queue = {c.queue: c for c in counts}
@@ -159,6 +167,7 @@ def queues_public(
                 admitted=c.admitted if c else 0,
                 running=c.running if c else 0,
                 oldest_wait_seconds=None if oldest is None else max(0, now_us - oldest) / 1e6,
+                expected_wait_seconds=(waits or {}).get(queue.name),
                 positions=[
                     QueuedJob(
                         id=p.id,

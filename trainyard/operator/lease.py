@@ -90,6 +90,10 @@ class StoreLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.release()
+
+    def release(self) -> None:
+        """Give the lease up now (if held); a later try_acquire may take it again."""
         if self._valid_until:
             self._valid_until = 0.0
             try:

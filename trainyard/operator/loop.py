@@ -38,6 +38,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from trainyard import layout
+from trainyard.observability.cycles import reason_label
+from trainyard.observability.energy import attempt_energy_joules
+from trainyard.observability.targets import TargetsRecorder
 from trainyard.operator import admission as admission_hooks
 from trainyard.operator.backend import (
     Backend,
@@ -46,10 +49,12 @@ from trainyard.operator.backend import (
     Leadership,
     WorkerStatus,
 )
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
 from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
+from trainyard.scheduler.fairshare import UsageHistory
 from trainyard.scheduler.types import GPU_PRODUCT_LABEL, TPU_ACCELERATOR_LABEL, Node
 from trainyard.store import read_transaction, write_transaction
 from trainyard.store.scheduling import (
@@ -104,6 +109,8 @@ class CycleReport:
     stopped: list[str] = field(default_factory=list)
     transitions: int = 0
     reasons_written: int = 0
+    # Pending jobs per (queue, reason code) the core left, for the metrics.
+    pending_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     read_s: float = 0.0
     core_s: float = 0.0
     write_s: float = 0.0
@@ -154,8 +161,11 @@ class SchedulingLoop:
         home: Path | None = None,
         extra_env: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
+        learned: LearnedInputs | None = None,
     ) -> None:
         self.engine = engine
+        # Runtime estimates, attained service and start forecasts (operator/estimates.py).
+        self.learned = learned
         self.backend = backend
         config = scheduler_config or SchedulerConfig()
         self._config_source = config if callable(config) else (lambda: config)
@@ -170,12 +180,17 @@ class SchedulingLoop:
         self._launch_errors: dict[str, tuple[str, bool]] = {}
         self._published: dict[str, dict[str, Any]] | None = None
         self._live: dict[str, LiveJob] | None = None
+        self._node_models: dict[str, str | None] = {}
         self._last_read = 0
         self._last_full_read = 0
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
         self._gated: set[str] = set()  # jobs the backend must clear first (admission.py)
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
+        # Quota fair sharing with a usage half-life: the decayed usage per queue, kept in
+        # memory (a restarted loop starts with no memory of past use).
+        self._usage = UsageHistory()
+        self._targets = TargetsRecorder(engine)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -189,7 +204,15 @@ class SchedulingLoop:
         now_us = int(now * US)
         t0 = time.perf_counter()
         live, workers, nodes = self._read()
+        self._node_models = {
+            n.name: n.labels.get(GPU_PRODUCT_LABEL if n.gpus else TPU_ACCELERATOR_LABEL)
+            for n in nodes
+        }
         report.live_jobs = len(live)
+        try:
+            self._targets.observe(workers)  # where workers serve metrics (service discovery)
+        except Exception:  # losing metrics targets must not cost a cycle
+            log.exception("could not record the workers' metrics targets")
         t1 = time.perf_counter()
         report.read_s = t1 - t0
 
@@ -247,11 +270,19 @@ class SchedulingLoop:
         orphans = sorted(set(by_job) - live_ids)
 
         report.offered = len(pending)
-        result = schedule(
-            ClusterSnapshot(tuple(nodes), tuple(running), tuple(pending)),
-            now,
-            self._config_source(),
+        config = self._config_source()
+        snapshot = ClusterSnapshot(
+            tuple(nodes),
+            tuple(running),
+            tuple(pending),
+            queue_usage=self._usage.before_cycle(config, now),
         )
+        if self.learned is not None:
+            snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
+        result = schedule(snapshot, now, config)
+        self._usage.after_cycle(result.queue_usage, now)
+        if self.learned is not None:
+            self.learned.after_schedule(snapshot, now)
         t2 = time.perf_counter()
         report.core_s = t2 - t1
 
@@ -283,12 +314,19 @@ class SchedulingLoop:
             changes[job.id] = self._admission(job, admission.placement, now_us)
             admitted.append(job.id)
         texts: dict[int, str] = {}  # jobs of one lane share one reason object
+        labels: dict[int, str] = {}
+        reasons = report.pending_reasons
         for job_id, reason in result.pending.items():
             text = texts.get(id(reason))
             if text is None:
                 text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
-            self._set_reason(changes, jobs_by_id[job_id], text)
+                labels[id(reason)] = reason_label(reason.code)
+            job = jobs_by_id[job_id]
+            key = (job.queue, labels[id(reason)])
+            reasons[key] = reasons.get(key, 0) + 1
+            self._set_reason(changes, job, text)
 
+        self._attach_energy(changes.values())
         node_view = {node.name: node_document(node) for node in nodes}
         if not self.leadership.is_leader():
             report.leader = False
@@ -316,7 +354,10 @@ class SchedulingLoop:
             stop_now = decision.stop and (job.id not in changes or job.id in applied)
             stop_now = stop_now or (job.id in report.preempted and job.id in applied)
             if stop_now:
-                self._stop(job.id, reason=job.stop_reason or "stopping", report=report)
+                # A victim chosen in this cycle has its reason in `changes` only so far.
+                change = changes.get(job.id)
+                fresh = change.values.get("stop_reason") if change is not None else None
+                self._stop(job.id, reason=fresh or job.stop_reason or "stopping", report=report)
         for job_id in orphans:
             self._stop(job_id, reason="its job is finished or unknown", report=report)
         report.act_s = time.perf_counter() - t3
@@ -362,6 +403,18 @@ class SchedulingLoop:
                     self._gated.add(job.id)
         return live, workers, nodes
 
+    def _attach_energy(self, changes: Any) -> None:
+        """The GPU energy an ended attempt's ranks recorded in the job's output directory
+        (NVML readings; nothing where there is no GPU). Readable only where the output
+        directory is on this machine (the local backend)."""
+        if self.backend.name != "local":
+            return
+        for change in changes:
+            if change.attempt_end is None:
+                continue
+            output = Path(self._output_dir(change.job_id))
+            change.attempt_energy_joules = attempt_energy_joules(output, change.attempt_end[0])
+
     def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
         """Reason-only writes do not touch updated_at (they are advisory), so the
         incremental read would not see them: keep the cached rows in step."""
@@ -398,10 +451,11 @@ class SchedulingLoop:
         )
         request = shape.request
         model = None
-        if request.gpus:
-            model = ",".join(request.gpu_models) or None
-        elif request.tpu_chips:
-            model = request.tpu_type
+        if request.gpus or request.tpu_chips:
+            # The model of the nodes it got (what usage accounting groups by), not the
+            # list it asked for ("any GPU" asks for none).
+            models = sorted({self._node_models.get(node) or "unknown" for node in placement})
+            model = ",".join(models)
         change.attempt_start = AttemptStart(
             placement=by_index,
             queue=job.queue,
@@ -428,59 +482,84 @@ class SchedulingLoop:
         changes: Mapping[str, JobChange],
         report: CycleReport,
     ) -> None:
+        items = []
         for job_id in admitted:
-            job = jobs_by_id[job_id]
             values = changes[job_id].values
-            self._launch(
-                job, attempt=values["attempt"], placement=values["placement"], report=report
-            )
+            items.append((jobs_by_id[job_id], values["attempt"], values["placement"]))
+        self._launch_many(items, report)
 
     def _launch_all(self, jobs: Sequence[LiveJob], report: CycleReport) -> None:
-        for job in jobs:
-            if job.placement:
-                self._launch(job, attempt=job.attempt, placement=job.placement, report=report)
+        self._launch_many([(j, j.attempt, j.placement) for j in jobs if j.placement], report)
 
-    def _launch(
-        self, job: LiveJob, *, attempt: int, placement: Mapping[int, str], report: CycleReport
+    def _launch_many(
+        self, items: Sequence[tuple[LiveJob, int, Mapping[int, str]]], report: CycleReport
     ) -> None:
-        spec = self._specs[job.id]
-        try:
-            output_dir = self._output_dir(job.id)
-            extra = dict(self.extra_env(spec)) if self.extra_env else {}
-            extra["TRAINYARD_QUEUE"] = job.queue
-            workers = build_workers(
-                job_id=job.id,
-                name=job.name,
-                kind=job.kind,
-                spec=spec,
-                attempt=attempt,
-                placement=placement,
-                rendezvous=self.backend.rendezvous(job.id, attempt),
-                output_dir=output_dir,
-                runtime=self._runtime,
-                extra_env=extra,
-            )
-            self.backend.launch(
-                GangLaunch(
-                    job_id=job.id,
-                    attempt=attempt,
-                    name=job.name,
-                    queue=job.queue,
-                    owner=job.owner,
-                    workers=workers,
-                    image=spec.get("image"),
-                    labels=dict(spec.get("labels") or {}),
-                    annotations=dict(spec.get("annotations") or {}),
-                    spec=spec,
-                )
-            )
-            report.launched.append(job.id)
-        except LaunchError as exc:
+        """Launch the gangs of one cycle; together (`launch_many`) when the backend can,
+        which a cluster backend needs: one gang's API calls take tens of milliseconds,
+        and a cycle may admit hundreds."""
+        gangs: list[tuple[LiveJob, GangLaunch]] = []
+        for job, attempt, placement in items:
+            try:
+                gangs.append((job, self._gang(job, attempt=attempt, placement=placement)))
+            except Exception as exc:
+                self._launch_failed(job, exc)
+        many = getattr(self.backend, "launch_many", None)
+        if many is not None and len(gangs) > 1:
+            try:
+                outcomes = list(many([gang for _, gang in gangs]))
+            except Exception as exc:  # a backend bug must not stop the loop for everyone
+                outcomes = [exc] * len(gangs)
+        else:
+            outcomes = []
+            for _, gang in gangs:
+                try:
+                    self.backend.launch(gang)
+                    outcomes.append(None)
+                except Exception as exc:
+                    outcomes.append(exc)
+        for (job, _), outcome in zip(gangs, outcomes, strict=True):
+            if outcome is None:
+                report.launched.append(job.id)
+            else:
+                self._launch_failed(job, outcome)
+
+    def _launch_failed(self, job: LiveJob, exc: BaseException) -> None:
+        if isinstance(exc, LaunchError):
             log.warning("launch of job %s failed: %s", job.id, exc.reason)
             self._launch_errors[job.id] = (exc.reason, exc.permanent)
-        except Exception as exc:  # a backend bug must not stop the loop for everyone
-            log.exception("launch of job %s raised", job.id)
+        else:
+            log.error("launch of job %s raised", job.id, exc_info=exc)
             self._launch_errors[job.id] = (f"{type(exc).__name__}: {exc}", False)
+
+    def _gang(self, job: LiveJob, *, attempt: int, placement: Mapping[int, str]) -> GangLaunch:
+        spec = self._specs[job.id]
+        output_dir = self._output_dir(job.id)
+        extra = dict(self.extra_env(spec)) if self.extra_env else {}
+        extra["TRAINYARD_QUEUE"] = job.queue
+        workers = build_workers(
+            job_id=job.id,
+            name=job.name,
+            kind=job.kind,
+            spec=spec,
+            attempt=attempt,
+            placement=placement,
+            rendezvous=self.backend.rendezvous(job.id, attempt),
+            output_dir=output_dir,
+            runtime=self._runtime,
+            extra_env=extra,
+        )
+        return GangLaunch(
+            job_id=job.id,
+            attempt=attempt,
+            name=job.name,
+            queue=job.queue,
+            owner=job.owner,
+            workers=workers,
+            image=spec.get("image"),
+            labels=dict(spec.get("labels") or {}),
+            annotations=dict(spec.get("annotations") or {}),
+            spec=spec,
+        )
 
     def _output_dir(self, job_id: str) -> str:
         output_dir = getattr(self.backend, "output_dir", None)

@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 from trainyard.config import Settings
+from trainyard.observability.cycles import CycleRecorder
 from trainyard.operator.backend import Backend, Leadership
-from trainyard.operator.config import retry_policy, scheduler_config
+from trainyard.operator.config import retry_policy, scheduler_config_source
+from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.retention import CheckpointRetention
@@ -33,9 +35,9 @@ MIN_GAP_SECONDS = 0.02
 def build_backend(settings: Settings) -> Backend:
     """The configured backend (imported lazily: each pulls its own dependencies)."""
     if settings.backend == "kubernetes":
-        from trainyard.operator.kubernetes import KubernetesBackend  # type: ignore[attr-defined]
+        from trainyard.operator.kubernetes import KubernetesBackend
 
-        return KubernetesBackend.from_settings(settings)  # type: ignore[no-any-return]
+        return KubernetesBackend.from_settings(settings)
     from trainyard.operator.local import LocalBackend
 
     return LocalBackend(
@@ -47,12 +49,37 @@ def build_backend(settings: Settings) -> Backend:
 
 
 def build_leadership(settings: Settings, engine: Any, wakeup: Wakeup) -> Leadership:
-    return StoreLease(engine, ttl_seconds=settings.lease_ttl_seconds, wake_address=wakeup.address)
+    store = StoreLease(engine, ttl_seconds=settings.lease_ttl_seconds, wake_address=wakeup.address)
+    if settings.backend == "kubernetes":
+        # Replicas on one cluster elect through a coordination.k8s.io Lease; the store's
+        # row follows the Lease's holder.
+        from trainyard.operator.kubernetes import leadership_from_settings
+
+        return leadership_from_settings(settings, store)
+    return store
 
 
 def extra_env_for(settings: Settings) -> Any:
-    """The backend-specific environment a worker gets beyond the launch contract's."""
-    return None
+    """The backend-specific environment a worker gets beyond the launch contract's.
+
+    Local backend: `env_from_secret` values read at launch from files under
+    $TRAINYARD_HOME/secrets that only the service can read (the store never holds them).
+    A missing or unsafe secret fails the launch with the secret and key named; it is not
+    retried (someone has to create the file). The Kubernetes backend turns the same field
+    into secretKeyRefs in the pod instead.
+    """
+    if settings.backend != "local":
+        return None
+    from trainyard.operator.backend import LaunchError
+    from trainyard.secrets import SecretError, resolve_local_secret_env
+
+    def secrets_for(spec: Any) -> dict[str, str]:
+        try:
+            return resolve_local_secret_env(settings.home, spec)
+        except SecretError as exc:
+            raise LaunchError(f"env_from_secret: {exc}", permanent=True) from exc
+
+    return secrets_for
 
 
 def run_loop(settings: Settings, stop: threading.Event) -> None:
@@ -62,15 +89,18 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     wakeup = Wakeup()
     backend = build_backend(settings)
     leadership = build_leadership(settings, engine, wakeup)
+    config = scheduler_config_source(settings)  # quotas re-read when their file changes
+    learned = LearnedInputs(engine, config)
     loop = SchedulingLoop(
         engine,
         backend,
-        scheduler_config=scheduler_config(settings),
+        scheduler_config=config,
         retry=retry_policy(settings),
         stop_grace_seconds=settings.stop_grace_seconds,
         leadership=leadership,
         home=settings.home,
         extra_env=extra_env_for(settings),
+        learned=learned,
     )
     retention = CheckpointRetention(
         engine,
@@ -80,6 +110,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     )
     backend.start(wakeup.set)
     leadership.start()
+    recorder = CycleRecorder(engine)  # the loop's metrics, into the store (~1 write/s)
     failures = 0
     swept_at = 0.0
     try:
@@ -95,6 +126,8 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 try:
                     report = loop.cycle()
                     failures = 0
+                    if report.leader:
+                        _record(recorder, report)
                     if report.admitted or report.transitions:
                         log.info(
                             "cycle: %d live, %d admitted, %d transitions in %.0f ms",
@@ -115,10 +148,26 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 stop.wait(MIN_GAP_SECONDS - elapsed)
             wakeup.wait(settings.loop_period_seconds)
     finally:
+        _flush(recorder)
+        learned.close()
         leadership.stop()
         backend.close()
         wakeup.close()
         engine.dispose()
+
+
+def _record(recorder: CycleRecorder, report: Any) -> None:
+    try:
+        recorder.record_report(report)
+    except Exception:  # the metrics must never cost the loop a cycle
+        log.exception("could not record the cycle's metrics")
+
+
+def _flush(recorder: CycleRecorder) -> None:
+    try:
+        recorder.flush()
+    except Exception:
+        log.exception("could not record the last cycles' metrics")
 
 
 def main() -> None:

@@ -96,6 +96,7 @@ def pending_job(job: LiveJob, shape: JobShape) -> PendingJob:
         preemptible=shape.preemptible,
         kind=shape.kind,
         tolerations=shape.tolerations,
+        user=job.owner,
     )
 
 
@@ -114,4 +115,5 @@ def running_job(
         expected_end=None if shape.runtime_limit is None else start + shape.runtime_limit,
         preemptible=True if stopping else shape.preemptible,
         kind=shape.kind,
+        user=job.owner,
     )

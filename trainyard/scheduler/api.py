@@ -8,19 +8,22 @@ mutates its inputs and reads no clock: `now` is an argument. Issuing the decisio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from trainyard.scheduler.capacity import Allocation, ClusterIndex
+from trainyard.scheduler.capacity import Allocation, ClusterIndex, PoolKey, node_pool_key
 from trainyard.scheduler.cycle import TierCache, run_cycle
 from trainyard.scheduler.ordering import OrderingContext
 from trainyard.scheduler.placement import placement_names
 from trainyard.scheduler.policies import Policy, SchedulerConfig
 from trainyard.scheduler.queueing import PendingSet
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.quota_gate import QuotaLedger
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
     Admission,
     ClusterSnapshot,
     CycleResult,
+    Node,
     Outcome,
     Reservation,
     RunningJob,
@@ -52,6 +55,8 @@ def build_running(index: ClusterIndex, jobs: tuple[RunningJob, ...]) -> RunningS
                 preemptible=job.preemptible,
                 expected_end=job.expected_end,
                 last_checkpoint=job.last_checkpoint,
+                estimated_end=job.estimated_end,
+                attained_before=job.attained_gpu_seconds,
             )
         )
     return running
@@ -69,6 +74,12 @@ def _charge(index: ClusterIndex, i: int, job: RunningJob, count: int) -> Allocat
         units = min((request.gpus or request.tpu_chips) * count, index.free_units[i])
         index._set_units(i, index.free_units[i] - units)
         return Allocation(i, 0, request)
+
+
+def flavored_pool_keys(nodes: Sequence[Node], quotas: QuotaConfig) -> list[PoolKey]:
+    """Pool keys of the ready nodes with their quota flavor, so that no pool straddles
+    two flavors (the order and the nodes are those `ClusterIndex` keeps)."""
+    return [node_pool_key(n)._replace(flavor=quotas.flavor_of(n.labels)) for n in nodes if n.ready]
 
 
 def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> OrderingContext:
@@ -97,9 +108,20 @@ def schedule(
     """
     config = config or SchedulerConfig()
     policy_for = policy_for or config.resolver()
-    index = ClusterIndex(snapshot.nodes, snapshot.rack_label, defer_buckets=True)
+    quotas = config.quotas
+    index = ClusterIndex(
+        snapshot.nodes,
+        snapshot.rack_label,
+        defer_buckets=True,
+        pool_keys=flavored_pool_keys(snapshot.nodes, quotas) if quotas is not None else None,
+    )
     running = build_running(index, snapshot.running)
     index.build_buckets()
+    ledger = None
+    if quotas is not None:
+        ledger = QuotaLedger(quotas, index, snapshot.queue_usage)
+        for job in snapshot.running:
+            ledger.charge_placed(running.by_id[job.id], user=job.user, submit_time=job.submit_time)
     pending = PendingSet(policy_for, ordering_context(index, running, now))
     pending.extend(snapshot.pending)
     domain = "rack" if index.has_racks else "zone"
@@ -112,8 +134,11 @@ def schedule(
         tiers_for=TierCache(index),
         explain=explain,
         domain_name=domain,
+        quota=ledger,
     )
     result = CycleResult(pending=out.reasons, examined=out.examined)
+    if ledger is not None and quotas is not None and quotas.fair_sharing.usage_half_life:
+        result.queue_usage = ledger.usage_shares()
     for admitted in out.admitted:
         result.admissions.append(
             Admission(

@@ -47,6 +47,7 @@ class PoolKey(NamedTuple):
     tpu_topology: str
     taints: tuple[Taint, ...]  # hard taints (NoSchedule, NoExecute)
     soft_taints: tuple[Taint, ...] = ()  # PreferNoSchedule: avoided, never excluded
+    flavor: str = ""  # the quota resource flavor of its nodes ("" without quotas)
 
 
 class Pool:

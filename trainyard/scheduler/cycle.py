@@ -21,7 +21,7 @@ updated in place so the simulator can keep them across cycles; `schedule()` in
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
@@ -30,6 +30,7 @@ from trainyard.scheduler.placement import Tier, choose_nodes, place
 from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.preemption import VictimPool, try_preempt
 from trainyard.scheduler.queueing import Lane, PendingSet
+from trainyard.scheduler.quota_gate import USER_LIMITS, QuotaLedger, quota_attempt
 from trainyard.scheduler.reservation import ReservationPlan, plan_reservation
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
@@ -91,9 +92,14 @@ def run_cycle(
     tiers_for: TierCache | None = None,
     explain: bool = False,
     domain_name: str = "zone",
+    quota: QuotaLedger | None = None,
 ) -> CycleOutcome:
     """Decide one cycle; admitted jobs move from `pending` to `running`, victims leave
-    `running` (the caller puts them back in the queue with their original submit time)."""
+    `running` (the caller puts them back in the queue with their original submit time).
+
+    With a `quota` ledger, jobs of the queues it manages are admitted by quota (see
+    quota_gate) and, under fair sharing, a queue's jobs are held back in the merged
+    order by its share (`order_key`), re-read whenever the queue comes up."""
     tiers_for = tiers_for or TierCache(index)
     out = CycleOutcome()
     blocked: dict[str, str] = {}  # strict queue -> id of its blocked head
@@ -107,18 +113,36 @@ def run_cycle(
     lane_tiers: dict[int, tuple[Tier, ...]] = {}  # lane number -> feasible pools (cheap key)
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
     victim_pool = VictimPool(running, now)
-    heap: list[tuple[object, int, int, Lane]] = [
-        (lane.entries[0][0], lane.number, 0, lane) for lane in pending.active_lanes()
-    ]
+    order = quota.order_key if quota is not None and quota.ordered else None
+    quota_failed: dict[tuple[int, str], int] = {}  # (shape id, flavor) -> index.version
+    quota_preempt_failed: dict[tuple, tuple[int, int]] = {}
+    ranked_pools: dict[int, VictimPool] = {}  # id(policy rank) -> pool ordered by that rank
+    ranked_failed: dict[int, tuple[int, float]] = {}  # shape id -> (version, rank) that failed
+    # Heap entries: (rank key, lane number, job, the lane's iterator past that job), the
+    # key prefixed by the queue's fair-share order when quotas order queues. Keys end
+    # with the job id, so they never tie and the rest is never compared. Iterating a
+    # SortedList is far cheaper than indexing it; lanes are not changed until the walk
+    # is over (admitted jobs leave `pending` at the end).
+    heap: list[tuple[object, int, PendingJob, Iterator[tuple[object, PendingJob]], Lane]] = []
+    for active in pending.active_lanes():
+        entries = iter(active.entries)
+        first_key, first_job = next(entries)
+        key = (order(active.queue), first_key) if order else first_key
+        heap.append((key, active.number, first_job, entries, active))
     heapq.heapify(heap)
 
     def reason(code: ReasonCode, job: PendingJob, **extra: object) -> PendingReason:
         return PendingReason(code, job.workers, job.request, domain_name, **extra)  # type: ignore[arg-type]
 
     while heap:
-        _key, number, pos, lane = heapq.heappop(heap)
-        job: PendingJob = lane.entries[pos][1]
+        _key, number, job, rest, lane = heapq.heappop(heap)
         queue = lane.queue
+        if order is not None:
+            fresh = order(queue)
+            if fresh > _key[0]:  # type: ignore[index]
+                # The queue's share grew since this entry was pushed: re-rank it.
+                heapq.heappush(heap, ((fresh, _key[1]), number, job, rest, lane))  # type: ignore[index]
+                continue
         if queue in blocked:
             if explain:
                 lane_reason[number] = reason(
@@ -144,7 +168,7 @@ def run_cycle(
                     index, running, head, tiers_for(head), now, want_nodes=explain
                 )
             plan = plans[queue]
-            if plan is not None and not plan.ends_in_time(job, now):
+            if plan is not None and not plan.ends_in_time(job, now, policy.estimates):
                 if explain:
                     job_reason[job.id] = reason(
                         ReasonCode.WOULD_DELAY_RESERVATION,
@@ -152,27 +176,109 @@ def run_cycle(
                         blocking_job=head.id,
                         reservation_time=plan.start_time,
                     )
-                _advance(heap, lane, pos)
+                _advance(heap, lane, rest, order)
                 continue
         out.examined += 1
         tiers = lane_tiers.get(number)
         if tiers is None:
             tiers = lane_tiers[number] = tiers_for(job)
+        if quota is not None and quota.manages(queue):
+            # Admitted by quota: flavor by flavor, quota and nodes together.
+            cache_key = (shape, queue, job.priority)
+            versions = (version, quota.version)
+            may_preempt = quota_preempt_failed.get(cache_key) != versions
+            got = quota_attempt(
+                quota,
+                index,
+                running,
+                job,
+                tiers,
+                now,
+                admitted_now,
+                place_failed=quota_failed,
+                shape=shape,
+                preempt=may_preempt,
+            )
+            if got.allocations is not None and got.flavor is not None:
+                _admit(
+                    out,
+                    running,
+                    job,
+                    got.allocations,
+                    got.victims,
+                    now,
+                    policy,
+                    backfilled=head is not None and not got.victims,
+                )
+                quota.charge(
+                    job.id,
+                    queue,
+                    got.flavor,
+                    job.request,
+                    job.workers,
+                    user=job.user,
+                    priority=job.priority,
+                    submit_time=job.submit_time,
+                )
+                admitted_now.add(job.id)
+                _advance(heap, lane, rest, order)
+                continue
+            if may_preempt:
+                quota_preempt_failed[cache_key] = (index.version, quota.version)
+            if got.shortfall is not None and got.shortfall.kind in USER_LIMITS:
+                # A per-user limit holds this job only: the lane's next job may be
+                # another user's, so the lane goes on.
+                if explain:
+                    job_reason[job.id] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
+                _advance(heap, lane, rest, order)
+                continue
+            if policy.blocking:
+                blocked[queue] = job.id
+            elif policy.backfill and head is None and tiers and got.shortfall is None:
+                reserved[queue] = job
+            if explain:
+                if got.shortfall is not None:
+                    lane_reason[number] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
+                else:
+                    lane_reason[number] = _capacity_reason(index, tiers, job, reason)
+            continue
         allocations = None
         if tiers and failed.get(shape) != version:
             allocations = place(index, tiers, job.request, job.workers, job.kind)
         if allocations is not None:
-            _admit(out, running, job, allocations, [], now, backfilled=head is not None)
+            _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)
-            _advance(heap, lane, pos)
+            _advance(heap, lane, rest, order)
             continue
         failed[shape] = version
-        if tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
+        rank = policy.preemption_rank
+        if rank is not None and tiers and policy.preemption:
+            # Ranked preemption (LAS, SRTF): a lower rank of the same shape has fewer
+            # candidates (a prefix of the victim order), so it fails where a higher failed.
+            level = rank.pending(job, now)
+            known = ranked_failed.get(shape)
+            if known is None or known[0] != version or level > known[1]:
+                pool = ranked_pools.get(id(rank))
+                if pool is None:
+                    pool = ranked_pools[id(rank)] = VictimPool(running, now, rank)
+                result = try_preempt(
+                    index, running, job, tiers, now, admitted_now, pool, level=level
+                )
+                if result is not None:
+                    _admit(out, running, job, result.allocations, result.victims, now, policy)
+                    admitted_now.add(job.id)
+                    _advance(heap, lane, rest)
+                    continue
+                ranked_failed[shape] = (version, level)
+        elif tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
             result = try_preempt(index, running, job, tiers, now, admitted_now, victim_pool)
+            if result is not None and quota is not None:
+                for victim in result.victims:
+                    quota.release(victim.job_id)
             if result is not None:
-                _admit(out, running, job, result.allocations, result.victims, now, backfilled=False)
+                _admit(out, running, job, result.allocations, result.victims, now, policy)
                 admitted_now.add(job.id)
-                _advance(heap, lane, pos)
+                _advance(heap, lane, rest, order)
                 continue
             failed_preempt[(shape, job.priority)] = version
         if policy.blocking:
@@ -200,10 +306,16 @@ def run_cycle(
     return out
 
 
-def _advance(heap: list, lane: Lane, pos: int) -> None:
-    nxt = pos + 1
-    if nxt < len(lane.entries):
-        heapq.heappush(heap, (lane.entries[nxt][0], lane.number, nxt, lane))
+def _advance(
+    heap: list,
+    lane: Lane,
+    rest: Iterator[tuple[object, PendingJob]],
+    order: Callable[[str], float] | None = None,
+) -> None:
+    nxt = next(rest, None)
+    if nxt is not None:
+        key = (order(lane.queue), nxt[0]) if order is not None else nxt[0]
+        heapq.heappush(heap, (key, lane.number, nxt[1], rest, lane))
 
 
 def _admit(
@@ -213,10 +325,15 @@ def _admit(
     allocations: list[Allocation],
     victims: list[Placed],
     now: float,
+    policy: Policy,
     *,
-    backfilled: bool,
+    backfilled: bool = False,
 ) -> None:
-    end = now + job.runtime_limit if job.runtime_limit is not None else None
+    estimate = job.estimated_runtime
+    planned = job.runtime_limit
+    if policy.estimates and estimate is not None:
+        planned = estimate  # backfill by estimate: planning only, never a kill
+    rank = policy.preemption_rank
     running.add(
         Placed(
             job.id,
@@ -226,7 +343,11 @@ def _admit(
             queue=job.queue,
             priority=job.priority,
             preemptible=job.preemptible,
-            expected_end=end,
+            expected_end=now + planned if planned is not None else None,
+            estimated_end=now + estimate if estimate is not None else None,
+            attained_before=(
+                job.attained_gpu_seconds if rank is None else rank.admitted_service(job, now)
+            ),
         )
     )
     out.admitted.append(Admitted(job, allocations, victims, backfilled))

@@ -10,14 +10,31 @@ room, nothing is evicted: never preempt for a job that would still not fit.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
 from trainyard.scheduler.freeing import FreeingWalk
 from trainyard.scheduler.placement import Tier, choose_nodes
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import PendingJob
+
+
+class PreemptionRank(Protocol):
+    """Who may evict whom, for policies whose notion of importance is not `priority`.
+
+    Higher ranks are more important; a job may evict preemptible jobs of strictly lower
+    rank. LAS ranks by attained service and the SRTF oracle by remaining work, both of
+    which change as jobs run, hence `now`. Policies without one rank by `priority`."""
+
+    def pending(self, job: PendingJob, now: float) -> float: ...
+
+    def running(self, placed: Placed, now: float) -> float: ...
+
+    def admitted_service(self, job: PendingJob, now: float) -> float:
+        """The attained service a job starts with when admitted now."""
+        ...
 
 
 @dataclass(slots=True)
@@ -36,21 +53,33 @@ class VictimPool:
     leave `running` any other way, the pool notices and re-filters itself.
     """
 
-    def __init__(self, running: RunningSet, now: float) -> None:
+    def __init__(self, running: RunningSet, now: float, rank: PreemptionRank | None = None) -> None:
         self.running = running
         self.now = now
+        self.rank = rank
         self._sorted: list[Placed] | None = None
-        self._priorities: list[int] = []
+        self._keys: list[tuple[float, float, str]] = []  # victim key of each, same order
+        self._priorities: list[float] = []
         self._removals = running.removals
+        # The victim order: `victim_key`, with the policy's rank in place of priority.
+        self.key: Callable[[Placed], tuple[float, float, str]]
+        if rank is None:
+            self.key = lambda p: victim_key(p, now)
+        else:
+            self.key = lambda p: (rank.running(p, now), p.lost_gpu_seconds(now), p.job_id)
 
-    def below(self, priority: int) -> list[Placed]:
-        """Still-running candidates of priority < `priority`, in victim order."""
+    def below(self, priority: float) -> list[Placed]:
+        """Still-running candidates of priority (or rank) < `priority`, in victim order."""
         if self._sorted is None:
-            self._sorted = sorted(
-                (p for p in self.running.by_id.values() if p.preemptible),
-                key=lambda p: victim_key(p, self.now),
-            )
-            self._priorities = [p.priority for p in self._sorted]
+            key = self.key
+            candidates = [p for p in self.running.by_id.values() if p.preemptible]
+            batch = getattr(self.rank, "victim_keys", None)
+            keys = batch(candidates, self.now) if batch is not None else map(key, candidates)
+            # Keys end with the job id, so they are unique: Placed is never compared.
+            pairs = sorted(zip(keys, candidates, strict=False))
+            self._sorted = [p for _k, p in pairs]
+            self._keys = [k for k, _p in pairs]
+            self._priorities = [k[0] for k in self._keys]
             self._removals = self.running.removals
         elif self._removals != self.running.removals:
             self._drop_gone()
@@ -62,17 +91,23 @@ class VictimPool:
         if self._sorted is None:
             return
         for victim in victims:
-            key = victim_key(victim, self.now)
-            i = bisect.bisect_left(self._sorted, key, key=lambda p: victim_key(p, self.now))
+            i = bisect.bisect_left(self._keys, self.key(victim))
             if i < len(self._sorted) and self._sorted[i] is victim:
                 del self._sorted[i]
+                del self._keys[i]
                 del self._priorities[i]
                 self._removals += 1
 
     def _drop_gone(self) -> None:
         by_id = self.running.by_id
-        self._sorted = [p for p in self._sorted or () if by_id.get(p.job_id) is p]
-        self._priorities = [p.priority for p in self._sorted]
+        kept = [
+            (k, p)
+            for k, p in zip(self._keys, self._sorted or (), strict=True)
+            if by_id.get(p.job_id) is p
+        ]
+        self._sorted = [p for _k, p in kept]
+        self._keys = [k for k, _p in kept]
+        self._priorities = [k[0] for k in self._keys]
         self._removals = self.running.removals
 
 
@@ -89,17 +124,19 @@ def try_preempt(
     now: float,
     protected: frozenset[str] | set[str] = frozenset(),
     pool: VictimPool | None = None,
+    level: float | None = None,
 ) -> PreemptionResult | None:
     """Find a minimal victim set, evict it and place `job`; or change nothing.
 
     `protected` jobs (those admitted earlier in the same cycle) are never victims: a
-    cycle must not undo its own decisions."""
+    cycle must not undo its own decisions. `level` is the job's rank when the pool
+    ranks by a `PreemptionRank` (default: its priority)."""
     walk = FreeingWalk(index, tiers, job.request, job.workers, job.kind)
     pool = pool or VictimPool(running, now)
     everywhere = len(walk.eligible) == len(index.pools)  # then every victim touches the job
     candidates = [
         p
-        for p in pool.below(job.priority)
+        for p in pool.below(job.priority if level is None else level)
         if p.job_id not in protected and (everywhere or walk.touches(p))
     ]
     if not candidates:
@@ -127,7 +164,7 @@ def try_preempt(
     for victim in needed:
         running.remove(victim.job_id)
     pool.discard(needed)
-    needed.sort(key=lambda p: victim_key(p, now))
+    needed.sort(key=pool.key)
     return PreemptionResult(allocations, needed)
 
 

@@ -125,9 +125,10 @@ class PendingSet:
         return grouped
 
     def _keys(self, queue: str, jobs: list[PendingJob]) -> list[RankKey]:
-        """Rank keys of `jobs` of one queue, in a batch when the ordering offers one."""
+        """Rank keys of `jobs` of one lane (one queue, one shape), in a batch when the
+        ordering offers one: `lane_keys` may hoist what a shape fixes out of the loop."""
         ordering = self.policy_for(queue).ordering
-        batch = getattr(ordering, "keys", None)
+        batch = getattr(ordering, "lane_keys", None) or getattr(ordering, "keys", None)
         if batch is not None:
             return batch(jobs, self.ctx)
         key, ctx = ordering.key, self.ctx
@@ -155,8 +156,7 @@ class PendingSet:
             jobs = [job for _key, job in lane.entries]
             pairs = list(zip(self._keys(lane.queue, jobs), jobs, strict=True))
             lane.entries = SortedList(pairs)
-            for key, job in pairs:
-                known[job.id] = (key, job, lane)
+            known.update((job.id, (key, job, lane)) for key, job in pairs)
 
     def active_lanes(self) -> Iterator[Lane]:
         return (lane for lane in self.lanes.values() if len(lane))

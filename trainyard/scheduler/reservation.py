@@ -31,9 +31,13 @@ class ReservationPlan:
     start_time: float
     chosen: tuple[tuple[int, int], ...] | None  # None when the caller did not ask for nodes
 
-    def ends_in_time(self, job: PendingJob, now: float) -> bool:
-        """A job that surely ends by T cannot delay the reservation."""
-        return job.runtime_limit is not None and now + job.runtime_limit <= self.start_time
+    def ends_in_time(self, job: PendingJob, now: float, use_estimate: bool = False) -> bool:
+        """A job that surely ends by T cannot delay the reservation. With `use_estimate`
+        "surely" is "is expected to" (the learned estimate stands in for the limit)."""
+        runtime = job.runtime_limit
+        if use_estimate and job.estimated_runtime is not None:
+            runtime = job.estimated_runtime
+        return runtime is not None and now + runtime <= self.start_time
 
 
 def plan_reservation(

@@ -23,6 +23,8 @@ class Placed:
     preemptible: bool = True
     expected_end: float | None = None
     last_checkpoint: float | None = None
+    estimated_end: float | None = None  # start + estimated runtime (learned policies only)
+    attained_before: float = 0.0  # GPU-seconds of service received in earlier runs
     gpus: float = field(default=0.0, init=False)  # GPUs held, shares as fractions
 
     def __post_init__(self) -> None:
@@ -31,6 +33,10 @@ class Placed:
     @property
     def workers(self) -> int:
         return sum(a.count for a in self.allocations)
+
+    def attained_gpu_seconds(self, now: float) -> float:
+        """GPU-seconds of service received so far, this run included (LAS's measure)."""
+        return self.attained_before + self.gpus * max(now - self.start_time, 0.0)
 
     def lost_gpu_seconds(self, now: float) -> float:
         """GPU-seconds of work a preemption now would throw away (since the last checkpoint)."""

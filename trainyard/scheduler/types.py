@@ -26,6 +26,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 TPU_RESOURCE = "google.com/tpu"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_EMPTY_USAGE: Mapping[str, float] = MappingProxyType({})
 
 
 class JobKind(enum.StrEnum):
@@ -192,6 +193,12 @@ class PendingJob:
     preemptible: bool = True
     kind: JobKind = JobKind.TRAINING
     tolerations: tuple[Toleration, ...] = ()
+    user: str = ""  # the submitting user, for per-user quota limits (empty: unknown)
+    # Learned-from-history inputs (see `estimator` and `las`); the defaults mean "nothing
+    # known", which every policy that does not read them ignores.
+    estimated_runtime: float | None = None  # expected seconds of work left (an estimate)
+    attained_gpu_seconds: float = 0.0  # GPU-seconds of service received in earlier runs
+    queued_since: float | None = None  # when it last entered the queue (None: submit_time)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -205,7 +212,8 @@ class RunningJob:
     """A job holding resources: worker i runs on node `placement[i]`.
 
     `expected_end` is start + runtime limit (None when unknown); `last_checkpoint` lets
-    preemption count only the work that would really be lost.
+    preemption count only the work that would really be lost. `estimated_end` and
+    `attained_gpu_seconds` feed the learned policies (`las`, `predicted`, the oracles).
     """
 
     id: str
@@ -219,6 +227,9 @@ class RunningJob:
     preemptible: bool = True
     last_checkpoint: float | None = None
     kind: JobKind = JobKind.TRAINING
+    user: str = ""  # the submitting user, for per-user quota limits (empty: unknown)
+    estimated_end: float | None = None  # start + estimated runtime (not a limit: never kills)
+    attained_gpu_seconds: float = 0.0  # service received before this run started
 
     @property
     def workers(self) -> int:
@@ -233,6 +244,9 @@ class ClusterSnapshot:
     running: tuple[RunningJob, ...] = ()
     pending: tuple[PendingJob, ...] = ()
     rack_label: str = DEFAULT_RACK_LABEL
+    # Decayed past usage per queue (see scheduler.fairshare.decay_usage), kept by the
+    # caller between cycles; read only when quotas enable fair sharing with a half-life.
+    queue_usage: Mapping[str, float] = field(default_factory=lambda: _EMPTY_USAGE)
 
 
 class Outcome(enum.IntEnum):
@@ -253,6 +267,54 @@ class ReasonCode(enum.IntEnum):
     RESERVED = 3  # holds the backfill reservation, starts at its time
     BEHIND_QUEUE_HEAD = 4  # strict FIFO: an earlier job of the same queue is blocked
     NOT_CONSIDERED = 5  # the cycle's work bound ended before this job was tried
+    QUOTA = 6  # its queue's quota (or a per-user limit) holds it, whatever the nodes
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaShortfall:
+    """Which quota holds a job back, in numbers, for the human message.
+
+    `kind` says which limit: "nominal" (the queue is at its quota and nothing can be
+    borrowed), "borrowing_limit" (its borrowing limit is used up), "no_flavor" (the
+    queue has no quota in a flavor whose nodes fit the job), "user_jobs" / "user_gpus"
+    (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU chips,
+    CPU cores, GiB)."""
+
+    kind: str
+    queue: str
+    flavor: str = ""
+    resource: str = ""
+    used: float = 0.0
+    nominal: float = 0.0
+    requested: float = 0.0
+    cohort: str | None = None
+    lendable: float = 0.0
+    limit: float = 0.0
+    user: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.kind == "no_flavor":
+            return f"queue {self.queue} has no quota in a flavor whose nodes fit it"
+        if self.kind == "user_jobs":
+            return (
+                f"user {self.user or '(unknown)'} runs {self.used:g}/{self.limit:g} jobs "
+                f"allowed in queue {self.queue}"
+            )
+        if self.kind == "user_gpus":
+            return (
+                f"user {self.user or '(unknown)'} holds {self.used:g}/{self.limit:g} GPUs "
+                f"allowed in queue {self.queue}"
+            )
+        what = f"{self.flavor} GPUs" if self.resource == "gpu" else f"{self.flavor} {self.resource}"
+        if self.resource == "tpu":
+            what = f"{self.flavor} TPU chips"
+        head = f"queue {self.queue}: {self.used:g}/{self.nominal:g} {what} used"
+        if self.kind == "borrowing_limit":
+            return f"{head}, borrowing limit {self.limit:g} reached"
+        if self.cohort is None:
+            return f"{head}, no cohort to borrow from"
+        return f"{head}, cohort {self.cohort} has {self.lendable:g} lendable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +341,7 @@ class PendingReason:
     capacity: CapacityView | None = None
     blocking_job: str | None = None
     reservation_time: float | None = None
+    quota: QuotaShortfall | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -297,6 +360,8 @@ class PendingReason:
             return f"{need}; waiting behind {self.blocking_job}, the blocked head of its queue"
         if self.code == ReasonCode.NOT_CONSIDERED:
             return f"{need}; not tried this cycle (the cycle's work bound was reached)"
+        if self.code == ReasonCode.QUOTA and self.quota is not None:
+            return f"{need}; {self.quota.message}"
         if self.code == ReasonCode.RESERVED:
             return f"{need}; holds the backfill reservation starting at t={self.reservation_time:g}"
         if self.code == ReasonCode.WOULD_DELAY_RESERVATION:
@@ -367,6 +432,9 @@ class CycleResult:
     reservations: list[Reservation] = field(default_factory=list)  # at most one per queue
     pending: dict[str, PendingReason] = field(default_factory=dict)
     examined: int = 0
+    # With quotas: each queue's usage share after the cycle (what a caller that keeps a
+    # decayed usage history integrates, see scheduler.fairshare.decay_usage).
+    queue_usage: dict[str, float] = field(default_factory=dict)
 
     @property
     def preempted(self) -> list[str]:

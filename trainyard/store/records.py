@@ -46,6 +46,7 @@ class JobRecord:
     stop_target: JobState | None = None
     stop_reason: str | None = None
     attempt_started_at: int | None = None
+    estimated_start: int | None = None  # forecast start of a pending job (advisory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,7 @@ def _job_from_row(row: Row[Any]) -> JobRecord:
         stop_target=None if m["stop_target"] is None else JobState(m["stop_target"]),
         stop_reason=m["stop_reason"],
         attempt_started_at=m["attempt_started_at"],
+        estimated_start=m.get("estimated_start"),
     )
 
 

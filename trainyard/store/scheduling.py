@@ -176,6 +176,7 @@ class JobChange:
     attempt_start: AttemptStart | None = None
     attempt_end: tuple[int, str, str | None] | None = None  # (attempt, outcome, reason)
     attempt_running: int | None = None  # attempt whose workers all run now
+    attempt_energy_joules: float | None = None  # measured GPU energy of the ended attempt
 
     @property
     def reason_only(self) -> bool:
@@ -248,6 +249,7 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
                     "b_at": at,
                     "b_outcome": outcome,
                     "b_reason": reason,
+                    "b_energy": change.attempt_energy_joules,
                 }
             )
     if events:

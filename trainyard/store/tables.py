@@ -76,6 +76,9 @@ jobs = Table(
     Column("attempt_started_at", BigInteger, nullable=True),
     # Length of `spec` (ASCII, so bytes): list pages are cut at a byte budget with it.
     Column("spec_bytes", Integer, nullable=False, server_default="0"),
+    # When the scheduler's forward simulation expects a pending job to start (advisory,
+    # refreshed every few cycles without touching `version` or `updated_at`).
+    Column("estimated_start", BigInteger, nullable=True),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),
@@ -121,7 +124,11 @@ job_attempts = Table(
     Column("outcome", String(16), nullable=True),
     Column("reason", Text, nullable=True),
     Column("energy_joules", Float, nullable=True),
+    # {"<worker index>": "host:port"} as JSON text: where each worker serves Prometheus
+    # metrics (the backend's `WorkerStatus.metrics_address`), for service discovery.
+    Column("metrics_targets", Text, nullable=True),
     Index(None, "ended_at"),
+    Index(None, "admitted_at"),
 )
 
 # The node view the loop schedules on, published by the loop whenever it changes, so
@@ -147,6 +154,17 @@ leases = Table(
     Column("acquired_at", BigInteger, nullable=False),
     Column("renewed_at", BigInteger, nullable=False),
     Column("wake_address", String(255), nullable=True),
+)
+
+# The scheduling loop's own metrics, cumulative, as one JSON document per name (the
+# loop writes at most about once a second): every API process reads the same numbers,
+# and they survive restarts and changes of leader.
+loop_stats = Table(
+    "loop_stats",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 tokens = Table(

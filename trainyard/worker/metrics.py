@@ -1,15 +1,26 @@
-"""Prometheus metrics every worker serves: `trainyard_worker_*`, labelled with job and rank.
+"""Prometheus metrics every worker serves: `trainyard_worker_*`, labelled job, queue, rank.
 
 Each worker process has its own registry and HTTP server (port = base + local rank), so
-Prometheus scrapes every rank of a pod separately. GPU utilisation and memory come from NVML
-when `pynvml` (package nvidia-ml-py) is importable and a GPU is in use; otherwise those series
+Prometheus scrapes every rank of a pod separately. The queue comes from TRAINYARD_QUEUE,
+which the launch contract sets. GPU utilisation, memory and energy come from NVML when
+`pynvml` (package nvidia-ml-py) is importable and a GPU is in use; otherwise those series
 are simply absent rather than reported as zero.
+
+Energy: NVML's total-energy counter (millijoules since the driver loaded) is read when
+the GPU is first watched and at every scrape; the difference is this process's GPU
+energy. At exit each rank writes it to `<output>/energy/attempt-<n>-rank-<r>.json`;
+`trainyard.observability.energy.attempt_energy_joules` adds up an attempt's files (the
+loop stores the sum in `job_attempts.energy_joules`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import resource
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +28,9 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 
 log = logging.getLogger(__name__)
 
-LABELS = ("job", "rank")
+LABELS = ("job", "queue", "rank")
+QUEUE_ENV = "TRAINYARD_QUEUE"
+ATTEMPT_ENV = "TRAINYARD_ATTEMPT"
 _SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -29,12 +42,17 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class WorkerMetrics:
-    """The worker's series, already bound to its (job, rank) labels."""
+    """The worker's series, already bound to its (job, queue, rank) labels."""
 
-    def __init__(self, job: str, rank: int, inference: bool = False) -> None:
+    def __init__(
+        self, job: str, rank: int, inference: bool = False, *, queue: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         self._server: Any = None
-        labels = {"job": job, "rank": str(rank)}
+        self._energy: Any = None
+        self.rank = rank
+        queue = os.environ.get(QUEUE_ENV, "") if queue is None else queue
+        labels = {"job": job, "queue": queue, "rank": str(rank)}
 
         def gauge(name: str, doc: str) -> Any:
             return Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
@@ -113,7 +131,42 @@ class WorkerMetrics:
             registry=self.registry,
         ).labels(**self._labels)
         mem.set_function(lambda: float(pynvml.nvmlDeviceGetMemoryInfo(handle).used))
+        self._watch_energy(pynvml, handle)
         return True
+
+    def _watch_energy(self, pynvml: Any, handle: Any) -> None:
+        """Export the GPU energy used since now (GPUs older than Volta have no counter)."""
+        try:
+            meter = EnergyMeter(pynvml, handle)
+        except Exception as exc:
+            log.info("NVML energy counter unavailable: %s", exc)
+            return
+        self._energy = meter
+        energy = Gauge(
+            "trainyard_worker_gpu_energy_joules",
+            "GPU energy used by this process so far (NVML)",
+            LABELS,
+            registry=self.registry,
+        ).labels(**self._labels)
+        energy.set_function(meter.joules)
+
+    def energy_joules(self) -> float | None:
+        """GPU energy used so far, or None where NVML cannot measure it."""
+        return None if self._energy is None else self._energy.joules()
+
+    def write_energy(self, output_dir: Path, attempt: int | None = None) -> Path | None:
+        """Record this rank's GPU energy for the attempt (nothing without a measurement)."""
+        joules = self.energy_joules()
+        if joules is None:
+            return None
+        if attempt is None:
+            attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
+        path = Path(output_dir) / "energy" / f"attempt-{attempt}-rank-{self.rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rank": self.rank, "joules": joules}), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
 
     def serve(self, port: int, addr: str) -> None:
         """Start the scrape endpoint; port 0 means metrics are not served."""
@@ -131,3 +184,17 @@ class WorkerMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class EnergyMeter:
+    """GPU energy since construction, from NVML's cumulative counter (millijoules)."""
+
+    def __init__(self, pynvml: Any, handle: Any) -> None:
+        self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        self._start = int(self._read())
+        self._last = 0.0
+
+    def joules(self) -> float:
+        with contextlib.suppress(Exception):  # a transient NVML error: the last reading
+            self._last = max(self._last, (int(self._read()) - self._start) / 1000.0)
+        return self._last

@@ -369,6 +369,7 @@ class Trainer:
             preempt.uninstall()
             if checksums is not None:
                 checksums.close()
+            self.metrics.write_energy(self.out)
             self.metrics.close()
         return PREEMPTED_EXIT_CODE if preempted else 0
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,16 +66,16 @@ def test_the_list_cursor_is_opaque_and_reveals_no_count(server: ApiServer) -> No
         cursor = page["next_cursor"]
         rest = admin.get("/v1/jobs", params={"limit": 5, "cursor": cursor}).json()
         numeric = admin.get("/v1/jobs", params={"cursor": "2"})
-        forged = admin.get(
-            "/v1/jobs", params={"cursor": base64.urlsafe_b64encode(b"j1:" + b"0" * 32).decode()}
-        )
+        forged = admin.get("/v1/jobs", params={"cursor": "0" * 32})
         # Alice cannot page from a job she cannot see (the cursor names one).
         foreign = a.get("/v1/jobs", params={"cursor": cursor})
     assert [j["id"] for j in page["data"] + rest["data"]] == ids[::-1]
     assert not cursor.isdigit()
-    for response in (numeric, forged, foreign):
-        assert response.status_code == 422, response.text
-        assert response.json()["errors"][0]["field"] == "cursor"
+    assert numeric.status_code == 422 and numeric.json()["errors"][0]["field"] == "cursor"
+    # A cursor naming no job the caller can see: nothing after it, and no hint why.
+    for response in (forged, foreign):
+        assert response.status_code == 200, response.text
+        assert response.json() == {"data": [], "count": 0, "next_cursor": None}
 
 
 @pytest.fixture

@@ -365,3 +365,37 @@ def test_an_unwritable_log_directory_fails_the_job_and_the_server_keeps_serving(
             {"name": "fine", "resources": {"cpu": "100m"}, "workload": {"command": ["true"]}}
         )
         server.wait_state(after["id"], "SUCCEEDED", timeout=60)
+
+
+def test_env_from_secret_reaches_the_worker_and_a_missing_secret_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    with serve(home) as server:
+        secret = home / "secrets" / "wandb" / "api-key"
+        secret.parent.mkdir(parents=True, mode=0o700)
+        secret.write_text("s3cret\n")
+        secret.chmod(0o600)
+        script = "import os; print('key is', os.environ['WANDB_API_KEY'])"
+        job = server.submit(
+            {
+                "name": "secret",
+                "resources": {"cpu": "100m"},
+                "env_from_secret": {"WANDB_API_KEY": {"secret": "wandb", "key": "api-key"}},
+                "workload": {"command": [PY, "-c", script]},
+            }
+        )
+        server.wait_state(job["id"], "SUCCEEDED", timeout=60)
+        with server.client() as client:
+            assert "key is s3cret" in client.get(f"/v1/jobs/{job['id']}/logs").text
+        assert "s3cret" not in (home / "trainyard.db").read_bytes().decode("latin-1")
+        missing = server.submit(
+            {
+                "name": "nosecret",
+                "resources": {"cpu": "100m"},
+                "env_from_secret": {"TOKEN": {"secret": "absent", "key": "token"}},
+                "workload": {"command": ["true"]},
+            }
+        )
+        done = server.wait_state(missing["id"], "FAILED", timeout=60)
+        assert "env_from_secret" in done["reason"] and "absent" in done["reason"]

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from trainyard.scheduler.quota import (
+    BorrowWithinCohort,
+    Cohort,
+    FairSharing,
+    Flavor,
+    QueuePreemption,
+    QueueQuota,
+    QuotaConfig,
+    ReclaimWithinCohort,
+    ResourceQuota,
+    UserLimits,
+    WithinQueue,
+)
 from trainyard.scheduler.types import (
     DEFAULT_RACK_LABEL,
     GPU_PRODUCT_LABEL,
@@ -35,6 +48,7 @@ class JobBuilder:
     _preemptible: bool = True
     _kind: JobKind = JobKind.TRAINING
     _tolerations: tuple[Toleration, ...] = ()
+    _user: str = ""
 
     def gpus(self, n: int, *models: str) -> JobBuilder:
         self._request = replace(self._request, gpus=n, gpu_models=tuple(models))
@@ -88,6 +102,10 @@ class JobBuilder:
         self._kind = JobKind.INFERENCE
         return self
 
+    def user(self, name: str) -> JobBuilder:
+        self._user = name
+        return self
+
     def tolerates(self, key: str, value: str = "") -> JobBuilder:
         self._tolerations = (*self._tolerations, Toleration(key, "Equal", value))
         return self
@@ -104,6 +122,7 @@ class JobBuilder:
             preemptible=self._preemptible,
             kind=self._kind,
             tolerations=self._tolerations,
+            user=self._user,
         )
 
     def running_on(self, *nodes: str, start: float = 0.0, end: float | None = None) -> RunningJob:
@@ -118,6 +137,7 @@ class JobBuilder:
             expected_end=end,
             preemptible=self._preemptible,
             kind=self._kind,
+            user=self._user,
         )
 
 
@@ -188,3 +208,85 @@ def job(job_id: str) -> JobBuilder:
 
 def node(name: str) -> NodeBuilder:
     return NodeBuilder(name)
+
+
+@dataclass
+class QuotaBuilder:
+    """`quotas().flavor("h100", H100).cohort("org").queue("a", "org", h100={"gpu": 8})`."""
+
+    _flavors: list[Flavor] = field(default_factory=list)
+    _cohorts: list[Cohort] = field(default_factory=list)
+    _queues: list[QueueQuota] = field(default_factory=list)
+    _fair: FairSharing = field(default_factory=FairSharing)
+
+    def flavor(self, name: str, product: str | None = None) -> QuotaBuilder:
+        labels = {GPU_PRODUCT_LABEL: product} if product else {}
+        self._flavors.append(Flavor(name, labels))
+        return self
+
+    def cohort(self, name: str, parent: str | None = None, **quotas: dict) -> QuotaBuilder:
+        self._cohorts.append(Cohort(name, parent, _resource_quotas(quotas)))
+        return self
+
+    def queue(
+        self,
+        name: str,
+        cohort: str | None = None,
+        *,
+        weight: float = 1.0,
+        within: str = "never",
+        reclaim: str = "never",
+        borrow: str = "never",
+        borrow_max_priority: int | None = None,
+        max_jobs_per_user: int | None = None,
+        max_gpus_per_user: int | None = None,
+        **quotas: dict,
+    ) -> QuotaBuilder:
+        self._queues.append(
+            QueueQuota(
+                name,
+                cohort,
+                _resource_quotas(quotas),
+                weight,
+                QueuePreemption(
+                    WithinQueue(within),
+                    ReclaimWithinCohort(reclaim),
+                    BorrowWithinCohort(borrow),
+                    borrow_max_priority,
+                ),
+                UserLimits(max_jobs_per_user, max_gpus_per_user),
+            )
+        )
+        return self
+
+    def fair(self, half_life: float | None = None) -> QuotaBuilder:
+        self._fair = FairSharing(True, half_life)
+        return self
+
+    def build(self) -> QuotaConfig:
+        return QuotaConfig(
+            tuple(self._flavors), tuple(self._cohorts), tuple(self._queues), self._fair
+        )
+
+
+def _resource_quotas(quotas: dict) -> dict[str, dict[str, ResourceQuota]]:
+    """{"h100": {"gpu": 8, "gpu_borrow": 4, "gpu_lend": 2}} in whole GPUs / cores / GiB."""
+    scale = {"gpu": 1000, "tpu": 1, "cpu": 1000, "memory": GI}
+    out: dict[str, dict[str, ResourceQuota]] = {}
+    for flavor, spec in quotas.items():
+        per: dict[str, ResourceQuota] = {}
+        for resource in ("gpu", "tpu", "cpu", "memory"):
+            if resource in spec:
+                borrow = spec.get(f"{resource}_borrow")
+                lend = spec.get(f"{resource}_lend")
+                per[resource] = ResourceQuota(
+                    int(spec[resource] * scale[resource]),
+                    None if borrow is None else int(borrow * scale[resource]),
+                    None if lend is None else int(lend * scale[resource]),
+                )
+        out[flavor] = per
+    return out
+
+
+def quotas() -> QuotaBuilder:
+    return QuotaBuilder()

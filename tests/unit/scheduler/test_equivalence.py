@@ -149,6 +149,13 @@ def test_batch_rank_keys_equal_one_at_a_time_keys(
     ctx = OrderingContext(now=now, total_gpus=total_gpus, queue_gpu_share=shares)
     for ordering in (FifoOrder(), PriorityAgingOrder(aging_per_hour=3.5), MultifactorOrder()):
         assert ordering.keys(jobs, ctx) == [ordering.key(job, ctx) for job in jobs]
+    # Per-lane batches (one queue and shape) are bit-identical too.
+    lanes: dict[tuple, list[PendingJob]] = {}
+    for job in jobs:
+        lanes.setdefault((job.queue, job.request, job.workers), []).append(job)
+    multifactor = MultifactorOrder()
+    for members in lanes.values():
+        assert multifactor.lane_keys(members, ctx) == [multifactor.key(j, ctx) for j in members]
 
 
 def test_a_duplicate_in_a_batch_leaves_the_pending_set_as_it_was() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from itertools import islice
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from trainyard.scheduler.policies import PolicySettings
 from trainyard.scheduler.simulator.cli import simulate
 from trainyard.scheduler.simulator.engine import SimConfig, SimJob, replay
 from trainyard.scheduler.simulator.loaders import (
@@ -23,12 +25,26 @@ from trainyard.scheduler.simulator.loaders import (
 from trainyard.scheduler.simulator.metrics import METRIC_KEYS, percentile, summarize
 from trainyard.scheduler.types import WorkerRequest
 
-# The real traces live next to the repository (../shared/traces from a checkout).
-TRACES = Path(__file__).resolve().parents[3].parent / "shared" / "traces"
+# The real traces live next to the repository (../shared/traces from a checkout), or
+# where TRAINYARD_TRACES points (a worktree elsewhere).
+TRACES = Path(
+    os.environ.get("TRAINYARD_TRACES")
+    or Path(__file__).resolve().parents[3].parent / "shared" / "traces"
+)
 PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
 ALIBABA_PODS = TRACES / "alibaba-gpu-2023" / "openb_pod_list_gpuspec33.csv"
 ALIBABA_NODES = TRACES / "alibaba-gpu-2023" / "openb_node_list_gpu_node.csv"
-POLICIES = ["fifo", "fifo-besteffort", "priority", "backfill", "multifactor"]
+POLICIES = [
+    "fifo",
+    "fifo-besteffort",
+    "priority",
+    "backfill",
+    "multifactor",
+    "las",
+    "predicted",
+    "sjf-oracle",
+    "srtf-oracle",
+]
 
 
 def _slice(path: Path, rows: int, tmp_path: Path) -> Path:
@@ -106,12 +122,19 @@ def test_preempted_job_keeps_checkpointed_work_and_original_submit_time(tmp_path
     records = {r.id: r for r in result.records}
     assert result.preemptions == 1 and records["low"].preemptions == 1
     assert (records["high"].first_start, records["high"].end) == (250, 350)
-    # low ran 250 s, saved 200 s at its last checkpoint, lost 50 s: 800 s left from t=350.
+    # low ran 250 s, saved 200 s at its last checkpoint, lost 50 s: 800 s left from t=350,
+    # after the default 60 s restart.
     assert (records["low"].submit_time, records["low"].first_start, records["low"].end) == (
         0,
         0,
-        1150,
+        1210,
     )
+    # Lost: 8 GPUs x (50 s unsaved + 60 s restart).
+    assert records["low"].lost_gpu_seconds == result.lost_gpu_seconds == 8 * 110
+    free = replay(
+        synthetic_nodes(1, 8), jobs, SimConfig("priority", checkpoint_interval=100, restart_cost=0)
+    )
+    assert {r.id: r.end for r in free.records}["low"] == 1150
 
 
 def test_replay_is_deterministic() -> None:
@@ -174,7 +197,8 @@ def test_cli_writes_metrics_report_and_plot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["fifo", "backfill"]
+    # The SRTF oracle is replayed too, as the reference of every report.
+    assert list(metrics) == ["fifo", "backfill", "srtf-oracle"]
     assert all(tuple(m) == METRIC_KEYS for m in metrics.values())
     jobs = load_philly(trace)
     kept = sum(1 for j in jobs if j.queue in {"6214e9", "11cb48"})
@@ -184,6 +208,8 @@ def test_cli_writes_metrics_report_and_plot(tmp_path: Path) -> None:
         "| jct_mean |" in report
         and f"dropped (queue without a cluster): {len(jobs) - kept}" in report
     )
+    ratio = metrics["fifo"]["jct_mean"] / metrics["srtf-oracle"]["jct_mean"]
+    assert f"| jct_mean / srtf-oracle | x{ratio:.2f} |" in report
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -266,3 +292,46 @@ def test_nodes_file_in_json_lines_with_zones_and_taints(tmp_path: Path) -> None:
     result = replay(nodes, jobs, SimConfig("fifo"))
     # The tainted node takes nothing, so the two jobs run one after the other on "a".
     assert sorted((r.first_start, r.end) for r in result.records) == [(0, 10), (10, 20)]
+
+
+def test_backfill_by_estimate_never_stops_a_job_that_outlives_its_estimate() -> None:
+    """Estimates learned from short jobs are wrong for the long one; it still runs to
+    its real end (only a runtime limit kills, and the simulator has none)."""
+    jobs = [SimJob(f"short{i}", float(i), 100.0, WorkerRequest(gpus=8)) for i in range(3)]
+    jobs.append(SimJob("long", 500.0, 10_000.0, WorkerRequest(gpus=8)))
+    jobs.append(SimJob("after", 600.0, 100.0, WorkerRequest(gpus=8)))
+    settings = PolicySettings(backfill_estimates=True)
+    result = replay(synthetic_nodes(1, 8), jobs, SimConfig("backfill", settings=settings))
+    records = {r.id: r for r in result.records}
+    assert records["long"].runtime_estimate == pytest.approx(100.0)  # learned from shorts
+    assert (records["long"].first_start, records["long"].end) == (500.0, 10_500.0)
+    assert records["after"].first_start == 10_500.0
+
+
+def test_start_forecasts_in_a_replay_are_recorded_and_scored() -> None:
+    """fifo on one node, jobs of 1000 s. Early forecasts use the prior (1 h) and miss;
+    once two jobs have finished the estimator knows 1000 s and the forecasts are exact."""
+    submits = [0.0, 1.0, 2.0, 2100.0, 2101.0]
+    jobs = [SimJob(f"j{i}", t, 1000.0, WorkerRequest(gpus=8)) for i, t in enumerate(submits)]
+    result = replay(synthetic_nodes(1, 8), jobs, SimConfig("fifo", forecast_interval=0.0))
+    records = {r.id: r for r in result.records}
+    assert (records["j1"].forecast_at, records["j1"].estimated_start) == (1.0, 3600.0)
+    assert records["j1"].first_start == 1000.0  # a miss: 999 s instead of 3599 s
+    assert (records["j3"].forecast_at, records["j3"].estimated_start) == (2100.0, 3000.0)
+    assert (records["j4"].estimated_start, records["j4"].first_start) == (4000.0, 4000.0)
+    assert records["j0"].forecast_at is None  # started on arrival: nothing to forecast
+    metrics = summarize([result], 0.1)
+    assert (metrics["start_estimates"], metrics["start_within_tolerance"]) == (4, 0.5)
+
+
+def test_oracles_see_the_truth_and_others_the_learned_estimate() -> None:
+    jobs = [
+        SimJob("long", 0.0, 5000.0, WorkerRequest(gpus=8)),
+        SimJob("b-long", 1.0, 4000.0, WorkerRequest(gpus=8)),
+        SimJob("c-short", 2.0, 10.0, WorkerRequest(gpus=8)),
+    ]
+    oracle = {r.id: r for r in replay(synthetic_nodes(1, 8), jobs, SimConfig("sjf-oracle")).records}
+    assert oracle["c-short"].first_start == 5000.0 < oracle["b-long"].first_start  # truth
+    learned = {r.id: r for r in replay(synthetic_nodes(1, 8), jobs, SimConfig("predicted")).records}
+    # Nothing has finished when b and c arrive: equal estimates, so submit order decides.
+    assert learned["b-long"].first_start == 5000.0 < learned["c-short"].first_start

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,6 +46,7 @@ from trainyard.api.volume_rules import check_volumes
 from trainyard.checkpoint_index import list_checkpoints
 from trainyard.config import Settings
 from trainyard.layout import job_output_dir, worker_log_path
+from trainyard.quotas import effective_queues
 from trainyard.store import (
     CANCELLABLE_STATES,
     TERMINAL_STATES,
@@ -76,7 +75,7 @@ NO_NUL = r"^[^\x00]*$"
 
 def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
     """422 for an unknown queue or priority class; returns the class's priority value."""
-    queues = [q.name for q in settings.queues]
+    queues = [q.name for q in effective_queues(settings)]
     if job.queue not in queues:
         raise FieldRuleError(
             "queue", "unknown_queue", f"unknown queue {job.queue!r}; known: {', '.join(queues)}"
@@ -167,30 +166,14 @@ async def submit(
     return json_response(job_public(record), status_code=201, headers=headers)
 
 
-_CURSOR_PREFIX = b"j1:"
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+CURSOR_PATTERN = r"^[0-9a-f]{32}$"
 
 
 def encode_cursor(job_id: str) -> str:
-    """The cursor for the page after this job. It names a job the caller has already seen
-    (never a position or a count), so it reveals nothing; clients treat it as opaque."""
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + job_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The job id in a cursor; FieldRuleError if it is not one this server wrote."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except ValueError:
-        raw = b""
-    job_id = raw[len(_CURSOR_PREFIX) :].decode("ascii", "replace")
-    if not raw.startswith(_CURSOR_PREFIX) or re.fullmatch(r"[0-9a-f]{32}", job_id) is None:
-        raise _bad_cursor()
+    """The cursor for the page after this job: the job's id. It names a job the caller
+    has already seen (never a position or a count), so it reveals nothing else; clients
+    treat it as opaque. A cursor naming no job the caller can see gives an empty page."""
     return job_id
-
-
-def _bad_cursor() -> FieldRuleError:
-    return FieldRuleError("cursor", "cursor", "is not a next_cursor this server returned")
 
 
 class JobsQuery(BaseModel):
@@ -230,9 +213,9 @@ def list_(
     with read_transaction(engine) as conn:
         before = None
         if query.cursor:
-            before = job_seq(conn, job_id=decode_cursor(query.cursor), owner=visible)
-            if before is None:
-                raise _bad_cursor()
+            before = job_seq(conn, job_id=query.cursor, owner=visible)
+            if before is None:  # no such job, or not the caller's: nothing comes after it
+                return json_response({"data": [], "count": 0, "next_cursor": None})
         rows = list_job_rows(
             conn,
             owner=owner,

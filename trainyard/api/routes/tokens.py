@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from annotated_types import Ge, Le
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.auth import issue_token
+from trainyard.api.body import YamlBodyRoute
 from trainyard.api.deps import AdminDep, EngineDep
 from trainyard.api.routes.common import ERRORS
-from trainyard.api.schemas import ErrorBody
+from trainyard.api.schemas import ErrorBody, _whole_number
 from trainyard.api.views import iso_time, json_response
 from trainyard.store import (
     TokenRecord,
@@ -29,16 +38,19 @@ from trainyard.store import (
 router = APIRouter(
     prefix="/v1/tokens",
     tags=["tokens"],
+    # Authenticated before the body is read; undecodable bodies are a 422 naming the rule.
+    route_class=YamlBodyRoute,
     responses={**ERRORS, 403: {"model": ErrorBody, "description": "Not an admin token"}},
 )
 
+MAX_EXPIRY = 10 * 365 * 86400
 USER_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$"
 
 
 class TokenCreate(BaseModel):
     """A token to create for `user`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     user: Annotated[str, StringConstraints(pattern=USER_PATTERN)] = Field(
         description="Who the token acts as (1-128 printable ASCII characters)."
@@ -47,9 +59,17 @@ class TokenCreate(BaseModel):
     description: (
         Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00]*$")] | None
     ) = None
-    expires_in_seconds: int | None = Field(
-        default=None, ge=1, le=10 * 365 * 86400, description="Refused after this many seconds."
-    )
+    expires_in_seconds: (
+        Annotated[
+            int,
+            BeforeValidator(_whole_number),
+            Ge(1),
+            Le(MAX_EXPIRY),
+            # Pydantic publishes these bounds as "ge"/"le" here; JSON Schema spells them so:
+            WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY}),
+        ]
+        | None
+    ) = Field(default=None, description="Refused after this many seconds.")
 
 
 class TokenPublic(BaseModel):

@@ -7,12 +7,13 @@ kubeconfig the in-cluster service account is used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 from trainyard.operator.kubernetes.backend import RUNTIME, CacheNotSynced, KubernetesBackend
 from trainyard.operator.kubernetes.config import KubernetesConfig
 from trainyard.operator.kubernetes.connection import api_client
-from trainyard.operator.kubernetes.leadership import LeaseLeadership
+from trainyard.operator.kubernetes.leadership import ClusterFirstLeadership, LeaseLeadership
 
 if TYPE_CHECKING:
     from trainyard.config import Settings
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUNTIME",
     "CacheNotSynced",
+    "ClusterFirstLeadership",
     "KubernetesBackend",
     "KubernetesConfig",
     "LeaseLeadership",
@@ -45,9 +47,22 @@ def backend_from_settings(settings: Settings) -> KubernetesBackend:
     )
 
 
-def leadership_from_settings(settings: Settings, identity: str | None = None) -> LeaseLeadership:
-    return LeaseLeadership(
+def lease_timings(ttl_seconds: float) -> dict[str, float]:
+    """Lease duration, renew deadline and retry period from the one `lease_ttl_seconds`
+    setting, within what the election accepts (whole seconds, retry >= 1 s)."""
+    duration = max(3, math.ceil(ttl_seconds))
+    retry = max(1.0, duration / 5)
+    return {"lease_duration": duration, "renew_deadline": duration * 0.7, "retry_period": retry}
+
+
+def leadership_from_settings(
+    settings: Settings, store_lease: Any, identity: str | None = None
+) -> ClusterFirstLeadership:
+    """The Lease `trainyard-scheduler` in the namespace, followed by the store's lease."""
+    cluster = LeaseLeadership(
         api_client(settings.kubeconfig, pool_size=4),
         namespace=settings.namespace,
         identity=identity,
+        **lease_timings(settings.lease_ttl_seconds),  # type: ignore[arg-type]
     )
+    return ClusterFirstLeadership(cluster, store_lease)

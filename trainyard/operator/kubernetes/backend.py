@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,6 +91,7 @@ RUNTIME = Runtime(python=("python",), torchrun=("torchrun",))
 _TRANSIENT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 # How long the answer "does claim X exist" is reused by admission checks.
 CLAIM_CHECK_SECONDS = 2.0
+FAULT_KILL_BEFORE_BIND = "TRAINYARD_FAULT_KILL_BEFORE_BIND"
 
 
 class CacheNotSynced(RuntimeError):
@@ -146,6 +149,7 @@ class KubernetesBackend:
         self._claims: dict[str, str] = {}  # job id -> its checkpoint claim's uid
         self._claim_seen: dict[str, tuple[float, bool]] = {}  # claim -> (checked at, exists)
         self._launching: set[str] = set()
+        self._unbound_since: dict[str, float] = {}
         self._foreign: dict[str, Usage] | None = None
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(
@@ -176,6 +180,14 @@ class KubernetesBackend:
             request_timeout=self.config.request_timeout,
         )
         self._janitor: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KubernetesBackend:
+        """The backend `trainyard serve --backend kubernetes` runs (kubeconfig, namespace,
+        worker image and node grace from Settings; in a pod, the in-cluster account)."""
+        from trainyard.operator.kubernetes import backend_from_settings
+
+        return backend_from_settings(settings)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wake: Callable[[], None]) -> None:
@@ -234,6 +246,7 @@ class KubernetesBackend:
         assert old.worker is not None
         job_id = old.worker.job_id
         self._waiting_since.pop(key, None)
+        self._unbound_since.pop(key, None)
         self._deletes.pop(old.uid, None)
         keys = self._by_job.get(job_id)
         if keys is not None:
@@ -297,7 +310,10 @@ class KubernetesBackend:
             result = []
             for key in keys:
                 pod = self.pod_cache.get(key)
-                if pod is not None and pod.worker is not None:
+                # An unbound pod is a launch that did not finish (launch() binds before it
+                # returns, so none is in flight now): the worker does not exist yet, and
+                # the loop's next launch() binds the pod instead of creating another.
+                if pod is not None and pod.worker is not None and pod.node:
                     result.append(self._status_of(pod, nodes, now))
         return result + tombstones
 
@@ -397,6 +413,8 @@ class KubernetesBackend:
             self._abandon(gang)
             raise failure
         pods: list[Mapping[str, Any]] = [outcome for outcome in ensured]  # type: ignore[misc]
+        if os.environ.get(FAULT_KILL_BEFORE_BIND) == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
         to_bind = [
             (pod, worker)
             for pod, worker in zip(pods, gang.workers, strict=True)
@@ -682,12 +700,35 @@ class KubernetesBackend:
             log.warning("deleting service of %s: apiserver unreachable: %s", job_id, exc)
 
     def _janitor_loop(self) -> None:
-        """Delete Services whose job has no pods left (a crash between stop and cleanup)."""
-        while not self._closed.wait(self.config.resync_seconds):
+        """Delete Services whose job has no pods left (a crash between stop and cleanup)
+        and pods a crashed launch left unbound that no launch has claimed since."""
+        while not self._closed.wait(min(60.0, self.config.resync_seconds)):
             try:
+                self.sweep_unbound()
                 self.sweep_services()
             except (ApiException, *_TRANSIENT_ERRORS) as exc:
-                log.info("service sweep failed: %s", exc)
+                log.info("sweep failed: %s", exc)
+
+    def sweep_unbound(self, *, min_age: float = 60.0) -> list[str]:
+        """Delete our pods unbound for more than `min_age` s (seen by this process), which
+        the loop does not see as workers and so would never stop."""
+        now = time.monotonic()
+        doomed = []
+        with self._lock:
+            for job_id, keys in list(self._by_job.items()):
+                if job_id in self._launching:
+                    continue
+                for key in keys:
+                    pod = self.pod_cache.get(key)
+                    if pod is None or pod.node or pod.deleting:
+                        self._unbound_since.pop(key, None)
+                        continue
+                    since = self._unbound_since.setdefault(key, now)
+                    if now - since >= min_age:
+                        doomed.append(pod.name)
+        for name in doomed:
+            self._delete_pod(name, 0)
+        return doomed
 
     def sweep_services(self, *, min_age: float = 60.0) -> list[str]:
         """Delete our Services with no pods whose creation is older than `min_age` s."""

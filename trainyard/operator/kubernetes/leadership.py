@@ -18,6 +18,8 @@ LeaseLock), with three things that library leaves to the caller:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -29,6 +31,9 @@ from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 log = logging.getLogger(__name__)
+# The library logs every renewal at INFO ("has successfully acquired lease" every retry
+# period); our own log says when leadership changes.
+logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 DEFAULT_LEASE_NAME = "trainyard-scheduler"
 
@@ -80,7 +85,8 @@ class LeaseLeadership:
                 "need a whole-second lease_duration > renew_deadline > 1.2 * retry_period "
                 "and retry_period >= 1"
             )
-        self.identity = identity or f"trainyard-{uuid.uuid4().hex[:12]}"
+        # host-pid-random: unique, and says which process holds the Lease.
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.namespace = namespace
         self.name = name
         # Whole seconds: the Lease stores leaseDurationSeconds as an integer (the library
@@ -177,3 +183,44 @@ class LeaseLeadership:
             coordination.replace_namespaced_lease(self.name, self.namespace, lease)
         except ApiException as exc:
             log.info("could not release the lease %s/%s: %s", self.namespace, self.name, exc)
+
+
+class ClusterFirstLeadership:
+    """The cluster's Lease decides who leads; the store's lease row follows it.
+
+    Replicas of the control plane on one cluster elect through the coordination.k8s.io
+    Lease. The store's `leases` row is still taken by the leader (only once it holds
+    the Lease, so the two can never be split between two replicas), because the API
+    finds the loop's wake-up address there, and because a second Trainyard on the same
+    database but another cluster must not act on the same jobs.
+    """
+
+    def __init__(self, cluster: LeaseLeadership, store: Any) -> None:
+        self.cluster = cluster
+        self.store = store
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.cluster.start()
+        self._thread = threading.Thread(target=self._follow, name="store-lease", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        period = min(self.cluster.retry_period, self.store.ttl_seconds / 4)
+        while not self._stop.is_set():
+            if self.cluster.is_leader():
+                self.store.try_acquire()
+            elif self.store.is_leader():
+                self.store.release()
+            self._stop.wait(period)
+
+    def is_leader(self) -> bool:
+        return self.cluster.is_leader() and self.store.is_leader()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.stop()
+        self.cluster.stop()

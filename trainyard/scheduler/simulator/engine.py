@@ -7,8 +7,16 @@ between cycles and are updated incrementally, so a replay of n jobs costs about
 n x (one cycle), not n x (rebuild everything).
 
 A job runs for its recorded duration. A preempted job keeps the work saved at its last
-checkpoint (every `checkpoint_interval` seconds of running), loses the rest, and goes
-back to the queue with its original submit time.
+checkpoint (every `checkpoint_interval` seconds of progress), loses the rest, and goes
+back to the queue with its original submit time; restarting then costs `restart_cost`
+seconds (loading the checkpoint, rebuilding the gang) before it makes progress again, so
+preemptive policies pay for what they do.
+
+Runtime knowledge: oracle policies (`sjf-oracle`, `srtf-oracle`) are given the true
+remaining time; every other job carries the estimate of an online `RuntimeEstimator`
+that learns only from jobs that have already ended. With `forecast_interval`, a
+start-time forecast (`trainyard.scheduler.forecast`) is made for newly queued jobs and
+recorded beside what really happened.
 
 Pure: no I/O and no wall clock; progress is reported through a callback.
 """
@@ -20,13 +28,26 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from trainyard.scheduler.api import ordering_context
+from trainyard.scheduler.api import flavored_pool_keys, ordering_context
 from trainyard.scheduler.capacity import ClusterIndex
 from trainyard.scheduler.cycle import TierCache, fits_empty, run_cycle
+from trainyard.scheduler.estimator import JobFeatures, RuntimeEstimator, remaining
+from trainyard.scheduler.fairshare import decay_usage
+from trainyard.scheduler.forecast import forecast_starts
 from trainyard.scheduler.policies import PolicySettings, get_policy
 from trainyard.scheduler.queueing import PendingSet
-from trainyard.scheduler.running import RunningSet
-from trainyard.scheduler.types import DEFAULT_RACK_LABEL, JobKind, Node, PendingJob, WorkerRequest
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.quota_gate import QuotaLedger
+from trainyard.scheduler.running import Placed, RunningSet
+from trainyard.scheduler.types import (
+    DEFAULT_RACK_LABEL,
+    ClusterSnapshot,
+    JobKind,
+    Node,
+    PendingJob,
+    RunningJob,
+    WorkerRequest,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,20 @@ class SimJob:
     priority: int = 0
     preemptible: bool = True
     kind: JobKind = JobKind.TRAINING
+    owner: str = ""  # what the runtime estimator may learn from, when the trace has it
+    name: str = ""
+    workload: str = ""
+
+    def features(self) -> JobFeatures:
+        return JobFeatures(
+            owner=self.owner,
+            name=self.name,
+            queue=self.queue,
+            workload=self.workload,
+            gpus=self.request.gpu_milli * self.workers / 1000.0,
+            workers=self.workers,
+            kind=self.kind.value,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +89,9 @@ class SimConfig:
     runtime_limit_factor: float = 1.0  # runtime limit = duration x factor
     rack_label: str = DEFAULT_RACK_LABEL
     timeline_points: int = 4000
+    quotas: QuotaConfig | None = None  # queues under quota, cohorts, fair sharing
+    restart_cost: float = 60.0  # seconds from a preempted job's restart to new progress
+    forecast_interval: float | None = None  # virtual seconds between start forecasts
 
 
 @dataclass(slots=True)
@@ -68,6 +106,12 @@ class JobRecord:
     first_start: float | None = None
     end: float | None = None
     preemptions: int = 0
+    gpu_seconds: float = 0.0  # GPU time received, including work later lost to preemption
+    lost_gpu_seconds: float = 0.0  # unsaved work thrown away plus restart time
+    runtime_estimate: float | None = None  # learned estimate at submission (None: oracle)
+    estimate_level: str = ""  # which fallback level answered
+    forecast_at: float | None = None  # when its start was first forecast
+    estimated_start: float | None = None  # that forecast (None: not expected to start)
 
 
 @dataclass(slots=True)
@@ -83,6 +127,8 @@ class ReplayResult:
     preemptions: int = 0
     unschedulable: int = 0
     cycles: int = 0
+    lost_gpu_seconds: float = 0.0
+    forecasts: int = 0
     timeline: list[tuple[float, int, float]] = field(default_factory=list)  # t, queued, busy GPUs
 
 
@@ -109,13 +155,21 @@ class _Replay:
     ) -> None:
         self.config = config
         self.policy = get_policy(config.policy, config.settings)
-        self.index = ClusterIndex(nodes, config.rack_label)
+        quotas = config.quotas
+        keys = flavored_pool_keys(nodes, quotas) if quotas is not None else None
+        self.index = ClusterIndex(nodes, config.rack_label, pool_keys=keys)
         self.tiers = TierCache(self.index)
         self.running = RunningSet()
+        self.ledger = QuotaLedger(quotas, self.index) if quotas is not None else None
+        self.half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
         policy = self.policy
-        self.pending = PendingSet(
-            lambda _q: policy, ordering_context(self.index, self.running, 0.0)
-        )
+        per_queue = {
+            q.name: get_policy(q.policy, config.settings)
+            for q in (quotas.queues if quotas is not None else ())
+            if q.policy is not None
+        }
+        self.policy_for = (lambda q: per_queue.get(q, policy)) if per_queue else (lambda _q: policy)
+        self.pending = PendingSet(self.policy_for, ordering_context(self.index, self.running, 0.0))
         self.jobs = sorted(jobs, key=lambda j: (j.submit_time, j.id))
         self.by_id = {j.id: j for j in self.jobs}
         self.records = {
@@ -125,6 +179,14 @@ class _Replay:
             for j in self.jobs
         }
         self.remaining = {j.id: max(j.duration, 0.0) for j in self.jobs}
+        self.overhead: dict[str, float] = {}  # restart seconds at the start of this run
+        self.attained: dict[str, float] = {}
+        self.queued_since: dict[str, float] = {}
+        self.estimator = RuntimeEstimator()
+        self.oracle = policy.oracle
+        self.nodes = list(nodes)
+        self.next_forecast = -math.inf
+        self.unforecast: list[str] = []
         self.epoch: dict[str, int] = {}
         self.started_at: dict[str, float] = {}
         self.completions: list[tuple[float, int, str, int]] = []
@@ -173,15 +235,27 @@ class _Replay:
     # ------------------------------------------------------------------ events
     def _arrive(self, job: SimJob, t: float) -> bool:
         """Queue a job; returns True when it is dropped as unschedulable on this cluster."""
+        record = self.records[job.id]
+        estimate = self.estimator.estimate(job.features())
+        record.runtime_estimate, record.estimate_level = estimate.seconds, estimate.level
         pending = self._pending_job(job, self.remaining[job.id])
         if not fits_empty(self.index, pending):
             self.result.unschedulable += 1
             del self.records[job.id]
             return True
         self.pending.add(pending)
+        if self.config.forecast_interval is not None:
+            self.unforecast.append(job.id)
         return False
 
-    def _pending_job(self, job: SimJob, remaining: float) -> PendingJob:
+    def _pending_job(self, job: SimJob, left: float) -> PendingJob:
+        """The job as the core sees it: the truth for oracles, else the learned estimate
+        (of the time left, given the work it has saved)."""
+        if self.oracle:
+            estimate = left
+        else:
+            total = self.records[job.id].runtime_estimate or 0.0
+            estimate = remaining(total, job.duration - left) + self.overhead.get(job.id, 0.0)
         return PendingJob(
             job.id,
             job.request,
@@ -189,30 +263,49 @@ class _Replay:
             queue=job.queue,
             priority=job.priority,
             submit_time=job.submit_time,
-            runtime_limit=remaining * self.config.runtime_limit_factor,
+            runtime_limit=left * self.config.runtime_limit_factor,
             preemptible=job.preemptible,
             kind=job.kind,
+            estimated_runtime=estimate,
+            attained_gpu_seconds=self.attained.get(job.id, 0.0),
+            queued_since=self.queued_since.get(job.id),
         )
 
     def _complete(self, job_id: str, t: float) -> None:
         placed = self.running.remove(job_id)
         self.index.release_all(placed.allocations)
-        self.busy_gpus -= self.records[job_id].gpus
-        self.records[job_id].end = t
+        if self.ledger is not None:
+            self.ledger.release(job_id)
+        record = self.records[job_id]
+        self.busy_gpus -= record.gpus
+        record.gpu_seconds += record.gpus * (t - self.started_at[job_id])
+        record.end = t
+        wasted = record.gpus * self.overhead.get(job_id, 0.0)  # the last restart's cost
+        record.lost_gpu_seconds += wasted
+        self.result.lost_gpu_seconds += wasted
+        self.estimator.observe(self.by_id[job_id].features(), record.duration)
 
     def _cycle(self, t: float) -> None:
         if not len(self.pending):
             return
+        if self.policy.estimates:
+            self._extend_overdue(t)
         if self.refresh_interval is not None and t >= self.next_refresh:
             self.pending.refresh(ordering_context(self.index, self.running, t))
             self.next_refresh = t + self.refresh_interval
         out = run_cycle(
-            self.index, self.pending, self.running, lambda _q: self.policy, t, tiers_for=self.tiers
+            self.index,
+            self.pending,
+            self.running,
+            self.policy_for,
+            t,
+            tiers_for=self.tiers,
+            quota=self.ledger,
         )
         self.result.cycles += 1
         for admitted in out.admitted:
             for victim in admitted.victims:
-                self._preempted(victim.job_id, victim.start_time, t)
+                self._preempted(victim, t)
             job_id = admitted.job.id
             record = self.records[job_id]
             if record.first_start is None:
@@ -223,25 +316,109 @@ class _Replay:
             self.started_at[job_id] = t
             self.seq += 1
             heapq.heappush(self.completions, (t + self.remaining[job_id], self.seq, job_id, epoch))
+        if self.unforecast and t >= self.next_forecast:
+            self._forecast(t)
 
-    def _preempted(self, job_id: str, start: float, t: float) -> None:
-        """Keep the checkpointed work, lose the rest, requeue with the original submit time."""
-        ran = t - start
+    def _expected_end(self, placed: Placed, t: float) -> float | None:
+        """When a running job is expected to end, as of `t`: the truth for oracles, else
+        the estimator's current view of its total, less the work it has done (as the
+        live loop re-estimates running jobs)."""
+        if self.oracle:
+            return placed.estimated_end
+        job_id = placed.job_id
+        job = self.by_id[job_id]
+        overhead = self.overhead.get(job_id, 0.0)
+        ran = t - placed.start_time
+        done = job.duration - self.remaining[job_id] + overhead + max(ran - overhead, 0.0)
+        total = self.estimator.estimate(job.features()).seconds
+        return t + remaining(total, done) + max(overhead - ran, 0.0)
+
+    def _extend_overdue(self, t: float) -> None:
+        """Backfill by estimate: a job that outlived its estimate keeps running (only
+        max_runtime kills) and is now expected to run as long again as it has, so that
+        reservations are planned with a future end instead of a past one."""
+        by_end, by_id = self.running.by_end, self.running.by_id
+        while by_end and by_end[0][0] < t:
+            end, job_id = by_end[0]
+            placed = by_id[job_id]
+            by_end.remove((end, job_id))
+            placed.expected_end = t + max(t - placed.start_time, 60.0)
+            by_end.add((placed.expected_end, job_id))
+
+    def _preempted(self, victim: Placed, t: float) -> None:
+        """Keep the checkpointed work, lose the rest, requeue with the original submit
+        time; the next run starts with `restart_cost` seconds of no progress."""
+        job_id = victim.job_id
+        ran = t - victim.start_time
+        overhead = self.overhead.get(job_id, 0.0)
+        progress = max(ran - overhead, 0.0)
         interval = self.config.checkpoint_interval
-        saved = math.floor(ran / interval) * interval if interval > 0 else 0.0
-        self.remaining[job_id] = max(self.remaining[job_id] - saved, 0.0)
+        saved = math.floor(progress / interval) * interval if interval > 0 else 0.0
+        work_left = max(self.remaining[job_id] - overhead - saved, 0.0)
+        restart = max(self.config.restart_cost, 0.0)
+        self.remaining[job_id] = work_left + restart
+        self.overhead[job_id] = restart
+        self.attained[job_id] = victim.attained_gpu_seconds(t)
+        self.queued_since[job_id] = t
         self.epoch[job_id] = self.epoch.get(job_id, 0) + 1
         record = self.records[job_id]
+        record.gpu_seconds += record.gpus * ran
         record.preemptions += 1
+        lost = record.gpus * (ran - saved)
+        record.lost_gpu_seconds += lost
+        self.result.lost_gpu_seconds += lost
         self.result.preemptions += 1
         self.busy_gpus -= record.gpus
         self.pending.add(self._pending_job(self.by_id[job_id], self.remaining[job_id]))
+
+    def _forecast(self, t: float) -> None:
+        """Forecast the start of every job queued since the last forecast that is still
+        pending, from the state after this cycle (what the live loop would show)."""
+        targets = [j for j in self.unforecast if j in self.pending]
+        self.unforecast.clear()
+        self.next_forecast = t + (self.config.forecast_interval or 0.0)
+        if not targets:
+            return
+        names = [n.name for n in self.index.nodes]
+        running = tuple(
+            RunningJob(
+                p.job_id,
+                p.request,
+                tuple(names[a.node] for a in p.allocations for _ in range(a.count)),
+                p.start_time,
+                queue=p.queue,
+                priority=p.priority,
+                submit_time=self.by_id[p.job_id].submit_time,
+                expected_end=p.expected_end,
+                preemptible=p.preemptible,
+                estimated_end=self._expected_end(p, t),
+                attained_gpu_seconds=p.attained_before,
+                kind=self.by_id[p.job_id].kind,
+            )
+            for p in self.running.by_id.values()
+        )
+        pending = tuple(job for _key, job, _lane in self.pending.jobs.values())
+        snapshot = ClusterSnapshot(tuple(self.nodes), running, pending, self.config.rack_label)
+        policy = self.policy
+        forecast = forecast_starts(
+            snapshot, t, lambda _q: policy, targets=targets, restart_cost=self.config.restart_cost
+        )
+        self.result.forecasts += 1
+        for job_id in targets:
+            record = self.records[job_id]
+            record.forecast_at = t
+            record.estimated_start = forecast.starts.get(job_id)
 
     # ----------------------------------------------------------------- metrics
     def _accumulate(self, t0: float, t1: float) -> None:
         span = t1 - t0
         if span <= 0:
             return
+        ledger = self.ledger
+        if ledger is not None and self.half_life is not None:
+            ledger.history = decay_usage(
+                ledger.history, ledger.usage_shares(), span, self.half_life
+            )
         self.result.busy_gpu_seconds += self.busy_gpus * span
         if len(self.pending):
             stranded, free = self._stranded()

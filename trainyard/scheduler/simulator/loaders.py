@@ -8,6 +8,7 @@
   separated) and a QoS class used as priority.
 - native: JSON lines (or CSV with the same columns) of the job fields, documented on
   `load_native`.
+- the store (`--from-store`): this installation's own finished jobs, see `load_store`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ import csv
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.quota_file import QuotaFileError, load_quota_text
 from trainyard.scheduler.simulator.engine import SimJob
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
@@ -256,3 +262,120 @@ def load_queue_nodes(path: Path) -> dict[str, int]:
         if sizes[row["queue"]] < 1:
             raise TraceError(f"{path}:{line}: nodes must be >= 1")
     return sizes
+
+
+def load_quota_file(path: Path) -> QuotaConfig:
+    """A quota file (see scheduler.quota_file); errors name the file and the key."""
+    try:
+        return load_quota_text(path.read_text())
+    except QuotaFileError as exc:
+        raise TraceError(f"{path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- the store
+STORE_US = 1_000_000  # store times are microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTrace:
+    jobs: list[SimJob]
+    skipped_unfinished: int  # pending, admitted or running: run time not known yet
+    skipped_never_ran: int  # finished without any attempt that started (cancelled early)
+
+
+def _request(spec: dict[str, Any], attempt: Any | None) -> WorkerRequest:
+    """Per-worker request: what the last attempt held, else what the document asked for."""
+    resources = spec.get("resources") or {}
+    models = tuple(resources.get("gpu_models") or ())
+    if attempt is not None:
+        return WorkerRequest(
+            cpu_millicores=int(attempt.cpu_millicores),
+            memory_bytes=int(attempt.memory_bytes),
+            gpus=int(attempt.gpus),
+            gpu_models=models if attempt.gpus else (),
+            tpu_chips=int(attempt.tpu_chips),
+            tpu_type=resources.get("tpu_type"),
+            tpu_topology=resources.get("tpu_topology"),
+        )
+    try:
+        cpu = cpu_millicores(resources.get("cpu", "1"))
+        memory = memory_bytes(resources.get("memory", "1Gi"))
+    except QuantityError:
+        cpu, memory = 1000, 2**30
+    return WorkerRequest(
+        cpu_millicores=cpu,
+        memory_bytes=memory,
+        gpus=int(resources.get("gpu") or 0),
+        gpu_models=models if resources.get("gpu") else (),
+        tpu_chips=int(resources.get("tpu") or 0),
+        tpu_type=resources.get("tpu_type"),
+        tpu_topology=resources.get("tpu_topology"),
+    )
+
+
+def _workload(spec: dict[str, Any]) -> str:
+    workload = spec.get("workload") or {}
+    if workload.get("builtin"):
+        return str(workload["builtin"])
+    command = workload.get("command") or []
+    return str(command[0]) if command else ""
+
+
+def load_store(url: str) -> StoreTrace:
+    """Read the finished jobs of the store at `url` (read-only) into simulator jobs.
+
+    Each finished job becomes a simulator job: submitted at its `created_at`, asking for
+    what its attempts held per worker (else what its document asked for), and running
+    for its real run time summed over its attempts (started -> ended), as the Philly
+    trace sums a job's attempts. Jobs that never ran, or have not finished, are counted
+    and left out: their run time is not known. Replaying the rest under another policy
+    answers "what would this change have done to the jobs we really ran"."""
+    # Imported here: only --from-store needs the store (and SQLAlchemy) at all.
+    from sqlalchemy import select
+
+    from trainyard.store.engine import make_engine, read_transaction
+    from trainyard.store.states import TERMINAL_STATES
+    from trainyard.store.tables import job_attempts, jobs
+
+    engine = make_engine(url)
+    try:
+        with read_transaction(engine) as conn:
+            job_rows = conn.execute(select(jobs).order_by(jobs.c.seq)).all()
+            attempt_rows = conn.execute(
+                select(job_attempts).order_by(job_attempts.c.job_id, job_attempts.c.attempt)
+            ).all()
+    finally:
+        engine.dispose()
+    attempts: dict[str, list[Any]] = {}
+    for row in attempt_rows:
+        attempts.setdefault(row.job_id, []).append(row)
+    terminal = {str(s) for s in TERMINAL_STATES}
+    rows = [r for r in job_rows if r.state in terminal]
+    origin = min((r.created_at for r in rows), default=0)
+    out: list[SimJob] = []
+    never_ran = 0
+    for row in rows:
+        ran = [a for a in attempts.get(row.id, ()) if a.started_at is not None]
+        seconds = sum(
+            max((a.ended_at or row.finished_at or a.started_at) - a.started_at, 0) for a in ran
+        )
+        if not ran:
+            never_ran += 1
+            continue
+        spec = json.loads(row.spec)
+        out.append(
+            SimJob(
+                id=row.id,
+                submit_time=(row.created_at - origin) / STORE_US,
+                duration=max(seconds / STORE_US, 1.0),
+                request=_request(spec, ran[-1]),
+                workers=int(ran[-1].workers),
+                queue=row.queue,
+                priority=int(row.priority_value),
+                kind=JobKind(row.kind),
+                owner=row.owner,
+                name=row.name,
+                workload=_workload(spec),
+            )
+        )
+    return StoreTrace(out, len(job_rows) - len(rows), never_ran)

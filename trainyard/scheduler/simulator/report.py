@@ -20,14 +20,34 @@ def write_metrics(out: Path, metrics: Metrics) -> Path:
     return path
 
 
+REFERENCE_POLICY = "srtf-oracle"
+_SHARES = (
+    "gpu_utilization",
+    "fragmentation",
+    "preemptions_per_job",
+    "estimate_within_10",
+    "estimate_within_50",
+    "estimate_within_100",
+    "start_within_tolerance",
+)
+
+
 def _fmt(key: str, value: float | int) -> str:
-    if key in ("gpu_utilization", "fragmentation"):
+    if key in _SHARES:
         return f"{value:.3f}"
-    if key in ("jobs", "preemptions"):
+    if key in ("jobs", "preemptions", "start_estimates"):
         return str(int(value))
-    if key == "replay_seconds":
+    if key in ("replay_seconds", "gpu_hours_lost"):
         return f"{value:.1f}"
     return f"{value / 3600:.2f} h"
+
+
+def oracle_ratio(metrics: Metrics, policy: str, key: str = "jct_mean") -> float | None:
+    """`policy`'s figure over the SRTF oracle's ("mean JCT x1.18 of the SRTF oracle")."""
+    reference = metrics.get(REFERENCE_POLICY)
+    if reference is None or not reference[key]:
+        return None
+    return float(metrics[policy][key]) / float(reference[key])
 
 
 def write_markdown(out: Path, metrics: Metrics, context: Mapping[str, str]) -> Path:
@@ -40,10 +60,16 @@ def write_markdown(out: Path, metrics: Metrics, context: Mapping[str, str]) -> P
         lines.append(
             f"| {key} | " + " | ".join(_fmt(key, metrics[p][key]) for p in policies) + " |"
         )
+    for key in ("jct_mean", "jct_p99"):
+        ratios = [oracle_ratio(metrics, p, key) for p in policies]
+        if any(r is not None for r in ratios):
+            cells = " | ".join(f"x{r:.2f}" if r is not None else "-" for r in ratios)
+            lines.append(f"| {key} / {REFERENCE_POLICY} | {cells} |")
     lines += [
         "",
         "Times in hours (replay_seconds in wall seconds); jct = completion - submit, "
-        "wait = first start - submit; ratios 0-1.",
+        "wait = first start - submit; ratios 0-1; x = multiple of the SRTF oracle's figure "
+        "(true remaining times, preemptive: the reference no real policy can beat by much).",
         "",
         "![JCT CDF, queue length and GPU utilisation](report.png)",
         "",
@@ -94,3 +120,48 @@ def write_plot(out: Path, results: Mapping[str, Sequence[ReplayResult]]) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_tenants(
+    out: Path, tenants: Mapping[str, Mapping[str, Mapping[str, float | int | None]]]
+) -> Path:
+    """Per-tenant figures of each run: tenants.json, and a section appended to report.md.
+
+    A tenant whose finish-time-fairness ratio is above 1.0 is listed with what made it
+    worse off (its wait and preemptions beside the same jobs alone)."""
+    (out / "tenants.json").write_text(json.dumps(tenants, indent=2) + "\n")
+    lines = ["", "## Per tenant", ""]
+    for run, rows in tenants.items():
+        lines += [
+            f"### {run}",
+            "",
+            "| tenant | jobs | unfinished | jct_mean | jct_p95 | wait_mean | GPU-hours "
+            "| preemptions | alone jct_mean | FTF ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        worse: list[str] = []
+        for tenant, m in rows.items():
+            ratio = m["ftf_ratio"]
+            alone = m["alone_jct_mean"]
+            lines.append(
+                f"| {tenant} | {m['jobs']} | {m['unfinished']} | {_hours(m['jct_mean'])} "
+                f"| {_hours(m['jct_p95'])} | {_hours(m['wait_mean'])} "
+                f"| {float(m['gpu_hours'] or 0):,.0f} | {m['preemptions']} "
+                f"| {_hours(alone) if alone is not None else 'n/a'} "
+                f"| {f'{ratio:.2f}' if ratio is not None else 'n/a'} |"
+            )
+            if ratio is not None and ratio > 1.0:
+                worse.append(
+                    f"- {tenant}: FTF {ratio:.2f}: mean JCT {_hours(m['jct_mean'])} shared vs "
+                    f"{_hours(alone)} alone on its partition; mean wait {_hours(m['wait_mean'])}, "
+                    f"{m['preemptions']} preemptions"
+                )
+        lines += ["", *(worse or ["No tenant is worse off than alone on its partition."]), ""]
+    path = out / "report.md"
+    with path.open("a") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+def _hours(seconds: float | int | None) -> str:
+    return f"{float(seconds or 0) / 3600:.2f} h"

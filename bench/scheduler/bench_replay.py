@@ -1,0 +1,42 @@
+"""Replay speed: the Philly trace repeated N times in a row, one replay per policy.
+
+    .venv/bin/python bench/scheduler/bench_replay.py --repeat 8 --policy fifo,las
+
+Prints, per policy, the jobs replayed, wall seconds and CPU seconds of the replay alone
+(trace loading excluded). CPU time is the figure to quote on a shared machine: wall time
+there mostly measures the neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from trainyard.scheduler.policies import policy_names
+from trainyard.scheduler.simulator.cli import repeat_trace
+from trainyard.scheduler.simulator.engine import SimConfig, replay
+from trainyard.scheduler.simulator.loaders import load_philly, synthetic_nodes
+
+PHILLY = Path(__file__).resolve().parents[2].parent / "shared/traces/philly/philly-2017-sep-dec.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=PHILLY)
+    parser.add_argument("--repeat", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=40)
+    parser.add_argument("--policy", default=",".join(policy_names()))
+    args = parser.parse_args()
+    jobs = repeat_trace(load_philly(args.trace), args.repeat)
+    print(f"{len(jobs)} jobs on {args.nodes} x 8 GPUs")
+    for name in args.policy.split(","):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = replay(synthetic_nodes(args.nodes, 8), jobs, SimConfig(name))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done = sum(1 for r in result.records if r.end is not None)
+        print(f"{name:16s} {done:7d} jobs  wall {wall:6.1f} s  cpu {cpu:6.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""The chart against the real test cluster: dry run, install, RBAC, upgrade, uninstall.
+
+The apiserver, controller-manager and their admission and RBAC are real; kwok plays the
+kubelets, so a control-plane pod "Running" on a kwok node is as far as a pod gets (no
+container starts). kube-scheduler is not part of the test cluster by default (Trainyard
+binds its own pods), so the install test binds the chart's pod to a free CPU node
+through the Binding API, as kube-scheduler would, unless a scheduler got there first.
+The test cluster has no storage provisioner either; a PersistentVolume pre-bound to the
+chart's claim stands in for one, and the real PV controller binds the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client, watch
+from kubernetes import config as kube_config
+from kubernetes.client.rest import ApiException
+
+from tests.integration.cluster.simcluster import (
+    KWOK_NODE_ANNOTATION,
+    MERGE_PATCH,
+    Cluster,
+    create_namespace,
+    wait_until,
+)
+from tests.integration.helm.backend_permissions import PERMISSIONS
+from tests.integration.helm.charttool import (
+    CHART_DIR,
+    FIXTURES,
+    CommandFailed,
+    chart_copy,
+    helm,
+    kubectl,
+    random_free_port,
+    render_text,
+    served,
+)
+from trainyard.api.schemas import JobCreate
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ALL_NAMESPACES = "*"
+RELEASE = "ty"
+FULLNAME = f"{RELEASE}-trainyard"
+EVERYTHING = FIXTURES / "values-everything.yaml"
+INSTALL_SETS = ("store.sqlite.keepOnUninstall=false",)
+"""The test's only change to the defaults: uninstall must leave nothing behind."""
+
+
+def objects_of(manifest: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
+def restrict_pods(core: client.CoreV1Api, namespace: str) -> None:
+    """Have the apiserver's PodSecurity admission enforce "restricted" in `namespace`.
+
+    Then a pod that is not hardened (non-root, no privilege escalation, all capabilities
+    dropped, seccomp RuntimeDefault, only safe volume types) is refused, and a Deployment
+    whose template is not draws a warning, which the tests assert is absent.
+    """
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    core.patch_namespace(namespace, {"metadata": {"labels": labels}}, _content_type=MERGE_PATCH)
+
+
+def test_server_side_dry_run_accepts_every_object(
+    prometheus_crds: list[str], kube_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    chart = chart_copy(tmp_path, with_fixture_files=True)
+    restrict_pods(kube_cluster.core, namespace)
+    # The everything-on file runs the workers in a namespace of their own: a real one here.
+    workers = create_namespace(kube_cluster.core, prefix="helm-workers")
+    try:
+        for values, sets in (((), ()), ((EVERYTHING,), (f"workers.namespace={workers}",))):
+            manifest = render_text(chart=chart, values=values, sets=sets, namespace=namespace)
+            objects = objects_of(manifest)
+            result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest)
+            accepted = result.stdout.strip().splitlines()
+            assert len(accepted) == len(objects), result.stdout
+            assert all(line.endswith("(server dry run)") for line in accepted), result.stdout
+            assert "PodSecurity" not in result.stderr, result.stderr
+            kinds = {o["kind"] for o in objects}
+            if values:
+                assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress",
+                        "PodDisruptionBudget", "Role"} <= kinds  # fmt: skip
+    finally:
+        kube_cluster.core.delete_namespace(workers)
+
+
+def test_server_side_dry_run_rejects_what_the_apiserver_would(
+    prometheus_crds: list[str], namespace: str, tmp_path: Path
+) -> None:
+    """The dry run is a real check: a ServiceMonitor the CRD's schema forbids is refused."""
+    chart = chart_copy(tmp_path, with_fixture_files=False)
+    manifest = render_text(chart=chart, values=(EVERYTHING,), namespace=namespace)
+    broken = [o for o in objects_of(manifest) if o["kind"] == "ServiceMonitor"]
+    broken[0]["spec"]["endpoints"][0]["interval"] = "every minute"
+    result = kubectl(
+        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(broken[0]), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.endpoints[0].interval" in result.stderr, result.stderr
+
+
+@dataclass
+class Release:
+    namespace: str
+    service_account: str
+    core: client.CoreV1Api
+
+
+def control_plane_pods(core: client.CoreV1Api, namespace: str) -> list[client.V1Pod]:
+    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=control-plane"
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def free_cpu_node(core: client.CoreV1Api) -> str:
+    """A Ready kwok node without taints or accelerators, for the control plane."""
+    for node in core.list_node().items:
+        allocatable = node.status.allocatable or {}
+        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        if (
+            ready
+            and (node.metadata.annotations or {}).get(KWOK_NODE_ANNOTATION) == "fake"
+            and not node.spec.taints
+            and not node.spec.unschedulable
+            and "nvidia.com/gpu" not in allocatable
+            and "google.com/tpu" not in allocatable
+        ):
+            return node.metadata.name
+    raise AssertionError("no untainted CPU-only kwok node")
+
+
+def schedule(core: client.CoreV1Api, pod: client.V1Pod) -> None:
+    """Bind `pod` to a free CPU node, as kube-scheduler would (it may have done so)."""
+    if pod.spec.node_name:
+        return
+    body = client.V1Binding(
+        metadata=client.V1ObjectMeta(name=pod.metadata.name),
+        target=client.V1ObjectReference(kind="Node", name=free_cpu_node(core)),
+    )
+    try:
+        # Raw response: the client cannot deserialise the Binding reply
+        # (kubernetes-client/python #547).
+        core.create_namespaced_pod_binding(
+            pod.metadata.name, pod.metadata.namespace, body, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status != 409:  # 409: a scheduler bound it first
+            raise
+
+
+def running_pod(release: Release, *, not_uid: str | None = None) -> client.V1Pod:
+    """Wait for the release's (new) control-plane pod, bind it, and wait until it runs."""
+    core, ns = release.core, release.namespace
+
+    def created() -> client.V1Pod | None:
+        pods = [p for p in control_plane_pods(core, ns) if p.metadata.uid != not_uid]
+        return pods[0] if len(pods) == 1 else None
+
+    pod = wait_until("the control-plane pod to be created", created, timeout=120)
+    schedule(core, pod)
+
+    def running() -> client.V1Pod | None:
+        current = core.read_namespaced_pod(pod.metadata.name, ns)
+        return current if current.status.phase == "Running" else None
+
+    return wait_until(f"pod {pod.metadata.name} to be Running", running, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def release(kube_cluster: Cluster) -> Iterator[Release]:
+    """The chart installed with its defaults into a fresh namespace; all removed after."""
+    core = kube_cluster.core
+    ns = create_namespace(core, prefix="helm")
+    restrict_pods(core, ns)
+    volume = f"{ns}-sqlite"
+    core.create_persistent_volume(
+        client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name=volume, labels={"trainyard.io/test": "helm"}),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": "10Gi"},
+                access_modes=["ReadWriteOnce"],
+                persistent_volume_reclaim_policy="Retain",
+                host_path=client.V1HostPathVolumeSource(path=f"/nonexistent/{volume}"),
+                claim_ref=client.V1ObjectReference(namespace=ns, name=f"{FULLNAME}-data"),
+            ),
+        )
+    )
+    try:
+        args = ["install", RELEASE, str(CHART_DIR), "--namespace", ns]
+        for item in INSTALL_SETS:
+            args += ["--set", item]
+        installed = helm(*args)
+        assert "PodSecurity" not in installed.stderr, installed.stderr
+        yield Release(namespace=ns, service_account=FULLNAME, core=core)
+    finally:
+        helm("uninstall", RELEASE, "--namespace", ns, "--wait", check=False)
+        core.delete_namespace(ns, body=client.V1DeleteOptions(propagation_policy="Background"))
+        core.delete_persistent_volume(volume)
+
+
+def test_install_runs_the_control_plane_pod_on_a_kwok_node(release: Release) -> None:
+    pod = running_pod(release)
+    node = release.core.read_node(pod.spec.node_name)
+    assert (node.metadata.annotations or {}).get(KWOK_NODE_ANNOTATION) == "fake"
+    claim = release.core.read_namespaced_persistent_volume_claim(
+        f"{FULLNAME}-data", release.namespace
+    )
+    assert claim.status.phase == "Bound"
+    apps = client.AppsV1Api(release.core.api_client)
+    wait_until(
+        "the Deployment to report its replica available",
+        lambda: (
+            (
+                apps.read_namespaced_deployment(
+                    FULLNAME, release.namespace
+                ).status.available_replicas
+                or 0
+            )
+            == 1
+        ),
+        timeout=120,
+    )
+    assert pod.spec.service_account_name == release.service_account
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    assert f"get secret {FULLNAME} -o jsonpath='{{.data.admin-token}}'" in notes
+
+
+def test_notes_first_job_is_a_valid_job_document(release: Release, tmp_path: Path) -> None:
+    """The NOTES' first-job command, run as printed, writes a job the API accepts."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("printf "))
+    command = "\n".join(lines[start : start + 2])
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
+    document = yaml.safe_load((tmp_path / "first-job.yaml").read_text())
+    job = JobCreate.model_validate(document)
+    assert job.queue == "default" and job.workers == 1
+
+
+def can_i(release: Release, verb: str, resource: str, namespace: str | None) -> str:
+    """`kubectl auth can-i` as the chart's ServiceAccount: "yes" or "no"."""
+    name, _, sub = resource.partition("/")
+    argv = ["auth", "can-i", verb, name, f"--as=system:serviceaccount:{release.namespace}:"
+            f"{release.service_account}"]  # fmt: skip
+    if sub:
+        argv.append(f"--subresource={sub}")
+    if namespace == ALL_NAMESPACES:
+        argv.append("--all-namespaces")
+    elif namespace:
+        argv += ["--namespace", namespace]
+    return kubectl(*argv, check=False).stdout.strip()
+
+
+def test_service_account_may_make_every_call_the_backend_makes(release: Release) -> None:
+    refused = []
+    for permission in PERMISSIONS:
+        name, _, sub = permission.resource.partition("/")
+        target = f"{name}.{permission.api_group}" if permission.api_group else name
+        target += f"/{sub}" if sub else ""
+        if permission.scope == "cluster":
+            # nodes are cluster-scoped; pods are read in every namespace.
+            places = [None] if name == "nodes" else [ALL_NAMESPACES, "default"]
+        else:
+            places = [release.namespace]  # the workers namespace (the release's by default)
+        for verb in permission.verbs:
+            for place in places:
+                if can_i(release, verb, target, place) != "yes":
+                    refused.append((verb, target, place))
+    assert not refused, f"the chart's ServiceAccount may not: {refused}"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "where"),
+    [
+        ("get", "secrets", "release"),
+        ("create", "pods", "default"),
+        ("delete", "pods", "default"),
+        ("create", "pods/binding", "default"),
+        ("create", "services", "default"),
+        ("create", "leases.coordination.k8s.io", "default"),
+        ("get", "nodes", None),
+        ("get", "secrets", "default"),
+        ("list", "secrets", "kube-system"),
+        ("update", "pods", "release"),
+        ("patch", "pods", "release"),
+        ("create", "pods/exec", "release"),
+        ("update", "pods/status", "release"),
+        ("get", "configmaps", "release"),
+        ("create", "deployments.apps", "release"),
+        ("create", "serviceaccounts/token", "release"),
+        ("delete", "nodes", None),
+        ("patch", "nodes", None),
+        ("delete", "leases.coordination.k8s.io", "release"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", None),
+        ("impersonate", "serviceaccounts", "release"),
+    ],
+)
+def test_service_account_may_do_nothing_else(
+    release: Release, verb: str, resource: str, where: str | None
+) -> None:
+    namespace = release.namespace if where == "release" else where
+    assert can_i(release, verb, resource, namespace) == "no"
+
+
+def service_account_kubeconfig(release: Release, cluster: Cluster, path: Path) -> Path:
+    """A kubeconfig that authenticates with a token of the chart's ServiceAccount only."""
+    token = kubectl(
+        "create", "token", release.service_account, "--namespace", release.namespace,
+        "--duration=10m",
+    ).stdout.strip()  # fmt: skip
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    (entry,) = admin["clusters"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [entry],
+        "users": [{"name": "trainyard", "user": {"token": token}}],
+        "contexts": [
+            {"name": "trainyard", "context": {"cluster": entry["name"], "user": "trainyard"}}
+        ],
+        "current-context": "trainyard",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_control_plane_with_the_service_account_token_sees_the_cluster(
+    release: Release, kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The control plane, out of cluster, with nothing but the chart's ServiceAccount.
+
+    TODO at merge: run the Kubernetes backend's smoke test (issue 9) with this
+    kubeconfig; until the backend is on main this checks what main's kubernetes mode
+    calls (the node inventory) and that the token is no key to Secrets.
+    """
+    kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
+    sa_api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(sa_api).list_namespaced_secret(release.namespace)
+    assert denied.value.status == 403
+    port = random_free_port()
+    token = "helm-test-admin-token-0123456789abcdef"
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
+        "TRAINYARD_HOME": str(tmp_path / "home"),
+        "TRAINYARD_ADMIN_TOKEN": token,
+    }
+    argv = [sys.executable, "-c", "from trainyard.cli import main; main()", "serve",
+            "--backend", "kubernetes", "--kubeconfig", str(kubeconfig),
+            "--port", str(port)]  # fmt: skip
+    with served(argv, env, port, tmp_path / "serve.log") as url:
+        # Our admin token is accepted, so this is our server answering.
+        reply = httpx.get(
+            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+    assert reply.status_code == 200, reply.text
+    names = {n["name"] for n in reply.json()["nodes"]}
+    assert free_cpu_node(release.core) in names
+
+
+def test_service_account_token_makes_each_call_of_the_backend(
+    release: Release, kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every kind of call the backend makes, made with the ServiceAccount's own token.
+
+    can-i asks the authorizer; this makes the requests themselves: the watches, a
+    worker pod with schedulerName trainyard and its Binding, the headless Service, an
+    Event and the leader Lease, in the workers namespace, and then shows that one more
+    verb (patching the pod) is refused.
+    """
+    kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    core, leases, ns = client.CoreV1Api(api), client.CoordinationV1Api(api), release.namespace
+    for lister in (core.list_node, core.list_pod_for_all_namespaces):
+        listed = lister(limit=1)
+        # One watch request from the list's resourceVersion, ended by the apiserver.
+        for _ in watch.Watch().stream(
+            lister, resource_version=listed.metadata.resource_version, timeout_seconds=1
+        ):
+            break
+    labels = {"app.kubernetes.io/managed-by": "trainyard", "trainyard.io/job-id": "helm-rbac"}
+    core.create_namespaced_service(
+        ns,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="ty-helm-rbac", labels=labels),
+            spec=client.V1ServiceSpec(cluster_ip="None", selector=labels),
+        ),
+    )
+    core.read_namespaced_service("ty-helm-rbac", ns)
+    assert core.list_namespaced_service(ns, label_selector="trainyard.io/job-id=helm-rbac").items
+    pod = core.create_namespaced_pod(ns, worker_pod("helm-rbac-worker-0", labels))
+    core.read_namespaced_pod(pod.metadata.name, ns)
+    core.create_namespaced_pod_binding(
+        pod.metadata.name,
+        ns,
+        client.V1Binding(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name),
+            target=client.V1ObjectReference(kind="Node", name=free_cpu_node(release.core)),
+        ),
+        _preload_content=False,  # kubernetes-client/python #547
+    )
+    assert core.read_namespaced_pod(pod.metadata.name, ns).spec.node_name
+    core.create_namespaced_event(
+        ns,
+        client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}."),
+            involved_object=client.V1ObjectReference(
+                kind="Pod", name=pod.metadata.name, namespace=ns, uid=pod.metadata.uid
+            ),
+            reason="Scheduled",
+            message="helm chart RBAC test",
+            type="Normal",
+            source=client.V1EventSource(component="trainyard"),
+        ),
+    )
+    lease = leases.create_namespaced_lease(
+        ns,
+        client.V1Lease(
+            metadata=client.V1ObjectMeta(name="trainyard-helm-rbac"),
+            spec=client.V1LeaseSpec(holder_identity="test", lease_duration_seconds=15),
+        ),
+    )
+    lease = leases.read_namespaced_lease(lease.metadata.name, ns)
+    lease.spec.holder_identity = "test-2"
+    leases.replace_namespaced_lease(lease.metadata.name, ns, lease)
+    with pytest.raises(ApiException) as denied:
+        core.patch_namespaced_pod(
+            pod.metadata.name, ns, {"metadata": {"labels": {"x": "y"}}}, _content_type=MERGE_PATCH
+        )
+    assert denied.value.status == 403
+    core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+    core.delete_namespaced_service("ty-helm-rbac", ns)
+
+
+def worker_pod(name: str, labels: dict[str, str]) -> client.V1Pod:
+    """A worker pod as the backend makes one: our scheduler, non-root, hardened."""
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels=labels),
+        spec=client.V1PodSpec(
+            scheduler_name="trainyard",
+            restart_policy="Never",
+            security_context=client.V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=10001,
+                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+            containers=[
+                client.V1Container(
+                    name="worker",
+                    image="registry.invalid/trainyard/worker:1",  # never pulled: kwok
+                    security_context=client.V1SecurityContext(
+                        allow_privilege_escalation=False,
+                        capabilities=client.V1Capabilities(drop=["ALL"]),
+                    ),
+                )
+            ],
+        ),
+    )
+
+
+def test_upgrade_applies_changed_values_and_keeps_the_admin_token(release: Release) -> None:
+    core, ns = release.core, release.namespace
+    before_token = core.read_namespaced_secret(FULLNAME, ns).data["admin-token"]
+    before_pod = running_pod(release)
+    queues = [{"name": "default", "policy": "backfill"}, {"name": "research", "policy": "fifo"}]
+    args = ["upgrade", RELEASE, str(CHART_DIR), "--namespace", ns,
+            "--set-json", f"scheduler.queues={json.dumps(queues)}"]  # fmt: skip
+    for item in INSTALL_SETS:
+        args += ["--set", item]
+    helm(*args)
+    config = core.read_namespaced_config_map(FULLNAME, ns).data
+    assert json.loads(config["TRAINYARD_QUEUES"]) == queues
+    assert core.read_namespaced_secret(FULLNAME, ns).data["admin-token"] == before_token
+    assert len(base64.b64decode(before_token)) == 48
+    # The config checksum rolls the pod: a new one replaces the old (Recreate, SQLite).
+    after_pod = running_pod(release, not_uid=before_pod.metadata.uid)
+    before_sum = before_pod.metadata.annotations["checksum/config"]
+    assert after_pod.metadata.annotations["checksum/config"] != before_sum
+    history = json.loads(helm("history", RELEASE, "--namespace", ns, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+
+def test_two_replicas_on_sqlite_are_refused_at_install(release: Release) -> None:
+    with pytest.raises(CommandFailed) as failure:
+        helm("install", "refused", str(CHART_DIR), "--namespace", release.namespace,
+             "--set", "replicaCount=2")  # fmt: skip
+    assert "replicaCount=2 with store.type=sqlite is refused" in failure.value.result.stderr
+    assert helm("status", "refused", "--namespace", release.namespace, check=False).returncode != 0
+
+
+def test_uninstall_leaves_nothing_behind(release: Release) -> None:
+    """Runs last in this module: it removes the release the others used."""
+    ns = release.namespace
+    helm("uninstall", RELEASE, "--namespace", ns, "--wait")
+    kinds = "all,configmaps,secrets,persistentvolumeclaims,serviceaccounts,poddisruptionbudgets,ingresses,roles,rolebindings"  # noqa: E501
+
+    def leftovers() -> str:
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        found = kubectl("get", kinds, "--namespace", ns, "-l", selector, "-o", "name").stdout
+        return found.strip()
+
+    wait_until("nothing of the release left in its namespace", lambda: not leftovers() or None, 120)
+    assert not control_plane_pods(release.core, ns)
+    cluster_scoped = kubectl(
+        "get", "clusterroles,clusterrolebindings", "-o", "name",
+        "-l", f"app.kubernetes.io/instance={RELEASE}",
+    ).stdout.split()  # fmt: skip
+    assert not [name for name in cluster_scoped if name.endswith(f"/{ns}-{FULLNAME}")]

@@ -1,0 +1,351 @@
+"""The chart as Helm renders it: lint, refusals, hardening, RBAC, settings, docs.
+
+These run helm (the binary hack/cluster builds) but need no cluster; what the
+apiserver thinks of the objects is in test_chart_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.cluster.simcluster import REPO_ROOT
+from tests.integration.helm.backend_permissions import permission_set
+from tests.integration.helm.charttool import (
+    CHART_DIR,
+    FIXTURES,
+    CommandFailed,
+    by_kind,
+    chart_copy,
+    helm,
+    one,
+    render,
+)
+from trainyard.config import Settings
+from trainyard.operator.config import scheduler_config
+from trainyard.scheduler.policies import policy_names
+
+EVERYTHING = FIXTURES / "values-everything.yaml"
+
+PENDING_SETTINGS: dict[str, str] = {}
+"""Environment variables the chart sets for settings the Kubernetes backend (issue 9) adds
+to trainyard/config.py (Settings.namespace, worker_image, node_lost_grace on its branch)
+but main does not have yet. When a name appears in
+Settings the test below fails, so the entry is removed rather than forgotten."""
+
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+def write_values(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def refusal(tmp_path: Path, values: dict[str, Any]) -> str:
+    """helm template's error output for `values`, which it must refuse."""
+    with pytest.raises(CommandFailed) as failure:
+        render(values=[write_values(tmp_path, values)])
+    return failure.value.result.stderr
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (only,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def everything_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the chart with the test dashboard and rules file added."""
+    return chart_copy(tmp_path_factory.mktemp("chart"), with_fixture_files=True)
+
+
+def test_helm_lint_is_clean_with_defaults_and_with_everything_on(everything_chart: Path) -> None:
+    for argv in (
+        ["lint", "--strict", str(CHART_DIR)],
+        ["lint", "--strict", str(everything_chart), "--values", str(EVERYTHING)],
+    ):
+        result = helm(*argv)
+        assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout, result.stdout
+        assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_defaults_are_one_hardened_replica_on_sqlite() -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        ["ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "ClusterRole",
+         "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+    )  # fmt: skip
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        missing = [key for key in STANDARD_LABELS if key not in labels]
+        assert not missing, f"{obj['kind']} lacks {missing}"
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = container(objects)
+    hardening = main["securityContext"]
+    assert hardening["allowPrivilegeEscalation"] is False
+    assert hardening["readOnlyRootFilesystem"] is True
+    assert hardening["capabilities"] == {"drop": ["ALL"]}
+    assert hardening["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    assert main["resources"]["limits"] == {"memory": "1Gi"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = one(objects, "PersistentVolumeClaim")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # The ServiceAccount token reaches only the control plane's pods.
+    assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True
+
+
+def test_everything_on_renders_every_optional_object(everything_chart: Path) -> None:
+    objects = render(chart=everything_chart, values=[EVERYTHING])
+    for kind in (
+        "PodDisruptionBudget",
+        "Ingress",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+    ):
+        one(objects, kind)
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "persistentVolumeClaim" not in str(deployment)
+    assert not by_kind(objects, "PersistentVolumeClaim")
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["TRAINYARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "database-url"
+    assert env["TRAINYARD_NAMESPACE"]["value"] == "trainyard-workers"
+    assert env["TRAINYARD_WORKER_IMAGE"]["value"] == "registry.example/trainyard-worker:2"
+    assert container(objects)["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
+    dashboards = [
+        o for o in by_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]
+    ]
+    assert dashboards, "no dashboard ConfigMap"
+    for board in dashboards:
+        assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((key, text),) = board["data"].items()
+        assert key.endswith(".json") and json.loads(text)["title"]
+    rule_text = yaml.safe_dump(one(objects, "PrometheusRule")["spec"])
+    # Rule files are data, not templates: Prometheus's own templating reaches it untouched.
+    assert "{{ $labels.instance }}" in rule_text
+    assert one(objects, "PodMonitor")["spec"]["namespaceSelector"] == {
+        "matchNames": ["trainyard-workers"]
+    }
+
+
+def test_monitoring_objects_need_their_files_and_render_nothing_without(tmp_path: Path) -> None:
+    bare = chart_copy(tmp_path, with_fixture_files=False)
+    objects = render(chart=bare, values=[EVERYTHING])
+    assert not by_kind(objects, "PrometheusRule")
+    assert not [
+        o for o in by_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]
+    ]
+    one(objects, "ServiceMonitor")  # these need no files
+    one(objects, "PodMonitor")
+
+
+def test_two_replicas_on_sqlite_are_refused(tmp_path: Path) -> None:
+    stderr = refusal(tmp_path, {"replicaCount": 2})
+    assert "replicaCount=2 with store.type=sqlite is refused" in stderr
+
+
+def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
+    stderr = refusal(tmp_path, {"store": {"type": "postgresql"}})
+    assert "store.type=postgresql needs store.postgresql.url" in stderr
+    objects = render(
+        values=[
+            write_values(
+                tmp_path, {"store": {"type": "postgresql"}, "secrets": {"existingSecret": "mine"}}
+            )
+        ]
+    )
+    assert not by_kind(objects, "Secret")
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["TRAINYARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mine", "key": "database-url"
+    }  # fmt: skip
+    assert env["TRAINYARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": "two"}, r"replicaCount.*(integer|number)"),
+        ({"unknownKey": 1}, r"additional properties 'unknownKey' not allowed"),
+        ({"image": {"repo": "x"}}, r"image.*additional properties 'repo' not allowed"),
+        ({"store": {"type": "mysql"}}, r"store.*type.*(sqlite|postgresql)"),
+        ({"scheduler": {"queues": [{"name": "q", "policy": "lottery"}]}}, r"policy"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, r"cpu.*does not match"),
+    ],
+)
+def test_schema_refuses_wrong_types_and_unknown_keys(
+    tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    stderr = refusal(tmp_path, values)
+    assert "values don't meet the specifications of the schema" in stderr, stderr
+    assert re.search(message, stderr), stderr
+
+
+def test_schema_types_every_value_and_closes_every_section() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        assert "type" in node, f"{path or '<root>'} has no type"
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+            for key, sub in node["properties"].items():
+                walk(sub, f"{path}.{key}" if path else key)
+        elif node["type"] == "object" and path not in ("affinity", "global"):
+            assert isinstance(node.get("additionalProperties"), dict), f"{path}: untyped map"
+        if node["type"] == "array":
+            assert "type" in node["items"], f"{path}: untyped list items"
+            if "properties" in node["items"]:
+                walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+
+
+def test_queue_policies_in_the_schema_are_the_schedulers() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    scheduler = schema["properties"]["scheduler"]["properties"]
+    queue = scheduler["queues"]["items"]
+    assert sorted(queue["properties"]["policy"]["enum"]) == sorted(policy_names())
+    assert sorted(scheduler["defaultPolicy"]["enum"]) == sorted(policy_names())
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) triples a Role or ClusterRole grants; no wildcards allowed."""
+    triples = set()
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, f"unexpected fields in {rule}"
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        triples |= {
+            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+        }
+    return triples
+
+
+@pytest.mark.parametrize("workers_namespace", ["", "jobs"])
+def test_roles_grant_exactly_what_the_backend_calls(tmp_path: Path, workers_namespace: str) -> None:
+    objects = render(sets=[f"workers.namespace={workers_namespace}"])
+    for kind, scope in (("ClusterRole", "cluster"), ("Role", "namespace")):
+        role = one(objects, kind)
+        assert granted(role) - permission_set(scope) == set(), f"{kind}: granted, never called"
+        assert permission_set(scope) - granted(role) == set(), f"{kind}: called, not granted"
+    assert one(objects, "Role")["metadata"]["namespace"] == (workers_namespace or "trainyard")
+    sa = one(objects, "ServiceAccount")["metadata"]
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = one(objects, kind)
+        assert binding["roleRef"]["name"] == one(objects, role_kind)["metadata"]["name"]
+        assert binding["roleRef"]["kind"] == role_kind
+        (subject,) = binding["subjects"]
+        assert (subject["kind"], subject["name"], subject["namespace"]) == (
+            "ServiceAccount", sa["name"], sa["namespace"]
+        )  # fmt: skip
+    if workers_namespace:
+        assert one(objects, "RoleBinding")["metadata"]["namespace"] == workers_namespace
+
+
+def test_every_environment_variable_names_a_setting(everything_chart: Path) -> None:
+    names = {
+        e["name"] for e in container(render(chart=everything_chart, values=[EVERYTHING]))["env"]
+    }
+    names |= set(one(render(), "ConfigMap")["data"])
+    names.discard("TRAINYARD_EXAMPLE")  # the everything-on file's own extraEnv entry
+    known = {f"TRAINYARD_{field.upper()}" for field in Settings.model_fields}
+    arrived = set(PENDING_SETTINGS) & known
+    assert not arrived, f"now real settings, remove from PENDING_SETTINGS: {sorted(arrived)}"
+    unknown = names - known - set(PENDING_SETTINGS)
+    assert not unknown, f"the chart sets variables no setting reads: {sorted(unknown)}"
+
+
+def test_configmap_and_env_parse_as_the_settings_they_configure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    objects = render(values=[EVERYTHING], chart=chart_copy(tmp_path, with_fixture_files=False))
+    config = one(objects, "ConfigMap")["data"]
+    plain_env = {e["name"]: e["value"] for e in container(objects)["env"] if "value" in e}
+    for name, value in {**plain_env, **config}.items():
+        if name not in PENDING_SETTINGS and name != "TRAINYARD_EXAMPLE":
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert [(q.name, q.policy) for q in settings.queues] == [
+        ("default", "backfill"), ("research", "multifactor"), ("prod", "priority")
+    ]  # fmt: skip
+    assert settings.priority_classes == {"low": 100, "normal": 500, "high": 1000, "urgent": 5000}
+    assert (settings.backend, settings.host, settings.port) == ("kubernetes", "0.0.0.0", 8080)
+    assert settings.max_body_bytes == 1048576
+    assert str(settings.home) == "/var/lib/trainyard"
+    assert settings.default_policy == "priority"
+    assert (settings.loop_period_seconds, settings.stop_grace_seconds) == (0.5, 120)
+    assert (settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (15, 600)
+    assert settings.lease_ttl_seconds == 20
+    # What `trainyard serve` checks at start: every policy named exists.
+    config = scheduler_config(settings)
+    assert (
+        config.default_policy == "priority" and config.queue_policies["research"] == "multifactor"
+    )
+
+
+def test_admin_token_is_generated_when_not_given() -> None:
+    secret = one(render(), "Secret")
+    import base64
+
+    token = base64.b64decode(secret["data"]["admin-token"]).decode()
+    assert len(token) == 48 and token.isalnum()
+    assert "database-url" not in secret["data"]
+
+
+def test_chart_readme_values_table_is_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "hack" / "helm" / "chart-readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_chart_readme_script_refuses_an_uncommented_value(tmp_path: Path) -> None:
+    chart = chart_copy(tmp_path, with_fixture_files=False)
+    values = chart / "values.yaml"
+    values.write_text(values.read_text().replace("  # Service port of the API.\n", ""))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "hack" / "helm" / "chart-readme.py"),
+            "--chart",
+            str(chart),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "values without a comment in values.yaml: service.port" in result.stderr

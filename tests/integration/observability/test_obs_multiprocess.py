@@ -1,0 +1,86 @@
+"""`trainyard serve --workers 2`: two API processes behind one port expose ONE consistent
+/metrics: request counters summed over both (prometheus-client multiprocess mode), store
+gauges identical whichever process answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.servers import wait_for
+
+TRAINYARD = str(Path(sys.executable).with_name("trainyard"))
+# This module's own loopback ports (Prometheus for the tests listens on 26990).
+PORTS = range(26900, 26990)
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def _requests_to_queues(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "trainyard_api_requests_total"
+                and labels.get("route") == "/v1/queues"
+                and labels.get("status") == "200"
+            ):
+                return sample.value
+    return 0.0
+
+
+def test_two_server_processes_report_summed_request_counts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env.update(TRAINYARD_HOME=str(home), TRAINYARD_LOOP="false")
+    out = (tmp_path / "serve.out").open("wb")
+    process = subprocess.Popen(
+        [TRAINYARD, "serve", "--port", str(port), "--workers", "2"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            assert process.poll() is None, (tmp_path / "serve.out").read_text()
+            try:
+                up = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+            return up and (home / "admin-token").exists()
+
+        wait_for(healthy, timeout=90, interval=0.1, what="trainyard serve --workers 2")
+        token = (home / "admin-token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(30):
+            # a new connection each time, so both processes get some of the requests
+            response = httpx.get(f"{url}/v1/queues", headers=headers, timeout=30)
+            assert response.status_code == 200
+        for _ in range(6):  # whichever process answers the scrape, it counts all 30
+            assert _requests_to_queues(url) == 30
+        assert list((home / "run" / "prometheus").glob("*.db")), "multiprocess files"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        out.close()

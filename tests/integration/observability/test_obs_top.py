@@ -1,0 +1,136 @@
+"""`trainyard top` in a real terminal: tmux runs it against a real server, capture-pane
+reads the screen. The running job's worker endpoint is the worker runtime's own
+exporter (WorkerMetrics) serving on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ApiServer, running_server, wait_for
+from tests.support.store_rows import admit, job_spec, start, submit
+from trainyard.store import write_transaction
+from trainyard.store.telemetry import set_metrics_targets
+
+TRAINYARD = str(Path(sys.executable).with_name("trainyard"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ApiServer]:
+    with running_server(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/t.db") as s:
+        yield s
+
+
+@pytest.fixture
+def tmux() -> Iterator[list[str]]:
+    """A tmux on a private socket, killed afterwards (hack/tmux.sh installs tmux)."""
+    binary = shutil.which("tmux")
+    if binary is None:
+        pytest.fail("tmux is not installed: run hack/tmux.sh")
+    command = [binary, "-L", f"trainyard-top-{uuid.uuid4().hex[:8]}"]
+    yield command
+    subprocess.run([*command, "kill-server"], capture_output=True, check=False)
+
+
+def _screen(tmux: list[str]) -> str:
+    result = subprocess.run(
+        [*tmux, "capture-pane", "-p", "-t", "top"], capture_output=True, text=True, check=False
+    )
+    return result.stdout
+
+
+def test_top_shows_queues_running_jobs_and_allocation(
+    server: ApiServer, tmux: list[str], tmp_path: Path
+) -> None:
+    from trainyard.worker.metrics import WorkerMetrics
+
+    engine = server.engine
+    for i in range(3):
+        submit(engine, job_spec(f"waiting-{i}"))
+    running = submit(engine, job_spec("trainer-xyz", workers=1), owner="alice")
+    attempt = admit(engine, running, at=1, node="node-a")
+    start(engine, running, attempt, at=2)
+    worker = WorkerMetrics("trainer-xyz", 0, queue="default")
+    worker.step.set(4)
+    worker.samples_per_second.set(123.5)
+    port = _free_port()
+    worker.serve(port, "127.0.0.1")
+    try:
+        with write_transaction(engine) as conn:
+            set_metrics_targets(
+                conn, job_id=running, attempt=attempt, targets={0: f"127.0.0.1:{port}"}
+            )
+        env = {
+            "TRAINYARD_URL": server.url,
+            "TRAINYARD_TOKEN": server.admin_token,
+            "TRAINYARD_HOME": str(tmp_path / "client-home"),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "TERM": "xterm-256color",
+            # Under pytest the tmux server hands its panes COLUMNS=80/LINES=24, which rich
+            # prefers to the pane's real size; state the size the session is created with.
+            "COLUMNS": "160",
+            "LINES": "50",
+        }
+        subprocess.run(
+            [
+                *tmux,
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                *[arg for key, value in env.items() for arg in ("-e", f"{key}={value}")],
+                TRAINYARD,
+                "top",
+                "--interval",
+                "0.5",
+            ],
+            check=True,
+        )
+        try:
+            wait_for(lambda: "trainer-xyz" in _screen(tmux), timeout=60, what="top's frame")
+        except TimeoutError:
+            print(_screen(tmux))
+            raise
+        screen = _screen(tmux)
+        assert _queue_row(screen) == ["default", "3", "0", "1"], (
+            screen
+        )  # pending, admitted, running
+        assert "123.5" in screen and "4/5 (80%)" in screen, screen  # samples/s, progress
+        assert "cpu (cores)" in screen, screen
+
+        submit(engine, job_spec("late"))  # the view refreshes by itself
+        wait_for(
+            lambda: _queue_row(_screen(tmux))[:2] == ["default", "4"],
+            timeout=30,
+            what="top to show 4 pending",
+        )
+    finally:
+        worker.close()
+
+
+def _queue_row(screen: str) -> list[str]:
+    """The first four cells of the queues table's row (queue, pending, admitted, running)."""
+    for line in screen.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[0] == "default":
+            return cells[:4]
+    return []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

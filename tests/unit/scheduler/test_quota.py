@@ -1,0 +1,346 @@
+"""Quota admission, borrowing, lending, reclaim and fair sharing: named table cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from sched_builders import job, node, quotas
+
+from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
+from trainyard.scheduler.quota import QuotaConfig
+from trainyard.scheduler.types import Node, PendingJob, RunningJob
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+A100 = "NVIDIA-A100-SXM4-40GB"
+
+
+def h100_nodes(count: int) -> list[Node]:
+    return [node(f"h{i}").gpus(8, H100).build() for i in range(count)]
+
+
+def two_queues(**extra: dict) -> QuotaConfig:
+    """32 H100 GPUs' worth of quota: a and b with 16 each in cohort org."""
+    a = extra.get("a", {})
+    b = extra.get("b", {})
+    return (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org")
+        .queue("a", "org", **a.get("opts", {}), h100={"gpu": 16, **a.get("gpu", {})})
+        .queue("b", "org", **b.get("opts", {}), h100={"gpu": 16, **b.get("gpu", {})})
+        .build()
+    )
+
+
+@dataclass
+class Case:
+    id: str
+    nodes: list[Node]
+    quota: QuotaConfig
+    pending: list[PendingJob]
+    want_admitted: set[str]
+    running: list[RunningJob] = field(default_factory=list)
+    want_preempted: set[str] = field(default_factory=set)
+    want_messages: dict[str, str] = field(default_factory=dict)  # job -> message suffix
+    want_codes: dict[str, ReasonCode] = field(default_factory=dict)
+    policy: str = "fifo-besteffort"
+
+
+def eights(queue: str, count: int, prefix: str | None = None, **kw: object) -> list[PendingJob]:
+    out = []
+    for i in range(count):
+        b = job(f"{prefix or queue}{i}").gpus(8).queue(queue).submitted(float(i))
+        if "priority" in kw:
+            b = b.priority(int(kw["priority"]))  # type: ignore[arg-type]
+        out.append(b.build())
+    return out
+
+
+def running_eights(queue: str, count: int, first_node: int = 0, **kw: object) -> list[RunningJob]:
+    out = []
+    for i in range(count):
+        b = job(f"run-{queue}{i}").gpus(8).queue(queue)
+        if "priority" in kw:
+            b = b.priority(int(kw["priority"]))  # type: ignore[arg-type]
+        out.append(b.running_on(f"h{first_node + i}", start=float(i)))
+    return out
+
+
+CASES = [
+    Case(
+        "within nominal: admitted",
+        h100_nodes(4),
+        two_queues(),
+        eights("a", 2),
+        {"a0", "a1"},
+    ),
+    Case(
+        "a queue outside any cohort stops at its nominal quota",
+        h100_nodes(4),
+        quotas().flavor("h100", H100).queue("solo", h100={"gpu": 8}).build(),
+        eights("solo", 2),
+        {"solo0"},
+        want_messages={"solo1": "queue solo: 8/8 h100 GPUs used, no cohort to borrow from"},
+        want_codes={"solo1": ReasonCode.QUOTA},
+    ),
+    Case(
+        "a tenant alone borrows the whole cohort",
+        h100_nodes(4),
+        two_queues(),
+        eights("a", 5),
+        {"a0", "a1", "a2", "a3"},
+        want_codes={"a4": ReasonCode.QUOTA},
+        want_messages={"a4": "queue a: 32/16 h100 GPUs used, cohort org has 0 lendable"},
+    ),
+    Case(
+        "the borrowing limit caps a borrower",
+        h100_nodes(4),
+        two_queues(a={"gpu": {"gpu_borrow": 8}}),
+        eights("a", 4),
+        {"a0", "a1", "a2"},
+        want_messages={"a3": "queue a: 24/16 h100 GPUs used, borrowing limit 8 reached"},
+    ),
+    Case(
+        "a lending limit keeps the rest of the lender's quota for it",
+        h100_nodes(4),
+        two_queues(b={"gpu": {"gpu_lend": 8}}),
+        eights("a", 4),
+        {"a0", "a1", "a2"},
+    ),
+    Case(
+        "the message names the queue, the flavor and the cohort",
+        h100_nodes(8),
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org")
+        .queue("research", "org", h100={"gpu": 64})
+        .queue("prod", "org", h100={"gpu": 0})
+        .build(),
+        eights("research", 9),
+        {f"research{i}" for i in range(8)},
+        want_messages={
+            "research8": "queue research: 64/64 h100 GPUs used, cohort org has 0 lendable"
+        },
+    ),
+    Case(
+        "reclaim: a queue under nominal evicts a borrower",
+        h100_nodes(4),
+        two_queues(b={"opts": {"reclaim": "any"}}),
+        eights("b", 1),
+        {"b0"},
+        running=running_eights("a", 4),
+        want_preempted={"run-a3"},  # the least work lost (started last)
+    ),
+    Case(
+        "no reclaim when the policy says never",
+        h100_nodes(4),
+        two_queues(),
+        eights("b", 1),
+        set(),
+        running=running_eights("a", 4),
+        want_messages={"b0": "queue b: 0/16 h100 GPUs used, cohort org has 0 lendable"},
+    ),
+    Case(
+        "reclaim lower_priority spares a borrower of equal priority",
+        h100_nodes(4),
+        two_queues(b={"opts": {"reclaim": "lower_priority"}}),
+        eights("b", 1),
+        set(),
+        running=running_eights("a", 4),
+        want_codes={"b0": ReasonCode.QUOTA},
+    ),
+    Case(
+        "victims come only from borrowers",
+        h100_nodes(6),
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org")
+        .queue("a", "org", h100={"gpu": 16})
+        .queue("b", "org", reclaim="any", h100={"gpu": 16})
+        .queue("c", "org", h100={"gpu": 16})
+        .build(),
+        eights("b", 2),
+        {"b0", "b1"},
+        running=running_eights("a", 2) + running_eights("c", 4, first_node=2),
+        want_preempted={"run-c2", "run-c3"},
+    ),
+    Case(
+        "quota fits but the nodes do not: a capacity reason, not a quota one",
+        h100_nodes(2),
+        quotas().flavor("h100", H100).queue("big", h100={"gpu": 64}).build(),
+        eights("big", 3),
+        {"big0", "big1"},
+        want_codes={"big2": ReasonCode.INSUFFICIENT_CAPACITY},
+    ),
+    Case(
+        "a queue with no quota in a flavor cannot use its nodes",
+        [*h100_nodes(1), node("x0").gpus(8, A100).build()],
+        quotas().flavor("h100", H100).flavor("a100", A100).queue("a", a100={"gpu": 16}).build(),
+        [job("h").gpus(8, "H100").queue("a").build()],
+        set(),
+        want_messages={"h": "queue a has no quota in a flavor whose nodes fit it"},
+    ),
+    Case(
+        "flavors are tried in the queue's order",
+        [*h100_nodes(1), node("x0").gpus(8, A100).build()],
+        quotas()
+        .flavor("h100", H100)
+        .flavor("a100", A100)
+        .queue("a", a100={"gpu": 8}, h100={"gpu": 8})
+        .build(),
+        eights("a", 3),
+        {"a0", "a1"},
+        want_codes={"a2": ReasonCode.QUOTA},
+    ),
+    Case(
+        "per-user limit on running jobs",
+        h100_nodes(4),
+        quotas().flavor("h100", H100).queue("a", max_jobs_per_user=1, h100={"gpu": 32}).build(),
+        [
+            job("x").gpus(8).queue("a").user("alice").build(),
+            job("y").gpus(8).queue("a").user("alice").submitted(1).build(),
+            job("z").gpus(8).queue("a").user("bob").submitted(2).build(),
+        ],
+        {"x", "z"},
+        want_messages={"y": "user alice runs 1/1 jobs allowed in queue a"},
+    ),
+    Case(
+        "per-user limit on GPUs",
+        h100_nodes(4),
+        quotas().flavor("h100", H100).queue("a", max_gpus_per_user=12, h100={"gpu": 32}).build(),
+        [
+            job("x").gpus(8).queue("a").user("alice").build(),
+            job("y").gpus(8).queue("a").user("alice").submitted(1).build(),
+        ],
+        {"x"},
+        want_messages={"y": "user alice holds 8/12 GPUs allowed in queue a"},
+    ),
+    Case(
+        "within the queue: a higher priority job evicts a lower one",
+        h100_nodes(2),
+        quotas().flavor("h100", H100).queue("a", within="lower_priority", h100={"gpu": 16}).build(),
+        eights("a", 1, prefix="hi", priority=10),
+        {"hi0"},
+        running=running_eights("a", 2),
+        want_preempted={"run-a1"},
+    ),
+    Case(
+        "a queue without quota keeps today's behaviour beside quota queues",
+        h100_nodes(2),
+        quotas().flavor("h100", H100).queue("a", h100={"gpu": 8}).build(),
+        eights("free", 2),
+        {"free0", "free1"},
+    ),
+    Case(
+        "fair sharing: two equal tenants split a cohort's own quota",
+        h100_nodes(4),
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org", h100={"gpu": 32})
+        .queue("a", "org", h100={"gpu": 0})
+        .queue("b", "org", h100={"gpu": 0})
+        .fair()
+        .build(),
+        eights("a", 4) + eights("b", 4),
+        {"a0", "a1", "b0", "b1"},
+    ),
+    Case(
+        "fair sharing: a borrower takes from a bigger borrower until shares are equal",
+        h100_nodes(4),
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org", h100={"gpu": 32})
+        .queue("a", "org", h100={"gpu": 0})
+        .queue("b", "org", reclaim="any", h100={"gpu": 0})
+        .fair()
+        .build(),
+        eights("b", 4),
+        {"b0", "b1"},
+        running=running_eights("a", 4),
+        want_preempted={"run-a2", "run-a3"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_quota_decisions(case: Case) -> None:
+    snapshot = ClusterSnapshot(tuple(case.nodes), tuple(case.running), tuple(case.pending))
+    result = schedule(snapshot, 100.0, SchedulerConfig(case.policy, quotas=case.quota))
+    got = {a.job_id for a in result.admissions}
+    assert got == case.want_admitted, {j: r.message for j, r in result.pending.items()}
+    assert set(result.preempted) == case.want_preempted
+    for job_id, suffix in case.want_messages.items():
+        message = result.pending[job_id].message
+        assert message.endswith(suffix), message
+    for job_id, code in case.want_codes.items():
+        assert result.pending[job_id].code == code, result.pending[job_id].message
+
+
+def test_without_quotas_the_config_field_changes_nothing() -> None:
+    nodes = tuple(h100_nodes(2))
+    pending = tuple(eights("a", 3))
+    plain = schedule(ClusterSnapshot(nodes, (), pending), 0.0, SchedulerConfig("fifo"))
+    explicit = schedule(
+        ClusterSnapshot(nodes, (), pending), 0.0, SchedulerConfig("fifo", quotas=None)
+    )
+    assert [a.placement for a in plain.admissions] == [a.placement for a in explicit.admissions]
+
+
+def test_usage_history_orders_queues_when_a_half_life_is_set() -> None:
+    """The queue that used more recently yields the one free node to the other."""
+    config = (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org", h100={"gpu": 8})
+        .queue("heavy", "org", h100={"gpu": 0})
+        .queue("light", "org", h100={"gpu": 0})
+        .fair(half_life=3600.0)
+        .build()
+    )
+    pending = (
+        job("h").gpus(8).queue("heavy").submitted(0).build(),
+        job("l").gpus(8).queue("light").submitted(50).build(),
+    )
+    snapshot = ClusterSnapshot(
+        tuple(h100_nodes(1)), (), pending, queue_usage={"heavy": 5000.0, "light": 10.0}
+    )
+    result = schedule(snapshot, 100.0, SchedulerConfig("fifo-besteffort", quotas=config))
+    assert [a.job_id for a in result.admissions] == ["l"]
+    without = ClusterSnapshot(tuple(h100_nodes(1)), (), pending)
+    result = schedule(without, 100.0, SchedulerConfig("fifo-besteffort", quotas=config))
+    assert [a.job_id for a in result.admissions] == ["h"]
+
+
+def test_quota_status_shows_used_borrowed_and_lent() -> None:
+    from trainyard.scheduler.quota_status import quota_status
+
+    config = two_queues()
+    status = {s.queue: s for s in quota_status(config, h100_nodes(4), running_eights("a", 3))}
+    a, b = status["a"].resources[0], status["b"].resources[0]
+    assert (a.flavor, a.resource, a.nominal, a.used, a.borrowed, a.lent) == (
+        "h100",
+        "gpu",
+        16,
+        24,
+        8,
+        0,
+    )
+    assert (b.used, b.borrowed, b.lent) == (0, 0, 8)
+    assert status["a"].weighted_share == 8 / 32 and status["b"].weighted_share == 0
+
+
+def test_usage_history_decays_by_half_each_half_life() -> None:
+    from trainyard.scheduler.fairshare import UsageHistory, decay_usage
+
+    assert decay_usage({"a": 8.0}, {}, 3600.0, 3600.0) == {"a": 4.0}
+    gained = decay_usage({}, {"a": 1.0}, 1e9, 3600.0)["a"]
+    assert abs(gained - 3600.0 / 0.6931471805599453) < 1e-6  # saturates at h / ln 2
+    config = SchedulerConfig(
+        "fifo", quotas=quotas().flavor("h100", H100).queue("a").fair(half_life=100.0).build()
+    )
+    history = UsageHistory()
+    assert history.before_cycle(config, 0.0) == {}
+    history.after_cycle({"a": 1.0}, 0.0)
+    assert history.before_cycle(config, 100.0)["a"] > 0
+    assert history.before_cycle(SchedulerConfig("fifo"), 200.0) == {}  # no half-life, no memory

@@ -1,0 +1,119 @@
+"""Usage accounting in the manner of Slurm's `sreport`: resource-hours per queue, owner
+or accelerator model over a window, from the stored attempts (`job_attempts`).
+
+Pure functions over rows: the window clips every attempt (an attempt that started before
+`since` counts only from `since`; a running one up to now), so two adjacent windows add
+up to their union. Cost is GPU/TPU hours times the configured price per
+accelerator-hour of the attempt's model; a model without a price has no cost (None),
+rather than a made-up zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from trainyard.store.telemetry import UsageRow
+
+GroupBy = Literal["queue", "owner", "model", "job"]
+GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job")
+NO_ACCELERATOR = "none"
+_RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(value: str, *, now: datetime) -> datetime:
+    """`since` as an aware UTC datetime: an ISO 8601 time (naive means UTC) or a span
+    back from now ("90m", "24h", "7d", "2w"). Raises ValueError naming the rule."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            "must be an ISO 8601 time (2026-12-01T00:00:00Z) or a span like 90m, 24h, 7d, 2w"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment > now:
+        raise ValueError("must not be in the future")
+    return moment.astimezone(UTC)
+
+
+@dataclass(slots=True)
+class UsageGroup:
+    """The usage of one group over the window (hours of resource held by workers)."""
+
+    key: str
+    jobs: int = 0
+    attempts: int = 0
+    gpu_hours: float = 0.0
+    tpu_chip_hours: float = 0.0
+    cpu_core_hours: float = 0.0
+    wall_hours: float = 0.0
+    wait_seconds_total: float = 0.0
+    waited_jobs: int = 0
+    energy_joules: float | None = None
+    cost: float | None = None
+    _job_ids: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def wait_seconds_avg(self) -> float | None:
+        return self.wait_seconds_total / self.waited_jobs if self.waited_jobs else None
+
+
+def _key(row: UsageRow, group_by: str) -> str:
+    if group_by == "queue":
+        return row.queue
+    if group_by == "owner":
+        return row.owner
+    if group_by == "model":
+        if row.gpus or row.tpu_chips:
+            return row.accelerator_model or "unknown"
+        return NO_ACCELERATOR
+    return row.job_id
+
+
+def aggregate(
+    rows: Iterable[UsageRow],
+    *,
+    group_by: str,
+    since_us: int,
+    now_us: int,
+    prices: Mapping[str, float],
+) -> list[UsageGroup]:
+    """Group the attempts' usage within [since_us, now_us], largest GPU-hours first."""
+    groups: dict[str, UsageGroup] = {}
+    for row in rows:
+        group = groups.get(_key(row, group_by))
+        if group is None:
+            group = groups[_key(row, group_by)] = UsageGroup(key=_key(row, group_by))
+        group.attempts += 1
+        if row.job_id not in group._job_ids:
+            group._job_ids.add(row.job_id)
+            group.jobs += 1
+            started = row.job_started_at
+            if started is not None and since_us <= started <= now_us:
+                group.wait_seconds_total += max(0, started - row.job_created_at) / 1e6
+                group.waited_jobs += 1
+        if row.started_at is None:
+            continue  # admitted, never ran: no resource time
+        begin = max(row.started_at, since_us)
+        end = min(row.ended_at if row.ended_at is not None else now_us, now_us)
+        hours = max(0, end - begin) / 3.6e9
+        group.wall_hours += hours
+        group.gpu_hours += hours * row.workers * row.gpus
+        group.tpu_chip_hours += hours * row.workers * row.tpu_chips
+        group.cpu_core_hours += hours * row.workers * row.cpu_millicores / 1000
+        if row.energy_joules is not None:
+            group.energy_joules = (group.energy_joules or 0.0) + row.energy_joules
+        accelerator_hours = hours * row.workers * (row.gpus or row.tpu_chips)
+        price = prices.get(row.accelerator_model or "")
+        if accelerator_hours and price is not None:
+            group.cost = (group.cost or 0.0) + accelerator_hours * price
+    return sorted(groups.values(), key=lambda g: (-g.gpu_hours, -g.cpu_core_hours, g.key))
