@@ -460,6 +460,35 @@ def get(
     _emit(job, output, table)
 
 
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)
+
+
+@app.command()
+def checkpoints(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    output: OutputOption = Output.table,
+) -> None:
+    """List a job's checkpoints: step, time, size and the attempt that wrote each."""
+    with _client() as client:
+        listed = client.checkpoints(job_id)
+
+    def table(d: dict[str, Any]) -> None:
+        rows = [
+            [c["step"], c["written_at"], _size(c["size_bytes"]), c["attempt"] or "?"]
+            for c in d["data"]
+        ]
+        _table("checkpoints", ["STEP", "WRITTEN", "SIZE", "ATTEMPT"], rows)
+        if d["source"] == "unavailable":
+            typer.echo("(kept on the job's cluster storage, which this server does not mount)")
+
+    _emit(listed, output, table)
+
+
 @app.command()
 def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],

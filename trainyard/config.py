@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     worker_image: str = "trainyard/worker:0.1.0"
     node_lost_grace: float = Field(default=60.0, ge=0)
+    # Volumes and checkpoints (see README "Volumes, mounts and checkpoint storage"):
+    # whether admins may mount host paths; the ReadWriteMany storage class of per-job
+    # checkpoint claims (storage: auto uses a claim only when this is set); how long a
+    # finished job's checkpoints are kept, and how often the loop sweeps expired ones.
+    allow_host_path: bool = False
+    checkpoint_storage_class: str | None = None
+    checkpoint_retention_seconds: float = Field(default=7 * 86400.0, ge=0)
+    retention_sweep_seconds: float = Field(default=300.0, gt=0)
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     priority_classes: dict[str, int] = Field(default_factory=_default_priority_classes)
     max_body_bytes: int = 1024 * 1024

@@ -63,6 +63,9 @@ class TrainyardClient:
     def events(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}/events").json()
 
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}/checkpoints").json()
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel").json()
 

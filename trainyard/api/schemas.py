@@ -229,6 +229,101 @@ class SecretKeyRef(_Strict):
     )
 
 
+VOLUME_NAME = r"^[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?$"
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+class EmptyDirSource(_Strict):
+    """Scratch space that lives as long as the worker's pod."""
+
+    size: Quantity | None = Field(default=None, description="Size limit, e.g. 100Gi.")
+    medium: Literal["", "Memory"] = Field(default="", description="'Memory' for a tmpfs.")
+
+
+class Volume(_Strict):
+    """A named volume the job's workers may mount: exactly one source.
+
+    `pvc`, `config_map` and `secret` name existing Kubernetes objects (a missing claim
+    keeps the job PENDING until it appears); `host_path` is for admins, and only where
+    the deployment allows it (TRAINYARD_ALLOW_HOST_PATH).
+    """
+
+    name: Annotated[str, StringConstraints(pattern=VOLUME_NAME)] = Field(
+        description="Lowercase DNS label, up to 50 characters; `mounts[].volume` names it."
+    )
+    pvc: Annotated[str, StringConstraints(pattern=OBJECT_NAME)] | None = Field(
+        default=None, description="A PersistentVolumeClaim of the job namespace, by name."
+    )
+    empty_dir: EmptyDirSource | None = None
+    config_map: Annotated[str, StringConstraints(pattern=OBJECT_NAME)] | None = None
+    secret: Annotated[str, StringConstraints(pattern=OBJECT_NAME)] | None = None
+    host_path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = [s for s in VOLUME_SOURCES if getattr(self, s) is not None]
+        if len(sources) != 1:
+            raise PydanticCustomError(
+                "one_source",
+                "set exactly one of {sources} (got {count})",
+                {"sources": ", ".join(VOLUME_SOURCES), "count": len(sources)},
+            )
+        if self.host_path is not None and not self.host_path.startswith("/"):
+            raise PydanticCustomError("absolute_path", "host_path must be an absolute path")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(s for s in VOLUME_SOURCES if getattr(self, s) is not None)
+
+
+VOLUME_SOURCES = ("pvc", "empty_dir", "config_map", "secret", "host_path")
+
+
+class Mount(_Strict):
+    """One volume at one absolute path in every worker (read-only for datasets)."""
+
+    volume: Annotated[str, StringConstraints(pattern=VOLUME_NAME)]
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="An absolute path inside the worker, e.g. /data."
+    )
+    read_only: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise PydanticCustomError("absolute_path", "must be an absolute path (start with /)")
+        if value == "/" or any(part in ("..", ".") for part in value.split("/")):
+            raise PydanticCustomError(
+                "absolute_path", "must be a normalized path below / (no '.', '..' or '/')"
+            )
+        value = value.rstrip("/") or value
+        if value in RESERVED_MOUNT_PATHS:
+            raise PydanticCustomError(
+                "reserved_path", "{path} is Trainyard's own mount", {"path": value}
+            )
+        return value
+
+
+RESERVED_MOUNT_PATHS = frozenset({"/dev/shm", "/output"})
+
+
+class CheckpointStorage(_Strict):
+    """Where the job's checkpoints (its output directory) live.
+
+    `auto`: a claim of its own per job when the deployment names a ReadWriteMany storage
+    class, else the worker's local storage; `pvc`: a claim of its own per job, always;
+    `none`: the worker's local storage (lost with the pod on Kubernetes).
+    """
+
+    storage: Literal["auto", "pvc", "none"] = "auto"
+    size: Quantity = Field(default="10Gi", description="Size of the job's claim.")
+    storage_class: Annotated[str, StringConstraints(pattern=OBJECT_NAME)] | None = Field(
+        default=None, description="Storage class of the claim (default: the deployment's)."
+    )
+
+
 class JobBase(_Strict):
     """The job document a user submits (JSON over REST, the same fields as YAML)."""
 
@@ -275,6 +370,45 @@ class JobBase(_Strict):
     annotations: dict[Annotated[str, StringConstraints(pattern=LABEL_KEY)], AnnotationValue] = (
         Field(default_factory=dict, max_length=64, description="Copied onto the job's pods.")
     )
+
+    volumes: list[Volume] = Field(default_factory=list, max_length=64)
+    mounts: list[Mount] = Field(default_factory=list, max_length=64)
+    checkpoint: CheckpointStorage | None = Field(
+        default=None, description="Checkpoint storage; omitted means storage: auto."
+    )
+
+    @field_validator("volumes")
+    @classmethod
+    def _unique_volumes(cls, value: list[Volume]) -> list[Volume]:
+        seen: set[str] = set()
+        for volume in value:
+            if volume.name in seen:
+                raise PydanticCustomError(
+                    "unique_volume", "two volumes are named {name!r}", {"name": volume.name}
+                )
+            seen.add(volume.name)
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts_name_volumes(cls, value: list[Mount], info: ValidationInfo) -> list[Mount]:
+        names = {v.name for v in info.data.get("volumes") or ()}
+        paths: set[str] = set()
+        for index, mount in enumerate(value):
+            if mount.volume not in names:
+                raise PydanticCustomError(
+                    "unknown_volume",
+                    "mounts[{index}].volume: no volume is named {name!r}",
+                    {"index": index, "name": mount.volume},
+                )
+            if mount.path in paths:
+                raise PydanticCustomError(
+                    "unique_mount_path",
+                    "mounts[{index}].path: two mounts on {path!r}",
+                    {"index": index, "path": mount.path},
+                )
+            paths.add(mount.path)
+        return value
 
     @field_validator("max_runtime")
     @classmethod
@@ -334,6 +468,25 @@ class JobPublic(JobBase):
             "job to start (learned runtimes; refreshed every few seconds). Null when unknown."
         ),
     )
+
+
+class CheckpointPublic(BaseModel):
+    """One checkpoint of a job: its step, when and by which attempt it was written."""
+
+    step: int
+    written_at: datetime
+    size_bytes: int
+    attempt: int | None = Field(description="The attempt that wrote it (None: not recorded).")
+
+
+class CheckpointsPublic(BaseModel):
+    """A job's checkpoints, newest step first. `source` says where they were read:
+    `local` (the job's output directory under the server's home) or `unavailable`
+    (kept on cluster storage the control plane does not mount; listed as none)."""
+
+    data: list[CheckpointPublic]
+    count: int
+    source: Literal["local", "unavailable"]
 
 
 class JobsPublic(BaseModel):

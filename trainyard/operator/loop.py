@@ -41,6 +41,7 @@ from trainyard import layout
 from trainyard.observability.cycles import reason_label
 from trainyard.observability.energy import attempt_energy_joules
 from trainyard.observability.targets import TargetsRecorder
+from trainyard.operator import admission as admission_hooks
 from trainyard.operator.backend import (
     Backend,
     GangLaunch,
@@ -184,6 +185,7 @@ class SchedulingLoop:
         self._last_full_read = 0
         # PendingJob per (job id, version): rebuilt only when the job changed.
         self._pending: dict[str, tuple[int, Any]] = {}
+        self._gated: set[str] = set()  # jobs the backend must clear first (admission.py)
         self._runtime: Runtime = getattr(backend, "runtime", lambda: Runtime())()
         # Quota fair sharing with a usage half-life: the decayed usage per queue, kept in
         # memory (a restarted loop starts with no memory of past use).
@@ -234,6 +236,12 @@ class SchedulingLoop:
                 and (job.not_before is None or job.not_before <= now_us)
             ):
                 # The common case at 10,000 pending jobs, without the general machinery.
+                if job.id in self._gated:
+                    blocked = admission_hooks.blocker(self.backend, self._specs[job.id])
+                    if blocked is not None:
+                        decisions[job.id] = Decision()
+                        self._set_reason(changes, job, blocked)
+                        continue
                 decisions[job.id] = offer
                 cached = self._pending.get(job.id)
                 if cached is None or cached[0] != job.version:
@@ -387,9 +395,12 @@ class SchedulingLoop:
             del self._specs[job_id]
             self._shapes.pop(job_id, None)
             self._pending.pop(job_id, None)
+            self._gated.discard(job_id)
         for job in live:
             if job.id not in self._shapes:
                 self._shapes[job.id] = job_shape(self._specs[job.id])
+                if admission_hooks.may_block(self._specs[job.id]):
+                    self._gated.add(job.id)
         return live, workers, nodes
 
     def _attach_energy(self, changes: Any) -> None:
@@ -456,6 +467,7 @@ class SchedulingLoop:
             tpu_chips=request.tpu_chips,
             accelerator_model=model,
         )
+        change.notes.extend(admission_hooks.notes(self.backend, spec))
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "

@@ -22,6 +22,7 @@ from trainyard.operator.config import retry_policy, scheduler_config_source
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.lease import StoreLease
 from trainyard.operator.loop import SchedulingLoop
+from trainyard.operator.retention import CheckpointRetention
 from trainyard.operator.wakeup import Wakeup
 from trainyard.store import make_engine, migrate
 
@@ -101,13 +102,26 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
         extra_env=extra_env_for(settings),
         learned=learned,
     )
+    retention = CheckpointRetention(
+        engine,
+        backend,
+        home=settings.home,
+        retention_seconds=settings.checkpoint_retention_seconds,
+    )
     backend.start(wakeup.set)
     leadership.start()
     recorder = CycleRecorder(engine)  # the loop's metrics, into the store (~1 write/s)
     failures = 0
+    swept_at = 0.0
     try:
         while not stop.is_set():
             started = time.monotonic()
+            if leadership.is_leader() and started - swept_at >= settings.retention_sweep_seconds:
+                swept_at = started
+                try:
+                    retention.sweep()
+                except Exception:  # retried at the next sweep; scheduling goes on
+                    log.exception("checkpoint retention sweep failed")
             if leadership.is_leader():
                 try:
                     report = loop.cycle()

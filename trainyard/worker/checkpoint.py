@@ -9,6 +9,7 @@ warning and the next one is used.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainyard.checkpoint_index import record_path
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +89,15 @@ def load_valid(path: Path, step: int) -> dict[str, Any]:
 class CheckpointManager:
     """Saves `checkpoint-<step>.pt` into one directory and keeps the newest `keep_latest`."""
 
-    def __init__(self, directory: Path, keep_latest: int = 3) -> None:
+    def __init__(self, directory: Path, keep_latest: int = 3, attempt: int | None = None) -> None:
         if keep_latest < 1:
             raise ValueError(f"--keep-checkpoints: must be at least 1, got {keep_latest}")
         self.directory = directory
         self.keep_latest = keep_latest
+        if attempt is None:  # the attempt the control plane launched us as
+            attempt_text = os.environ.get("TRAINYARD_ATTEMPT", "")
+            attempt = int(attempt_text) if attempt_text.isdigit() else None
+        self.attempt = attempt
 
     def remove_stale_temporaries(self) -> None:
         """Temp files left by a writer that was killed mid-save are garbage; delete them."""
@@ -103,12 +110,27 @@ class CheckpointManager:
         started = time.perf_counter()
         path = checkpoint_path(self.directory, step)
         save_atomic({**state, "format": FORMAT, "step": step}, path)
+        self._write_record(step)
         self._prune()
         return path, time.perf_counter() - started
 
+    def _write_record(self, step: int) -> None:
+        """Which attempt wrote checkpoint `step` and when (for `trainyard checkpoints`).
+        Best effort: the checkpoint is what matters, a missing record only hides its
+        attempt."""
+        record = {"step": step, "attempt": self.attempt, "written_at": time.time()}
+        target = record_path(self.directory, step)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, target)
+        except OSError as exc:
+            log.warning("could not write %s: %s", target.name, exc)
+
     def _prune(self) -> None:
-        for _, path in list_checkpoints(self.directory)[self.keep_latest :]:
+        for step, path in list_checkpoints(self.directory)[self.keep_latest :]:
             path.unlink(missing_ok=True)
+            record_path(self.directory, step).unlink(missing_ok=True)
 
     def load_latest(self) -> dict[str, Any] | None:
         """The newest checkpoint that loads and validates, or None when there is none."""

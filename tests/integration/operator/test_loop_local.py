@@ -183,7 +183,16 @@ def test_high_priority_job_preempts_a_low_one_which_resumes_from_its_checkpoint(
         states = _states(server.events(low["id"]))
         assert "PREEMPTED" in states and states.count("ADMITTED") == 2
         assert done["attempt"] == 2 and done["failures"] == 0
-        assert summary(server.home, low["id"])["resumed_from_step"] > 0
+        resumed = summary(server.home, low["id"])["resumed_from_step"]
+        assert resumed > 0
+        # The checkpoints left are the resumed attempt's, past the step it resumed from.
+        listed = server.cli("checkpoints", low["id"], "-o", "json")
+        assert listed.returncode == 0, listed.stderr.decode()
+        found = json.loads(listed.stdout)
+        assert found["source"] == "local" and found["count"] >= 1
+        newest = found["data"][0]
+        assert newest["attempt"] == 2 and newest["step"] > resumed and newest["size_bytes"] > 0
+        assert "ATTEMPT" in server.cli("checkpoints", low["id"]).stdout.decode()
 
 
 def test_server_killed_while_a_job_runs_adopts_its_workers_after_restart(tmp_path: Path) -> None:

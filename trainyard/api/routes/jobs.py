@@ -27,10 +27,25 @@ from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.logs import follow_log, read_chunks
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
-from trainyard.api.schemas import ErrorBody, EventsPublic, JobCreate, JobPublic, JobsPublic
-from trainyard.api.views import event_public, job_public, jobs_page_response, json_response
+from trainyard.api.schemas import (
+    CheckpointsPublic,
+    ErrorBody,
+    EventsPublic,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+)
+from trainyard.api.views import (
+    event_public,
+    iso_time,
+    job_public,
+    jobs_page_response,
+    json_response,
+)
+from trainyard.api.volume_rules import check_volumes
+from trainyard.checkpoint_index import list_checkpoints
 from trainyard.config import Settings
-from trainyard.layout import worker_log_path
+from trainyard.layout import job_output_dir, worker_log_path
 from trainyard.quotas import effective_queues
 from trainyard.store import (
     CANCELLABLE_STATES,
@@ -113,6 +128,7 @@ async def submit(
     an `unschedulable: ...` reason.
     """
     priority_value = _check_queue_and_priority(job, settings)
+    check_volumes(job, principal, settings)
     # Free-form args before dumping (which would turn NaN into null), then every string.
     check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
@@ -236,6 +252,28 @@ def events(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str,
             raise JobNotFound(job_id)
         records = list_events(conn, job_id=job_id)
     return {"data": [event_public(e) for e in records], "count": len(records)}
+
+
+@router.get(
+    "/{job_id}/checkpoints",
+    response_model=CheckpointsPublic,
+    responses=NOT_FOUND,
+    summary="A job's checkpoints (step, time, size, attempt)",
+)
+def checkpoints(
+    job_id: str, principal: PrincipalDep, engine: EngineDep, settings: SettingsDep
+) -> Response:
+    """The checkpoints the job's output directory holds now (none once the retention
+    has deleted them). On the kubernetes backend they live on the job's claim, which
+    this server does not mount: the list is empty with `source: unavailable`."""
+    with read_transaction(engine) as conn:
+        if get_job(conn, job_id=job_id, owner=_visible_owner(principal)) is None:
+            raise JobNotFound(job_id)
+    if settings.backend != "local":
+        return json_response({"data": [], "count": 0, "source": "unavailable"})
+    found = list_checkpoints(job_output_dir(settings.home, job_id))
+    data = [{**c, "written_at": iso_time(int(c["written_at"] * 1_000_000))} for c in found]
+    return json_response({"data": data, "count": len(data), "source": "local"})
 
 
 @router.post(

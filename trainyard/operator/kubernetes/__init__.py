@@ -36,6 +36,7 @@ def config_from_settings(settings: Settings) -> KubernetesConfig:
         namespace=settings.namespace,
         default_image=settings.worker_image,
         node_lost_grace=settings.node_lost_grace,
+        checkpoint_storage_class=settings.checkpoint_storage_class,
     )
 
 

@@ -46,6 +46,7 @@ from trainyard.operator.kubernetes.events import EventRecorder, PodEvent
 from trainyard.operator.kubernetes.informer import WatchCache
 from trainyard.operator.kubernetes.manifests import (
     binding,
+    job_labels,
     needs_service,
     pod_manifest,
     service_manifest,
@@ -71,6 +72,14 @@ from trainyard.operator.kubernetes.observe import (
     scheduler_node,
     worker_status,
 )
+from trainyard.operator.kubernetes.storage import (
+    checkpoint_claim_name,
+    checkpoint_plan,
+    claim_manifest,
+    claim_names,
+    job_of_claim,
+    local_storage_note,
+)
 from trainyard.operator.launch import Runtime
 from trainyard.scheduler.types import Node
 
@@ -80,6 +89,8 @@ RUNTIME = Runtime(python=("python",), torchrun=("torchrun",))
 """How pods start programs: the worker image's python and torchrun."""
 
 _TRANSIENT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+# How long the answer "does claim X exist" is reused by admission checks.
+CLAIM_CHECK_SECONDS = 2.0
 FAULT_KILL_BEFORE_BIND = "TRAINYARD_FAULT_KILL_BEFORE_BIND"
 
 
@@ -135,6 +146,8 @@ class KubernetesBackend:
         self._deletes: dict[str, tuple[float, float]] = {}  # pod uid -> (issued at, grace)
         self._waiting_since: dict[str, float] = {}
         self._services: dict[str, str] = {}  # job id -> Service uid
+        self._claims: dict[str, str] = {}  # job id -> its checkpoint claim's uid
+        self._claim_seen: dict[str, tuple[float, bool]] = {}  # claim -> (checked at, exists)
         self._launching: set[str] = set()
         self._unbound_since: dict[str, float] = {}
         self._foreign: dict[str, Usage] | None = None
@@ -374,6 +387,15 @@ class KubernetesBackend:
             ) from exc
         except _TRANSIENT_ERRORS as exc:
             raise LaunchError(f"apiserver unreachable: {exc}") from exc
+        try:
+            claim_uid = self._ensure_claim(gang)
+        except ApiException as exc:
+            raise LaunchError(
+                f"claim {checkpoint_claim_name(gang.job_id)}: {apiserver_message(exc)}",
+                permanent=_is_permanent(exc),
+            ) from exc
+        except _TRANSIENT_ERRORS as exc:
+            raise LaunchError(f"apiserver unreachable: {exc}") from exc
         bodies = [
             pod_manifest(
                 gang,
@@ -381,6 +403,7 @@ class KubernetesBackend:
                 config=self.config,
                 service_uid=service_uid,
                 node_labels=nodes[worker.node].labels,
+                claim_uid=claim_uid,
             )
             for worker in gang.workers
         ]
@@ -417,6 +440,91 @@ class KubernetesBackend:
                     ),
                 )
             )
+
+    # ------------------------------------------------------------------ storage
+    def _ensure_claim(self, gang: GangLaunch) -> str | None:
+        """The job's checkpoint claim's uid (created on its first launch, reused by every
+        later attempt), or None when the job keeps checkpoints pod-local."""
+        plan = checkpoint_plan(gang.spec, self.config.checkpoint_storage_class)
+        if plan is None:
+            return None
+        known = self._claims.get(gang.job_id)
+        if known:
+            return known
+        name = checkpoint_claim_name(gang.job_id)
+        try:
+            response = self._core.create_namespaced_persistent_volume_claim(
+                self._namespace,
+                claim_manifest(gang.job_id, job_labels(gang), plan),
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            response = self._core.read_namespaced_persistent_volume_claim(
+                name, self._namespace, _preload_content=False
+            )
+        claim = json.loads(response.data)
+        if (claim.get("metadata") or {}).get("deletionTimestamp"):
+            raise LaunchError(f"claim {name} is being deleted")
+        uid = str(claim["metadata"]["uid"])
+        self._claims[gang.job_id] = uid
+        return uid
+
+    def admission_blockers(self, spec: Mapping[str, Any]) -> str | None:
+        """Why the job cannot start yet: a PersistentVolumeClaim its volumes name does
+        not exist (its pods would sit in ContainerCreating). Each claim is asked about
+        at most once per CLAIM_CHECK_SECONDS."""
+        now = time.monotonic()
+        for claim in claim_names(spec):
+            checked = self._claim_seen.get(claim)
+            if checked is None or now - checked[0] > CLAIM_CHECK_SECONDS:
+                try:
+                    self._core.read_namespaced_persistent_volume_claim(
+                        claim, self._namespace, _preload_content=False
+                    )
+                    exists = True
+                except ApiException as exc:
+                    if exc.status != 404:
+                        return f"pending: cannot check claim {claim!r}: {apiserver_message(exc)}"
+                    exists = False
+                except _TRANSIENT_ERRORS as exc:
+                    return f"pending: cannot check claim {claim!r}: apiserver unreachable: {exc}"
+                checked = self._claim_seen[claim] = (now, exists)
+            if not checked[1]:
+                return (
+                    f"pending: waiting for PersistentVolumeClaim {claim!r} in namespace "
+                    f"{self._namespace} (it does not exist)"
+                )
+        return None
+
+    def admission_notes(self, spec: Mapping[str, Any]) -> list[str]:
+        """Job events to write when the job is admitted (checkpoints left pod-local)."""
+        note = local_storage_note(spec, self.config.checkpoint_storage_class)
+        return [note] if note else []
+
+    def storage_jobs(self) -> set[str]:
+        """Jobs whose checkpoint claim exists (for the retention sweep)."""
+        response = self._core.list_namespaced_persistent_volume_claim(
+            self._namespace, label_selector=OUR_SELECTOR, _preload_content=False
+        )
+        items = json.loads(response.data).get("items") or ()
+        names = ((item.get("metadata") or {}).get("name", "") for item in items)
+        return {job for job in map(job_of_claim, names) if job}
+
+    def delete_storage(self, job_id: str) -> None:
+        """Delete the job's checkpoint claim (its pods, if any are left, go with it)."""
+        self._claims.pop(job_id, None)
+        try:
+            self._core.delete_namespaced_persistent_volume_claim(
+                checkpoint_claim_name(job_id),
+                self._namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def _ensure_service(self, gang: GangLaunch) -> str:
         known = self._services.get(gang.job_id)

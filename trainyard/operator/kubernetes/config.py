@@ -25,6 +25,8 @@ class KubernetesConfig:
       before the worker counts FAILED (errors that can never heal fail at once).
     - `termination_grace`: the pods' terminationGracePeriodSeconds (the kubelet's limit
       for a delete without an explicit grace).
+    - `checkpoint_storage_class`: the ReadWriteMany storage class of per-job checkpoint
+      claims; with it, `checkpoint.storage: auto` means a claim per job (see `storage`).
     - `output_claim`: a PersistentVolumeClaim mounted at /output so checkpoints survive
       a retry or preemption; without it /output is an emptyDir (lost with the pod).
     """
@@ -37,6 +39,7 @@ class KubernetesConfig:
     termination_grace: int = 30
     nccl_env: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NCCL_ENV))
     output_claim: str | None = None
+    checkpoint_storage_class: str | None = None
     output_root: str = "/output"
     run_as_user: int = 10001
     resync_seconds: float = 300.0

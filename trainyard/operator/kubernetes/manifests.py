@@ -38,6 +38,7 @@ from trainyard.operator.kubernetes.names import (
     service_name,
     worker_hostname,
 )
+from trainyard.operator.kubernetes.storage import checkpoint_claim_name, user_volumes
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -164,11 +165,14 @@ def pod_manifest(
     config: KubernetesConfig,
     service_uid: str | None,
     node_labels: Mapping[str, str],
+    claim_uid: str | None = None,
 ) -> dict[str, Any]:
     """Worker `worker.index` of `gang` as a Pod, unbound (we bind it to `worker.node`).
 
     `service_uid` is the job's headless Service, the pod's owner; None for a
-    single-worker gang, which has no Service (see `needs_service`).
+    single-worker gang, which has no Service (see `needs_service`). `claim_uid` is the
+    job's own checkpoint claim (see `storage`), mounted as the output root and the
+    pods' second owner; None when the job has none.
     """
     labels = {k: v for k, v in gang.labels.items() if not k.startswith(_RESERVED_PREFIX)}
     labels.update(job_labels(gang))
@@ -191,11 +195,20 @@ def pod_manifest(
     ]
     env_list += secret_env
 
+    claim = checkpoint_claim_name(gang.job_id) if claim_uid else config.output_claim
     output_volume: dict[str, Any] = (
-        {"name": "output", "persistentVolumeClaim": {"claimName": config.output_claim}}
-        if config.output_claim
+        {"name": "output", "persistentVolumeClaim": {"claimName": claim}}
+        if claim
         else {"name": "output", "emptyDir": {}}
     )
+    extra_volumes, extra_mounts = user_volumes(gang.spec)
+    owners: list[dict[str, Any]] = []
+    if service_uid:
+        owners.append(_owner("Service", service_name(gang.job_id), service_uid))
+    if claim_uid:
+        owners.append(
+            _owner("PersistentVolumeClaim", checkpoint_claim_name(gang.job_id), claim_uid)
+        )
     name = pod_name(gang.job_id, worker.index)
     return {
         "apiVersion": "v1",
@@ -204,18 +217,7 @@ def pod_manifest(
             "name": name,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "name": service_name(gang.job_id),
-                    "uid": service_uid,
-                    "blockOwnerDeletion": False,
-                    "controller": False,
-                }
-            ]
-            if service_uid
-            else [],
+            "ownerReferences": owners,
         },
         "spec": {
             "schedulerName": SCHEDULER_NAME,
@@ -252,11 +254,27 @@ def pod_manifest(
                     "volumeMounts": [
                         {"name": "dshm", "mountPath": "/dev/shm"},
                         {"name": "output", "mountPath": config.output_root},
+                        *extra_mounts,
                     ],
                 }
             ],
-            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, output_volume],
+            "volumes": [
+                {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                output_volume,
+                *extra_volumes,
+            ],
         },
+    }
+
+
+def _owner(kind: str, name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "blockOwnerDeletion": False,
+        "controller": False,
     }
 
 

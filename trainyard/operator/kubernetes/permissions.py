@@ -15,6 +15,9 @@ Where each verb is used:
 - pods/binding create: binding each worker to the node the core chose.
 - services create, get, delete, list: the job's headless Service (create; get on 409),
   deleted once its pods are gone; list for the sweep of Services left by a crash.
+- persistentvolumeclaims create, get, delete, list: the job's checkpoint claim (create;
+  get on a 409 for its uid, and to see whether a claim a job's volumes name exists
+  before admitting it), deleted by the retention sweep, which lists ours.
 - nodes list, watch (cluster): the node watch cache.
 - events create: "Scheduled" / "Preempted" / "Stopping" Events on our pods.
 - leases get, create, update: leader election (kubernetes.leaderelection's LeaseLock
@@ -45,6 +48,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("create", "get", "delete"), "namespace"),
     Permission("", "pods/binding", ("create",), "namespace"),
     Permission("", "services", ("create", "get", "delete", "list"), "namespace"),
+    Permission("", "persistentvolumeclaims", ("create", "get", "delete", "list"), "namespace"),
     Permission("", "events", ("create",), "namespace"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "namespace"),
 )
