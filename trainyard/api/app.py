@@ -21,7 +21,7 @@ from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
 from trainyard.api.logs import LogFollowers
 from trainyard.api.metrics import ApiMetrics
-from trainyard.api.routes import cluster, health, jobs, queues, tokens
+from trainyard.api.routes import cluster, health, jobs, predict, queues, tokens
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
@@ -83,7 +83,7 @@ def build_api(settings: Settings) -> FastAPI:
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(DeclaredSizeLimit, max_body_size=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (jobs, queues, cluster, tokens, health):
+    for module in (jobs, predict, queues, cluster, tokens, health):
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app
