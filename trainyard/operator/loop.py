@@ -325,6 +325,7 @@ class SchedulingLoop:
             j for j in live if decisions[j.id].launch and (j.id not in changes or j.id in applied)
         ]
         self._forget_restarted(to_launch, decisions)
+        to_launch = [j for j in to_launch if decisions[j.id].launch]
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
         for job in live:
@@ -501,8 +502,10 @@ class SchedulingLoop:
         forget = getattr(self.backend, "forget_worker", None)
         for job in jobs:
             for index in decisions[job.id].restart:
-                if forget is not None:
-                    forget(job.id, job.attempt, index)
+                if forget is not None and not forget(job.id, job.attempt, index):
+                    # Still going (a pod being deleted): once it is gone the replica is
+                    # missing and the service branch launches it then.
+                    decisions[job.id].launch = False
 
     def _publish_endpoints(
         self, live: Sequence[LiveJob], by_job: Mapping[str, Sequence[WorkerStatus]]
@@ -513,10 +516,14 @@ class SchedulingLoop:
             spec = self._specs.get(job.id)
             if spec is None or not is_service(spec) or job.state is JobState.PENDING:
                 continue
+            # Locally a replica serves on its metrics address; in a cluster the Service
+            # routes to Ready pods itself and the proxy is not the way in.
+            local = self.backend.name == "local"
             addresses = [
                 w.metrics_address
                 for w in by_job.get(job.id, ())
-                if w.attempt == job.attempt
+                if local
+                and w.attempt == job.attempt
                 and w.phase is WorkerPhase.RUNNING
                 and not w.stopping
                 and w.metrics_address
