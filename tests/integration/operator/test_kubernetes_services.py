@@ -15,8 +15,8 @@ from tests.integration.cluster.simcluster import Cluster
 from tests.integration.operator.k8s_support import running_backend
 from tests.support.servers import wait_for
 from trainyard.api.schemas import JobCreate
-from trainyard.operator.loop import SchedulingLoop
 from trainyard.operator.kubernetes.names import service_name
+from trainyard.operator.loop import SchedulingLoop
 from trainyard.store import Submission, get_job, make_engine, migrate, read_transaction
 from trainyard.store.repository import submit_jobs
 from trainyard.store.services import load_endpoints
