@@ -30,8 +30,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.integration.operator.loop_support import free_port, serve  # noqa: E402
-from tests.support.servers import wait_for  # noqa: E402
+from tests.integration.operator.loop_support import free_port, serve
+from tests.support.servers import wait_for
 
 TEXT = {"text": "The 6 o'clock train carried coal to Ashford.", "max_new_tokens": 0}
 
