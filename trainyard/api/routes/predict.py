@@ -17,13 +17,14 @@ import httpx
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from trainyard.api.body import YamlBodyRoute
 from trainyard.api.deps import EngineDep, PrincipalDep
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
 from trainyard.api.schemas import ErrorBody
 from trainyard.store import TERMINAL_STATES, JobNotFound, JobRecord, get_job, read_transaction
 from trainyard.store.services import ServiceEndpoint, load_endpoints
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The service has no ready replica right now"},
