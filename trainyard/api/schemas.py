@@ -324,6 +324,9 @@ class CheckpointStorage(_Strict):
     )
 
 
+PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
 class JobBase(_Strict):
     """The job document a user submits (JSON over REST, the same fields as YAML)."""
 
@@ -410,6 +413,43 @@ class JobBase(_Strict):
             paths.add(mount.path)
         return value
 
+    mode: Literal["batch", "service"] | None = Field(
+        default=None,
+        description="Inference only: `batch` (an input file -> an output file; ends) or "
+        "`service` (a long-running model service with an endpoint; runs until cancelled). "
+        "Defaults to batch for kind inference.",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        strict=True,
+        description="Service only: replicas to run (each one a worker; defaults to "
+        "min_replicas, else 1). Sets `workers`.",
+    )
+    min_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
+    max_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
+    port: int = Field(
+        default=8000,
+        ge=1024,
+        le=65535,
+        strict=True,
+        description="Service only: the port the service listens on (in a pod; the local "
+        "backend gives each replica its own loopback port).",
+    )
+    serve_checkpoint: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = (
+        Field(
+            default=None,
+            description="Service only: a directory with checkpoint-<step>.pt files (the newest "
+            "valid one is served).",
+        )
+    )
+    checkpoint_job: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None,
+        description="Service only: the id of a training job whose newest checkpoint "
+        "to serve (instead of `serve_checkpoint`).",
+    )
+
     @field_validator("max_runtime")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
@@ -422,6 +462,63 @@ class JobBase(_Strict):
             if duration_seconds(value) == 0:
                 raise PydanticCustomError("duration", "must be longer than 0s")
         return value
+
+    @model_validator(mode="after")
+    def _inference_modes(self) -> JobBase:
+        """Service rules; each error names the field that breaks it."""
+        if self.mode is not None and self.kind != "inference":
+            raise _field_error("mode", "inference_only", "mode applies to kind inference only")
+        service = self.kind == "inference" and self.mode == "service"
+        if not service:
+            for name in ("replicas", "min_replicas", "max_replicas", "checkpoint_job"):
+                if getattr(self, name) is not None:
+                    raise _field_error(name, "service_only", f"{name} applies to mode service only")
+            if self.kind == "inference" and self.mode is None:
+                self.mode = "batch"
+            return self
+        if (self.serve_checkpoint is None) == (self.checkpoint_job is None):
+            raise _field_error(
+                "serve_checkpoint",
+                "checkpoint_required",
+                "mode service needs exactly one of serve_checkpoint or checkpoint_job",
+            )
+        low = self.min_replicas
+        high = self.max_replicas
+        if low is not None and high is not None and high < low:
+            raise _field_error(
+                "max_replicas", "min_max", f"max_replicas {high} is below min_replicas {low}"
+            )
+        replicas = self.replicas or low or 1
+        if low is not None and replicas < low:
+            raise _field_error("replicas", "min_max", f"replicas {replicas} < min_replicas {low}")
+        if high is not None and replicas > high:
+            raise _field_error("replicas", "min_max", f"replicas {replicas} > max_replicas {high}")
+        if "workers" in self.model_fields_set and self.workers != replicas:
+            raise _field_error(
+                "workers", "replicas", "a service's workers are its replicas: set replicas"
+            )
+        self.replicas = replicas
+        self.workers = replicas
+        if "preemptible" not in self.model_fields_set:
+            self.preemptible = False  # a service stopping drops its users' requests
+        return self
+
+
+def _field_error(field: str, rule: str, message: str) -> Exception:
+    """A validation error located at `field` (pydantic reports model-level errors at the
+    model's root; the API's 422 formatter reads the location from this)."""
+    from pydantic_core import InitErrorDetails, ValidationError
+
+    return ValidationError.from_exception_data(
+        "JobBase",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(rule, message),
+                loc=(field,),
+                input=None,
+            )
+        ],
+    )
 
 
 def duration_seconds(text: str) -> int:
@@ -487,6 +584,15 @@ class CheckpointsPublic(BaseModel):
     data: list[CheckpointPublic]
     count: int
     source: Literal["local", "unavailable"]
+    endpoint: str | None = Field(
+        default=None,
+        description="A running service's address: locally the control plane's "
+        "/v1/jobs/{id}/predict, on Kubernetes the Service's DNS name and port. Shown by "
+        "GET /v1/jobs/{id} (not in list pages).",
+    )
+    ready_replicas: int | None = Field(
+        default=None, description="A service's replicas that answer their health route."
+    )
 
 
 class JobsPublic(BaseModel):

@@ -87,6 +87,7 @@ def build_workers(
     output_dir: str,
     runtime: Runtime = Runtime(),
     extra_env: Mapping[str, str] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> tuple[WorkerLaunch, ...]:
     """Every worker of one attempt: argv and environment for worker 0..workers-1.
 
@@ -119,6 +120,15 @@ def build_workers(
         "MASTER_PORT": str(master_port),
         **dict(extra_env or {}),
     }
+    service = kind == "inference" and spec.get("mode") == "service"
+    if service:
+        # `infer --serve` on the job's port on every interface (in a pod); the local
+        # backend moves each replica to a loopback port of its own.
+        base_env.update(
+            TRAINYARD_SERVE="1",
+            TRAINYARD_SERVE_HOST="0.0.0.0",
+            TRAINYARD_SERVE_PORT=str(spec.get("port", 8000)),
+        )
     launches = []
     for index in range(workers):
         if index not in placement:
@@ -145,6 +155,8 @@ def build_workers(
                 nproc=nproc,
                 rendezvous=rendezvous,
                 runtime=runtime,
+                checkpoint_dir=checkpoint_dir,
+                service=service,
             )
         launches.append(
             WorkerLaunch(
@@ -175,6 +187,8 @@ def _builtin_argv(
     nproc: int,
     rendezvous: tuple[str, int],
     runtime: Runtime,
+    checkpoint_dir: str | None = None,
+    service: bool = False,
 ) -> tuple[str, ...]:
     flags = worker_args(builtin, args)
     if kind == "inference":
@@ -182,7 +196,12 @@ def _builtin_argv(
         if "--precision" not in flags:
             program += ["--precision", precision]
         if "--checkpoint-dir" not in flags:
-            program += ["--checkpoint-dir", output_dir]
+            program += ["--checkpoint-dir", checkpoint_dir or output_dir]
+        if not service:
+            # Batch: results and the counts the loop reports land in the job's output.
+            if "--output" not in flags:
+                program += ["--output", f"{output_dir}/predictions-{index}.jsonl"]
+            program += ["--summary", f"{output_dir}/inference-summary-{index}.json"]
         return (*runtime.python, *program)
     program = [
         "-m",

@@ -47,11 +47,22 @@ from trainyard.operator.backend import (
     GangLaunch,
     LaunchError,
     Leadership,
+    WorkerPhase,
     WorkerStatus,
 )
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
+from trainyard.operator.services import (
+    EndpointPublisher,
+    HealthProber,
+    RestartBook,
+    annotate_batch_success,
+    is_batch_inference,
+    is_service,
+    reconcile_service,
+    service_endpoint,
+)
 from trainyard.operator.snapshot import JobShape, job_shape, pending_job, running_job
 from trainyard.scheduler import ClusterSnapshot, ReasonCode, SchedulerConfig, schedule
 from trainyard.scheduler.fairshare import UsageHistory
@@ -66,6 +77,7 @@ from trainyard.store.scheduling import (
     load_specs,
     publish_nodes,
 )
+from trainyard.store.services import drop_endpoints, publish_endpoint
 from trainyard.store.states import JobState
 
 log = logging.getLogger("trainyard.loop")
@@ -191,6 +203,9 @@ class SchedulingLoop:
         # memory (a restarted loop starts with no memory of past use).
         self._usage = UsageHistory()
         self._targets = TargetsRecorder(engine)
+        self._restarts = RestartBook()
+        self._prober = HealthProber()
+        self._endpoints = EndpointPublisher()
 
     # ------------------------------------------------------------------ the cycle
 
@@ -248,16 +263,22 @@ class SchedulingLoop:
                     cached = self._pending[job.id] = (job.version, pending_job(job, shape))
                 pending.append(cached[1])
                 continue
-            decision = reconcile_job(
+            spec = self._specs[job.id]
+            decision = (reconcile_service if is_service(spec) else reconcile_job)(
                 job,
-                self._specs[job.id],
+                spec,
                 job_workers or (),
                 now_us=now_us,
                 retry=self.retry,
                 log_tail=lambda index, job_id=job.id: self.backend.log_tail(job_id, index),
                 launch_error=self._launch_errors.pop(job.id, None),
                 runtime_limit=shape.runtime_limit,
+                **({"book": self._restarts} if is_service(spec) else {}),
             )
+            if decision.change is not None and is_batch_inference(spec):
+                annotate_batch_success(
+                    decision.change, Path(self._output_dir(job.id)), int(spec.get("workers", 1))
+                )
             decisions[job.id] = decision
             if decision.change is not None:
                 changes[job.id] = decision.change
@@ -346,7 +367,11 @@ class SchedulingLoop:
         if not self.leadership.is_leader():
             report.leader = False
             return report
-        to_launch = [j for j in live if decisions[j.id].launch and j.id not in changes]
+        to_launch = [
+            j for j in live if decisions[j.id].launch and (j.id not in changes or j.id in applied)
+        ]
+        self._forget_restarted(to_launch, decisions)
+        to_launch = [j for j in to_launch if decisions[j.id].launch]
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
         for job in live:
@@ -360,6 +385,7 @@ class SchedulingLoop:
                 self._stop(job.id, reason=fresh or job.stop_reason or "stopping", report=report)
         for job_id in orphans:
             self._stop(job_id, reason="its job is finished or unknown", report=report)
+        self._publish_endpoints(live, by_job)
         report.act_s = time.perf_counter() - t3
         return report
 
@@ -545,6 +571,7 @@ class SchedulingLoop:
             placement=placement,
             rendezvous=self.backend.rendezvous(job.id, attempt),
             output_dir=output_dir,
+            checkpoint_dir=self._checkpoint_dir(spec),
             runtime=self._runtime,
             extra_env=extra,
         )
@@ -560,6 +587,61 @@ class SchedulingLoop:
             annotations=dict(spec.get("annotations") or {}),
             spec=spec,
         )
+
+    def _forget_restarted(self, jobs: Sequence[LiveJob], decisions: Mapping[str, Any]) -> None:
+        """Service replicas to restart: drop their exited workers so launch recreates them."""
+        forget = getattr(self.backend, "forget_worker", None)
+        for job in jobs:
+            for index in decisions[job.id].restart:
+                if forget is not None and not forget(job.id, job.attempt, index):
+                    # Still going (a pod being deleted): once it is gone the replica is
+                    # missing and the service branch launches it then.
+                    decisions[job.id].launch = False
+
+    def _publish_endpoints(
+        self, live: Sequence[LiveJob], by_job: Mapping[str, Sequence[WorkerStatus]]
+    ) -> None:
+        """Each live service's endpoint and ready replicas into the store, on change."""
+        current: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+        for job in live:
+            spec = self._specs.get(job.id)
+            if spec is None or not is_service(spec) or job.state is JobState.PENDING:
+                continue
+            # Locally a replica serves on its metrics address; in a cluster the Service
+            # routes to Ready pods itself and the proxy is not the way in.
+            local = self.backend.name == "local"
+            addresses = [
+                w.metrics_address
+                for w in by_job.get(job.id, ())
+                if local
+                and w.attempt == job.attempt
+                and w.phase is WorkerPhase.RUNNING
+                and not w.stopping
+                and w.metrics_address
+            ]
+            ready = tuple(self._prober.ready(a for a in addresses if a is not None))
+            current[job.id] = (service_endpoint(self.backend, job, spec), ready)
+        for job_id in self._restarts.jobs() - {job.id for job in live}:
+            self._restarts.forget_job(job_id)
+        write, drop = self._endpoints.changes(current)
+        if not write and not drop:
+            return
+        try:
+            with write_transaction(self.engine) as conn:
+                for job_id, (endpoint, ready) in write.items():
+                    publish_endpoint(conn, job_id=job_id, endpoint=endpoint, ready=ready)
+                drop_endpoints(conn, drop)
+            self._endpoints.applied(write, drop)
+        except Exception:
+            log.exception("publishing service endpoints failed; retried next cycle")
+
+    def _checkpoint_dir(self, spec: Mapping[str, Any]) -> str | None:
+        """Where an inference job's model comes from: its `serve_checkpoint`, or the output
+        directory of the training job named by `checkpoint_job`."""
+        if spec.get("checkpoint_job"):
+            return self._output_dir(str(spec["checkpoint_job"]))
+        checkpoint = spec.get("serve_checkpoint")
+        return None if checkpoint is None else str(checkpoint)
 
     def _output_dir(self, job_id: str) -> str:
         output_dir = getattr(self.backend, "output_dir", None)

@@ -57,6 +57,9 @@ class Decision:
     holds: Mapping[int, str] | None = None
     stopping: bool = False
     notes: list[str] = field(default_factory=list)
+    # Service replicas (indices) whose exited worker is forgotten before `launch`, so
+    # each is started anew on its own (services.py); empty for training gangs.
+    restart: list[int] = field(default_factory=list)
 
 
 def _change(job: LiveJob) -> JobChange:

@@ -180,3 +180,17 @@ tokens = Table(
     Column("expires_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
 )
+
+# A model service's reachable replicas, published by the loop whenever they change, so
+# the API (any process, any replica) proxies /predict to ready replicas without asking
+# the backend. `endpoint`: where users reach the service (the control plane's proxy
+# route locally, the Service's DNS name and port on Kubernetes); `ready`: JSON list of
+# "host:port" of replicas whose health route answers.
+service_endpoints = Table(
+    "service_endpoints",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("endpoint", Text, nullable=True),
+    Column("ready", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

@@ -72,6 +72,7 @@ class InferConfig:
     batch_size: int = 32
     max_wait_ms: float = 5.0
     quantize: bool = False
+    summary: Path | None = None
     job: str = "local"
     metrics_port: int = 9400
     metrics_addr: str = "0.0.0.0"
@@ -146,13 +147,30 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", type=Path, required=True, help="a train --output-dir")
     p.add_argument("--input", type=Path, help="JSONL records to predict (batch mode)")
     p.add_argument("--output", type=Path, help="JSONL results, one per input line")
-    p.add_argument("--serve", action="store_true", help="serve HTTP POST /predict instead")
-    p.add_argument("--host", default="127.0.0.1", help="service listen address")
-    p.add_argument("--port", type=int, default=8000, help="service port")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        default=_env("serve", False, bool),
+        help="serve HTTP POST /predict instead (env TRAINYARD_SERVE)",
+    )
+    p.add_argument("--host", default=_env("serve_host", "127.0.0.1"), help="service listen address")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=_env("serve_port", 8000, int),
+        help="service port (env TRAINYARD_SERVE_PORT); equal to --metrics-port: /metrics "
+        "is served by the service itself",
+    )
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None)
     p.add_argument("--batch-size", type=int, default=32, help="max records per batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="service batching window")
     p.add_argument("--quantize", action="store_true", help="dynamic int8 Linear layers (CPU)")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="batch mode: write {predicted, errors} as JSON here when done",
+    )
     p.add_argument("--job", default=_env("job", "local"))
     p.add_argument("--metrics-port", type=int, default=_env("metrics_port", 9400, int))
     p.add_argument("--metrics-addr", default=_env("metrics_addr", "0.0.0.0"))

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from trainyard.api.auth import Principal
@@ -66,6 +67,7 @@ from trainyard.store import (
     server_idempotency_key,
     write_transaction,
 )
+from trainyard.store.services import load_endpoints
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
 
@@ -88,6 +90,26 @@ def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
             f"unknown priority class {job.priority!r}; known: {known}",
         )
     return settings.priority_classes[job.priority]
+
+
+def check_checkpoint_job(
+    engine: Engine, job_id: str, principal: Principal, settings: Settings
+) -> None:
+    """422 (naming `checkpoint_job`) unless it is a training job the caller may see that
+    has written at least one checkpoint."""
+    with read_transaction(engine) as conn:
+        source = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
+    if source is None:
+        raise FieldRuleError("checkpoint_job", "job_not_found", f"no job {job_id!r}")
+    if source.kind != "training":
+        raise FieldRuleError(
+            "checkpoint_job", "training_job", f"job {job_id} is a {source.kind} job"
+        )
+    output = job_output_dir(settings.home, job_id)
+    if not any(output.glob("checkpoint-*.pt")):
+        raise FieldRuleError(
+            "checkpoint_job", "no_checkpoint", f"job {job_id} has no checkpoint in {output}"
+        )
 
 
 def _visible_owner(principal: Principal) -> str | None:
@@ -113,6 +135,7 @@ async def submit(
     committer: CommitterDep,
     metrics: MetricsDep,
     waker: WakerDep,
+    engine: EngineDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -129,6 +152,10 @@ async def submit(
     """
     priority_value = _check_queue_and_priority(job, settings)
     check_volumes(job, principal, settings)
+    if job.checkpoint_job is not None:
+        await run_in_threadpool(
+            check_checkpoint_job, engine, job.checkpoint_job, principal, settings
+        )
     # Free-form args before dumping (which would turn NaN into null), then every string.
     check_document(job.workload.args, "workload.args")
     spec = job.model_dump(mode="json")
@@ -235,9 +262,14 @@ def list_(
 def get(job_id: str, principal: PrincipalDep, engine: EngineDep) -> Response:
     with read_transaction(engine) as conn:
         job = get_job(conn, job_id=job_id, owner=_visible_owner(principal))
+        service = load_endpoints(conn, [job_id]).get(job_id) if job is not None else None
     if job is None:
         raise JobNotFound(job_id)
-    return json_response(job_public(job))
+    document = job_public(job)
+    if service is not None and job.state not in TERMINAL_STATES:
+        document["endpoint"] = service.endpoint
+        document["ready_replicas"] = len(service.ready)
+    return json_response(document)
 
 
 @router.get(

@@ -50,6 +50,7 @@ from trainyard.operator.kubernetes.manifests import (
     needs_service,
     pod_manifest,
     service_manifest,
+    service_port,
 )
 from trainyard.operator.kubernetes.names import (
     ATTEMPT_LABEL,
@@ -141,6 +142,8 @@ class KubernetesBackend:
         self._lock = threading.RLock()
         self._wake: Callable[[], None] = lambda: None
         self._tombstones: dict[str, WorkerStatus] = {}
+        # uids of exited replica pods deleted by forget_worker: their going is no failure.
+        self._forgetting: set[str] = set()
         self._by_job: dict[str, set[str]] = {}
         self._stopped: dict[str, set[int]] = {}
         self._deletes: dict[str, tuple[float, float]] = {}  # pod uid -> (issued at, grace)
@@ -253,6 +256,9 @@ class KubernetesBackend:
             keys.discard(key)
             if not keys:
                 del self._by_job[job_id]
+        if old.uid in self._forgetting:  # an exited replica deleted to be restarted
+            self._forgetting.discard(old.uid)
+            return
         if old.worker.attempt in self._stopped.get(job_id, ()):
             if job_id not in self._by_job:
                 # The last pod of a stopped job is gone: so can its Service go.
@@ -639,6 +645,27 @@ class KubernetesBackend:
             log.warning("deleting pod %s: apiserver unreachable: %s", name, exc)
 
     # ------------------------------------------------------------------ stopping
+    def forget_worker(self, job_id: str, attempt: int, index: int) -> bool:
+        """Delete one EXITED worker's pod so the next launch recreates it (a model
+        service's replica restarted on its own). True once nothing of it is left; a
+        live pod is left alone (False)."""
+        key = f"{self._namespace}/{pod_name(job_id, index)}"
+        with self._lock:
+            self._tombstones.pop(key, None)
+            pod = self.pod_cache.get(key)
+            if pod is None or pod.worker is None:
+                return True
+            if pod.worker.attempt != attempt or not pod.terminated:
+                return False
+            self._forgetting.add(pod.uid)
+        self._delete_pod(pod.name, 0, attempt=attempt)
+        return False
+
+    def service_endpoint(self, job_id: str, name: str, spec: Mapping[str, Any]) -> str:
+        """A model service's address inside the cluster: its Service's DNS name:port."""
+        host = f"{service_name(job_id)}.{self._namespace}.svc.{self.config.cluster_domain}"
+        return f"{host}:{service_port(spec)}"
+
     def stop(self, job_id: str, *, grace_seconds: float, reason: str) -> None:
         now = time.monotonic()
         pods = self._job_pods(job_id)

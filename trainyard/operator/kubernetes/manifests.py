@@ -63,6 +63,15 @@ def job_labels(gang: GangLaunch) -> dict[str, str]:
     return labels
 
 
+def is_model_service(gang: GangLaunch) -> bool:
+    """A model service (kind inference, mode service): its Service load-balances."""
+    return gang.spec.get("kind") == "inference" and gang.spec.get("mode") == "service"
+
+
+def service_port(spec: Mapping[str, Any]) -> int:
+    return int(spec.get("port", 8000))
+
+
 def needs_service(gang: GangLaunch) -> bool:
     """Only a gang of several workers needs DNS names for its peers.
 
@@ -72,12 +81,28 @@ def needs_service(gang: GangLaunch) -> bool:
     delete) and the EndpointSlice controller's writes, the larger share of a one-pod
     job's cost to the apiserver (bench/k8s).
     """
-    return len(gang.workers) > 1
+    return len(gang.workers) > 1 or is_model_service(gang)
 
 
 def service_manifest(gang: GangLaunch) -> dict[str, Any]:
-    """The job's headless Service: DNS names for its workers, nothing load-balanced."""
+    """The job's headless Service: DNS names for its workers, nothing load-balanced.
+
+    A model service's instead is a ClusterIP Service on the job's port selecting its
+    pods: only Ready ones (readiness = the replica's /healthz) receive traffic."""
     labels = job_labels(gang)
+    if is_model_service(gang):
+        port = service_port(gang.spec)
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service_name(gang.job_id), "labels": labels},
+            "spec": {
+                "type": "ClusterIP",
+                "publishNotReadyAddresses": False,
+                "selector": {MANAGED_BY_LABEL: MANAGED_BY, JOB_ID_LABEL: gang.job_id},
+                "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -245,7 +270,8 @@ def pod_manifest(
                     # a failure: the reason gets them without a pods/log permission.
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "env": env_list,
-                    "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
+                    "ports": _container_ports(gang),
+                    **_probes(gang),
                     "resources": _resources(worker),
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
@@ -275,6 +301,29 @@ def _owner(kind: str, name: str, uid: str) -> dict[str, Any]:
         "uid": uid,
         "blockOwnerDeletion": False,
         "controller": False,
+    }
+
+
+def _container_ports(gang: GangLaunch) -> list[dict[str, Any]]:
+    if is_model_service(gang):
+        return [{"name": "http", "containerPort": service_port(gang.spec)}]
+    return [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
+
+
+def _probes(gang: GangLaunch) -> dict[str, Any]:
+    """A model service replica: Ready once its model answers /healthz (loading takes a
+    while, so liveness starts late and tolerates a few misses)."""
+    if not is_model_service(gang):
+        return {}
+    check = {"httpGet": {"path": "/healthz", "port": "http"}}
+    return {
+        "readinessProbe": {**check, "periodSeconds": 2, "failureThreshold": 1},
+        "livenessProbe": {
+            **check,
+            "initialDelaySeconds": 60,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
     }
 
 

@@ -346,6 +346,19 @@ class LocalBackend:
         if self._watcher is not None:
             self._watcher.poke()
 
+    def forget_worker(self, job_id: str, attempt: int, index: int) -> bool:
+        """Drop one EXITED worker's record, so the next `launch` of its gang starts that
+        index anew (a service replica restarted on its own, the others untouched).
+        A live worker is left alone and False returned."""
+        with self._lock:
+            worker = self._workers.get((job_id, attempt, index))
+            if worker is None:
+                return True
+            if not worker.phase.exited:
+                return False
+            self._forget(worker)
+            return True
+
     def log_tail(self, job_id: str, index: int, *, lines: int = 20) -> str:
         try:
             path = worker_log_path(self.home, safe_job_id(job_id), index)
@@ -434,6 +447,11 @@ class LocalBackend:
         env.update(worker.env)
         env.setdefault("TRAINYARD_METRICS_ADDR", "127.0.0.1")
         env["TRAINYARD_METRICS_PORT"] = str(metrics_port)
+        if env.get("TRAINYARD_SERVE") == "1":
+            # A model service replica: its own loopback port, shared by /predict,
+            # /healthz and /metrics (so `metrics_address` is also where it serves).
+            env["TRAINYARD_SERVE_HOST"] = "127.0.0.1"
+            env["TRAINYARD_SERVE_PORT"] = str(metrics_port)
         env[LAUNCH_ID_ENV] = launch_id
         if self.machine.gpus:
             # Exactly the assigned GPUs (none for a CPU job), numbered as NVML numbers them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -29,7 +30,10 @@ def infer(cfg: InferConfig) -> int:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     predictor, info = load_predictor(cfg.checkpoint_dir, device, cfg.precision, cfg.quantize)
     metrics = WorkerMetrics(cfg.job, 0, inference=True)
-    if cfg.metrics_port > 0:
+    # A service given its metrics port as its own port (the local backend does: one
+    # loopback port per replica) serves /metrics itself.
+    shared_port = cfg.serve and cfg.port == cfg.metrics_port
+    if cfg.metrics_port > 0 and not shared_port:
         metrics.serve(cfg.metrics_port, cfg.metrics_addr)
     try:
         if cfg.serve:
@@ -37,7 +41,14 @@ def infer(cfg: InferConfig) -> int:
 
             from trainyard.worker.inference.service import create_app
 
-            app = create_app(predictor, info, metrics, cfg.batch_size, cfg.max_wait_ms / 1e3)
+            app = create_app(
+                predictor,
+                info,
+                metrics,
+                cfg.batch_size,
+                cfg.max_wait_ms / 1e3,
+                serve_metrics=shared_port,
+            )
             uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
             return 0
         assert cfg.input is not None and cfg.output is not None
@@ -53,6 +64,13 @@ def infer(cfg: InferConfig) -> int:
             report.predicted / max(seconds, 1e-9),
             cfg.output,
         )
+        if cfg.summary is not None:
+            # Read by the control plane for the job's reason ("2 lines failed").
+            summary = {"predicted": report.predicted, "errors": report.errors}
+            tmp = cfg.summary.with_name(f".{cfg.summary.name}.tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(summary) + "\n")
+            tmp.replace(cfg.summary)
         return 0
     finally:
         metrics.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trainyard.worker.inference.predictors import Predictor, RecordError
@@ -95,8 +95,11 @@ def create_app(
     metrics: WorkerMetrics,
     max_batch: int = 32,
     max_wait_s: float = 0.005,
+    *,
+    serve_metrics: bool = False,
 ) -> Starlette:
-    """The service: POST /predict (one record), GET /healthz."""
+    """The service: POST /predict (one record), GET /healthz, and with `serve_metrics`
+    GET /metrics (Prometheus text) on the same port."""
     batcher = DynamicBatcher(predictor, max_batch, max_wait_s, metrics)
 
     @asynccontextmanager
@@ -132,5 +135,12 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", **info})
 
+    async def metrics_text(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     routes = [Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz)]
+    if serve_metrics:
+        routes.append(Route("/metrics", metrics_text))
     return Starlette(routes=routes, lifespan=lifespan)
