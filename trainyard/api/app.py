@@ -21,7 +21,7 @@ from trainyard.api.errors import install_error_handlers
 from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory_for
 from trainyard.api.logs import LogFollowers
 from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from trainyard.api.openapi_rules import express_document_rules
+from trainyard.api.openapi_rules import express_deployment_rules, express_document_rules
 from trainyard.api.routes import cluster, health, jobs, predict, queues, targets, tokens, usage
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
@@ -115,6 +115,9 @@ def _document_configured_names(app: FastAPI, settings: Settings) -> None:
             properties["queue"]["enum"] = [q.name for q in settings.queues]
             properties["priority"]["enum"] = list(settings.priority_classes)
             express_document_rules(schema)
+            express_deployment_rules(
+                schema, backend=settings.backend, allow_host_path=settings.allow_host_path
+            )
             app.openapi_schema = schema
         return app.openapi_schema
 

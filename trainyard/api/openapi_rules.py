@@ -15,9 +15,20 @@ rule JSON Schema can state is added here, next to the validator that enforces it
 - `args` values: any JSON without NUL (a recursive schema); the nesting limit is stated in
   `x-max-depth` and the description (see `args_value_schema` for why not as keywords).
 
+- `volumes`: exactly one source per volume; `mounts[].path` absolute, without `.` or `..`
+  segments, not a path Trainyard mounts itself.
+- Inference: `mode` only for kind inference; `replicas`, `min_replicas`, `max_replicas` and
+  `checkpoint_job` only for mode service, which needs exactly one of `serve_checkpoint` and
+  `checkpoint_job`.
+- The deployment's own rules (`express_deployment_rules`): on the local backend no volumes,
+  no mounts and no `checkpoint.storage: pvc`; `host_path` only where the deployment allows it.
+
 What stays out, because it depends on more than the document: the configured queue and
 priority names are published as enums by the app; the stored size limit and the byte
-limit of the body (413) depend on the encoding.
+limit of the body (413) depend on the encoding. Relations between values (`max_replicas` >=
+`min_replicas`, a mount naming a listed volume, unique names and paths) and facts of the
+store (`checkpoint_job` names a training job with a checkpoint) have no JSON Schema
+keyword: RELATIONAL_RULES names the 422 rules they answer with.
 """
 
 from __future__ import annotations
@@ -30,6 +41,27 @@ NO_NUL = "^[^\\u0000]*$"
 ZERO_DURATION = "^(0+h)?(0+m)?(0+s)?$"
 ARGS_DEPTH = MAX_DEPTH - 3
 """Levels `args` values may nest: the document, `workload` and `args` take three."""
+
+
+RELATIONAL_RULES = frozenset(
+    {
+        "min_max",  # replicas within [min_replicas, max_replicas]
+        "replicas",  # a service's workers equal its replicas
+        "unknown_volume",  # a mount names a volume of the same document
+        "unique_mount_path",
+        "unique_volume",
+        "job_not_found",  # checkpoint_job: a job in the store...
+        "training_job",  # ...that is a training job...
+        "no_checkpoint",  # ...and has written a checkpoint
+        "admin_only",  # host_path: the caller's role, not the document
+    }
+)
+"""422 rules for relations between values and facts of the store or the caller, which no
+JSON Schema keyword states (the schema test accepts a 422 made only of these)."""
+
+VOLUME_SOURCES = ("pvc", "empty_dir", "config_map", "secret", "host_path")
+TRAINYARD_PATHS = ("/output", "/dev/shm")
+DOT_SEGMENT = "(^|/)[.][.]?(/|$)"
 
 
 def _positive(name: str) -> dict[str, Any]:
@@ -103,6 +135,16 @@ def express_document_rules(schema: dict[str, Any]) -> None:
     args["propertyNames"]["pattern"] = NO_NUL
     components["ArgsValue"] = args_value_schema()
 
+    if "Volume" in components:
+        components["Volume"]["oneOf"] = [_only_source(source) for source in VOLUME_SOURCES]
+    if "Mount" in components:
+        path = components["Mount"]["properties"]["path"]
+        path["pattern"] = "^/[^\\u0000]*$"
+        path["not"] = {"anyOf": [{"enum": list(TRAINYARD_PATHS)}, {"pattern": DOT_SEGMENT}]}
+
+    for name in ("JobCreate", "JobPublic"):
+        if "mode" in components[name]["properties"]:
+            components[name].setdefault("allOf", []).extend(_inference_rules())
     for name in ("JobCreate", "JobPublic"):
         properties = components[name]["properties"]
         properties["max_runtime"]["not"] = {"type": "string", "pattern": ZERO_DURATION}
@@ -114,3 +156,57 @@ def express_document_rules(schema: dict[str, Any]) -> None:
             if patterns:
                 # The key pattern is the rule (pydantic leaves other keys unconstrained).
                 properties[mapping]["additionalProperties"] = False
+
+
+def _null(name: str) -> dict[str, Any]:
+    return {"properties": {name: {"type": "null"}}}
+
+
+def _set(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _only_source(source: str) -> dict[str, Any]:
+    """This source set, every other one null or absent."""
+    others = {other: {"type": "null"} for other in VOLUME_SOURCES if other != source}
+    return {"required": [source], "properties": {source: {"not": {"type": "null"}}, **others}}
+
+
+def _inference_rules() -> list[dict[str, Any]]:
+    service = {
+        "required": ["kind", "mode"],
+        "properties": {"kind": {"const": "inference"}, "mode": {"const": "service"}},
+    }
+    service_only = ("replicas", "min_replicas", "max_replicas", "checkpoint_job")
+    return [
+        # kind defaults to training: mode is then null or absent.
+        {"if": {"properties": {"kind": {"const": "training"}}}, "then": _null("mode")},
+        {
+            "if": service,
+            "then": {"oneOf": [_set("serve_checkpoint"), _set("checkpoint_job")]},
+            "else": {"allOf": [_null(name) for name in service_only]},
+        },
+    ]
+
+
+def express_deployment_rules(
+    schema: dict[str, Any], *, backend: str, allow_host_path: bool
+) -> None:
+    """The rules of this deployment, as the queue names are: what the local backend cannot
+    run (volumes, mounts, a checkpoint claim) and whether host_path volumes are allowed."""
+    components = schema["components"]["schemas"]
+    if "Volume" in components and not allow_host_path:
+        components["Volume"]["properties"]["host_path"] = {"type": "null"}
+        components["Volume"]["oneOf"] = [
+            _only_source(source) for source in VOLUME_SOURCES if source != "host_path"
+        ]
+    if backend != "local":
+        return
+    for name in ("JobCreate",):
+        properties = components[name]["properties"]
+        for field in ("volumes", "mounts"):
+            if field in properties:
+                properties[field]["maxItems"] = 0
+    storage = components.get("CheckpointStorage", {}).get("properties", {}).get("storage")
+    if storage is not None and "enum" in storage:
+        storage["enum"] = [value for value in storage["enum"] if value != "pvc"]

@@ -22,13 +22,29 @@ GroupBy = Literal["queue", "owner", "model", "job"]
 GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job")
 NO_ACCELERATOR = "none"
 _RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
+# What parse_since accepts, as the API publishes it (JSON Schema `pattern`): a span, or a
+# calendar date (days that exist in every year: February 29 is left out) with an optional
+# time and offset.
+_DAY = (
+    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    "|(?:0[13-9]|1[0-2])-(?:29|30)"
+    "|(?:0[13578]|1[02])-31)"
+)
+SINCE_PATTERN = (
+    r"^(?:[0-9]{1,6}[smhdw]"
+    rf"|(?:19|20|21)[0-9]{{2}}-{_DAY}"
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_since(value: str, *, now: datetime) -> datetime:
     """`since` as an aware UTC datetime: an ISO 8601 time (naive means UTC) or a span
-    back from now ("90m", "24h", "7d", "2w"). Raises ValueError naming the rule."""
-    text = value.strip()
+    back from now ("90m", "24h", "7d", "2w"). Raises ValueError naming the rule. A time in
+    the future is an empty window (it ends now), not an error: whether it is future
+    depends on the clock, which no published schema can state."""
+    text = value
     match = _RELATIVE.match(text)
     if match:
         return now - timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
@@ -40,9 +56,7 @@ def parse_since(value: str, *, now: datetime) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if moment > now:
-        raise ValueError("must not be in the future")
-    return moment.astimezone(UTC)
+    return min(moment, now).astimezone(UTC)
 
 
 @dataclass(slots=True)

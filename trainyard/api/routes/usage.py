@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
-from trainyard.observability.accounting import GroupBy, aggregate, parse_since
+from trainyard.observability.accounting import SINCE_PATTERN, GroupBy, aggregate, parse_since
 from trainyard.store import now_us, read_transaction
 from trainyard.store.telemetry import usage_rows
 
@@ -28,6 +28,7 @@ class UsageQuery(BaseModel):
     since: str = Field(
         default="30d",
         max_length=64,
+        pattern=SINCE_PATTERN,
         description="Start of the window: ISO 8601 time, or a span back from now (24h, 7d).",
     )
 
