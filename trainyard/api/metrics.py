@@ -456,17 +456,6 @@ class _JobsCollector(Collector):
         for queue, seconds in expected.items():
             waits.add_metric([queue], seconds)
         yield waits
-        waits = GaugeMetricFamily(
-            "trainyard_queue_expected_wait_seconds",
-            "Median forecast wait of each queue's pending jobs (the scheduler's forward "
-            "simulation; queues without a forecast are absent)",
-            labels=["queue"],
-        )
-        with read_transaction(self._engine) as conn:
-            expected = expected_waits(conn, now_us())
-        for queue, seconds in expected.items():
-            waits.add_metric([queue], seconds)
-        yield waits
 
 
 class _QuotaCollector(Collector):

@@ -232,3 +232,11 @@ def test_request_metrics_use_route_templates(server: ApiServer) -> None:
         )
         >= 2
     )
+
+
+def test_every_metric_family_is_exposed_once(server: ApiServer) -> None:
+    """Two families of one name make Prometheus refuse the whole scrape."""
+    with server.client() as client:
+        text = client.get("/metrics").text
+    names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
