@@ -325,6 +325,35 @@ class ClusterIndex:
         slots[slot] = FULL_GPU_MILLI - share
         return slot
 
+    def restore(self, allocation: Allocation) -> Allocation:
+        """Take back exactly what `release(allocation)` gave back: the same GPU-share
+        slots, not a fresh best fit (which could land a share elsewhere and fragment the
+        node so that shares released later no longer fit). The exact inverse of the
+        latest releases, for undoing a trial (preemption's rollback)."""
+        i, request, count = allocation.node, allocation.request, allocation.count
+        cpu = request.cpu_millicores * count
+        mem = request.memory_bytes * count
+        if cpu > self.free_cpu[i] or mem > self.free_mem[i]:
+            raise ValueError(f"node {self.nodes[i].name} over-committed on cpu or memory")
+        units = (request.gpus or request.tpu_chips) * count
+        if units:
+            self._set_units(i, self.free_units[i] - units)
+        for slot in allocation.share_slots:
+            slots = self.partial[i]
+            if slots is not None and slot in slots:
+                slots[slot] -= request.gpu_share_milli
+                continue
+            # The release emptied the slot and gave its GPU back: take it again.
+            self._set_units(i, self.free_units[i] - 1)
+            if slots is None:
+                slots = self.partial[i] = {}
+                if self.bucketed:
+                    self.node_pool[i].partial_nodes.add(i)
+            slots[slot] = FULL_GPU_MILLI - request.gpu_share_milli
+        self.free_cpu[i] -= cpu
+        self.free_mem[i] -= mem
+        return allocation
+
     def release(self, allocation: Allocation) -> None:
         """Give back what `take` allocated."""
         i, request, count = allocation.node, allocation.request, allocation.count

@@ -93,14 +93,13 @@ class FreeingWalk:
         return None
 
     def rollback(self, keep_released: frozenset[str] = frozenset()) -> None:
-        """Re-take what was released (latest first), except jobs in `keep_released`."""
+        """Re-take what was released (latest first, each exactly as it was), except jobs
+        in `keep_released`."""
         index = self.index
         for placed in reversed(self.released):
             if placed.job_id in keep_released:
                 continue
-            placed.allocations = [
-                index.take(a.node, a.request, a.count) for a in placed.allocations
-            ]
+            placed.allocations = [index.restore(a) for a in placed.allocations]
         self.released.clear()
         if not keep_released:
             index.version = self.version
