@@ -92,5 +92,5 @@ def test_service_batches_concurrent_requests_and_validates(gpt_dir: Path, tmp_pa
 
 
 def _sample(text: str, name: str) -> float:
-    prefix = f'{name}{{job="svc",rank="0"}} '
+    prefix = f'{name}{{job="svc",queue="",rank="0"}} '
     return next(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
