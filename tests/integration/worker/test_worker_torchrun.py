@@ -209,7 +209,7 @@ def test_sigterm_checkpoints_and_metrics_are_served(tmp_path: Path) -> None:
 
 
 def _metric(text: str, family: str, rank: int) -> float:
-    prefix = f'{family}{{job="sigterm-test",rank="{rank}"}} '
+    prefix = f'{family}{{job="sigterm-test",queue="",rank="{rank}"}} '
     for line in text.splitlines():
         if line.startswith(prefix):
             return float(line[len(prefix) :])
