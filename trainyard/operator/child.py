@@ -23,6 +23,7 @@ class LoopProcess:
         self._env = dict(env)
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name="loop-process", daemon=True)
 
     def start(self) -> None:
@@ -30,9 +31,13 @@ class LoopProcess:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "trainyard.operator"], env=self._env, stdin=subprocess.DEVNULL
-        )
+        with self._lock:
+            if self._stopping.is_set():
+                return  # stop() ran meanwhile: never start a loop nobody will stop
+            env = {**self._env, "TRAINYARD_LOOP_PARENT_PID": str(os.getpid())}
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "trainyard.operator"], env=env, stdin=subprocess.DEVNULL
+            )
 
     def _supervise(self) -> None:
         delay = 1.0
@@ -48,10 +53,13 @@ class LoopProcess:
             if self._stopping.wait(delay):
                 return
             self._spawn()
+            if self._stopping.is_set():
+                return
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        process = self._process
+        with self._lock:
+            self._stopping.set()
+            process = self._process
         if process is None or process.poll() is not None:
             return
         process.terminate()
