@@ -28,17 +28,10 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from trainyard.layout import worker_log_path
-
 CHUNK_BYTES = 64 * 1024
 POLL_SECONDS = 0.25
 STATE_EVERY_TICKS = 2
 """Job states are read every this many ticks (0.5 s): a stream ends that soon after."""
-
-
-def log_path(home: Path, job_id: str, worker: int = 0) -> Path:
-    """Where the output of worker `worker` of `job_id` is written (see trainyard.layout)."""
-    return worker_log_path(home, job_id, worker)
 
 
 def read_chunks(path: Path, *, limit: int | None = None) -> Iterable[bytes]:

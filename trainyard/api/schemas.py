@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError
 
+from trainyard.durations import DURATION as _DURATION
+from trainyard.durations import duration_seconds
 from trainyard.scheduler.quantity import QuantityError, parse_quantity
 from trainyard.secrets import SECRET_KEY, SECRET_NAME
 from trainyard.store import JobState
@@ -59,9 +61,6 @@ _MAX_INTEGER_QUANTITY = 2**53
 _MAX_MILLI = 2**63 - 1
 DURATION_PATTERN = (
     r"^([0-9]{1,6}h([0-9]{1,6}m)?([0-9]{1,8}s)?|[0-9]{1,6}m([0-9]{1,8}s)?|[0-9]{1,8}s)$"
-)
-_DURATION = re.compile(
-    r"^(?=[0-9])(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,8})s)?$"
 )
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
@@ -519,15 +518,6 @@ def _field_error(field: str, rule: str, message: str) -> Exception:
             )
         ],
     )
-
-
-def duration_seconds(text: str) -> int:
-    """Seconds in a validated duration string ("1h30m" -> 5400)."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration")
-    hours, minutes, seconds = (int(match[g] or 0) for g in ("h", "m", "s"))
-    return hours * 3600 + minutes * 60 + seconds
 
 
 class JobCreate(JobBase):

@@ -6,11 +6,11 @@ and cached by the loop; per cycle only the lifecycle columns are combined with i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainyard.durations import duration_seconds
 from trainyard.operator.launch import per_worker_resources
 from trainyard.scheduler.types import (
     JobKind,
@@ -37,17 +37,6 @@ class JobShape:
     preemptible: bool
     runtime_limit: float | None
     tolerations: tuple[Toleration, ...]
-
-
-_DURATION = re.compile(r"^(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?$")
-
-
-def duration_seconds(text: str) -> int:
-    """Seconds in a stored (already validated) duration such as 1h30m."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration")
-    return sum(int(match[g] or 0) * k for g, k in (("h", 3600), ("m", 60), ("s", 1)))
 
 
 def job_shape(spec: Mapping[str, Any]) -> JobShape:
