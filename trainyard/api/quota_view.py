@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from trainyard.api.views import worker_request
 from trainyard.config import Settings
+from trainyard.job_resources import worker_resources as worker_request
 from trainyard.quotas import quota_file
 from trainyard.scheduler.quota_status import QueueQuotaStatus, quota_status
 from trainyard.scheduler.types import Node, RunningJob, Taint, TaintEffect, WorkerRequest

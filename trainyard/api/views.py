@@ -20,7 +20,7 @@ from trainyard.api.schemas import (
     ResourceUsage,
 )
 from trainyard.config import QueueConfig
-from trainyard.scheduler.quantity import cpu_millicores, memory_bytes
+from trainyard.job_resources import worker_resources as worker_request
 from trainyard.store import EventRecord, JobRecord, QueueCounts, QueuePosition, to_datetime
 
 
@@ -182,18 +182,6 @@ def queues_public(
             )
         )
     return result
-
-
-def worker_request(spec: Mapping[str, object]) -> tuple[int, int, int, int]:
-    """Per-worker (millicores, bytes, gpus, tpus) of a job document."""
-    resources = spec.get("resources") or {}
-    assert isinstance(resources, Mapping)
-    return (
-        cpu_millicores(str(resources.get("cpu", "1"))),
-        memory_bytes(str(resources.get("memory", "1Gi"))),
-        int(resources.get("gpu", 0) or 0),
-        int(resources.get("tpu", 0) or 0),
-    )
 
 
 def _usage(resource: str, unit: str, capacity: int, allocated: int) -> ResourceUsage:

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trainyard.job_resources import worker_resources
 from trainyard.operator.backend import LaunchError, WorkerLaunch
-from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes
+from trainyard.scheduler.quantity import QuantityError
 
 # Flags the contract owns: a job's args may not override where its output goes.
 _RESERVED_ARGS = frozenset({"output_dir", "job"})
@@ -66,13 +67,10 @@ def worker_args(builtin: str, args: Mapping[str, Any]) -> list[str]:
 
 def per_worker_resources(spec: Mapping[str, Any]) -> tuple[int, int, int, int]:
     """(millicores, bytes, GPUs, TPU chips) one worker of `spec` asks for."""
-    resources = spec.get("resources") or {}
     try:
-        cpu = cpu_millicores(str(resources.get("cpu", "1")))
-        memory = memory_bytes(str(resources.get("memory", "1Gi")))
+        return worker_resources(spec)
     except QuantityError as exc:  # validated at submit; a stored document cannot be wrong
         raise LaunchError(f"resources: {exc}", permanent=True) from exc
-    return cpu, memory, int(resources.get("gpu", 0) or 0), int(resources.get("tpu", 0) or 0)
 
 
 def build_workers(
