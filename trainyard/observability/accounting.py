@@ -36,6 +36,7 @@ SINCE_PATTERN = (
     r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -43,11 +44,15 @@ def parse_since(value: str, *, now: datetime) -> datetime:
     """`since` as an aware UTC datetime: an ISO 8601 time (naive means UTC) or a span
     back from now ("90m", "24h", "7d", "2w"). Raises ValueError naming the rule. A time in
     the future is an empty window (it ends now), not an error: whether it is future
-    depends on the clock, which no published schema can state."""
+    depends on the clock, which no published schema can state. A span longer than the
+    time since 1970 is clamped to the Unix epoch (the whole history)."""
     text = value
     match = _RELATIVE.match(text)
     if match:
-        return now - timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        span = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        # A span reaching past the Unix epoch means "everything": nothing is stored from
+        # before it, and datetime cannot go back 999999 weeks.
+        return max(now - min(span, now - _EPOCH), _EPOCH)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

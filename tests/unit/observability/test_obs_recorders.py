@@ -101,6 +101,9 @@ def test_since_accepts_iso_times_and_spans_and_names_its_rule() -> None:
     assert parse_since("2026-11-30T01:00:00+01:00", now=now) == datetime(2026, 11, 30, tzinfo=UTC)
     # A future start is an empty window ending now (the clock is not the schema's to state).
     assert parse_since("2027-01-01", now=now) == now
+    # The longest span the schema allows (12,000+ years) is the whole history, not a 500.
+    assert parse_since("999999w", now=now) == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_since("658579w", now=now) == datetime(1970, 1, 1, tzinfo=UTC)
     for bad in ("soon", "3y", " 7d"):
         with pytest.raises(ValueError, match="ISO 8601"):
             parse_since(bad, now=now)
