@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.integration.cluster.simcluster import (
@@ -32,6 +34,7 @@ from tests.integration.cluster.simcluster import (
     wait_until,
 )
 from tests.integration.operator.loop_support import Serve, serve, serve_env
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.cluster
 
@@ -362,3 +365,70 @@ def test_two_loop_replicas_elect_one_leader_and_killing_it_hands_over(
                 if process.poll() is None:
                     process.terminate()
                     process.wait(timeout=60)
+
+
+def proxied_kubeconfig(kube_cluster: Cluster, proxy: TcpProxy, path: Path) -> Path:
+    """The cluster's kubeconfig with the server behind `proxy` (same certificates)."""
+    document = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    for entry in document["clusters"]:
+        server = urlsplit(entry["cluster"]["server"])
+        entry["cluster"]["server"] = f"https://{server.hostname}:{proxy.port}"
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    return path
+
+
+def test_the_loop_waits_out_an_unreachable_apiserver_and_catches_up(
+    tmp_path: Path, kube_cluster: Cluster, namespace: str
+) -> None:
+    """The apiserver (real) goes unreachable behind a TCP forwarder that the test cuts:
+    the API keeps serving reads and submits, the loop process neither crashes nor
+    launches anything twice, and once the apiserver is back the running job's end (which
+    happened during the outage) and the job submitted meanwhile are both caught up."""
+    core = kube_cluster.core
+    upstream = urlsplit(
+        yaml.safe_load(kube_cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    )
+    with TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 443)) as proxy:
+        kubeconfig = proxied_kubeconfig(kube_cluster, proxy, tmp_path / "kubeconfig")
+        settings = {**k8s_settings(kube_cluster, namespace), "kubeconfig": str(kubeconfig)}
+        with serve(tmp_path / "home", **settings) as server:
+            before = server.submit(gpu_job("before", 1, 8, {SIM_DURATION: "14"}))
+            server.wait_state(before["id"], "RUNNING", timeout=120)
+            loop_pid = server.loop_pid()
+            proxy.cut()
+            # The outage is real to the loop once it has lost its Lease (4 s TTL).
+            wait_until(
+                "the loop to lose its Lease",
+                lambda: "lost the lease" in server.out.read_text(errors="replace"),
+                60,
+            )
+            during = server.submit(gpu_job("during", 1, 8, {SIM_DURATION: "1"}))
+            assert server.job(before["id"])["state"] == "RUNNING"  # reads keep working
+            with server.client() as http:
+                listed = http.get("/v1/jobs").json()["data"]
+            assert {j["id"] for j in listed} >= {before["id"], during["id"]}
+            assert server.job(during["id"])["state"] == "PENDING"
+            # `before` ends while nobody watches (kwok: 14 s after it started running).
+            wait_until(
+                "the first pod to succeed on the cluster",
+                lambda: (
+                    [p.status.phase for p in pods(core, namespace, before["id"])]
+                    in (["Succeeded"], [])
+                ),
+                120,
+            )
+            proxy.restore()
+            server.wait_state(before["id"], "SUCCEEDED", timeout=120)
+            done = server.wait_state(during["id"], "SUCCEEDED", timeout=180)
+            assert done["attempt"] == 1
+            assert server.loop_pid() == loop_pid  # waited and retried; never restarted
+            for job in (before, during):
+                assert states(server, job["id"]) == ["PENDING", "ADMITTED", "RUNNING", "SUCCEEDED"]
+            scheduled = [
+                e.involved_object.name
+                for e in core.list_namespaced_event(namespace).items
+                if e.reason == "Scheduled"
+            ]
+            # One pod per job, bound once: no launch was repeated after the outage.
+            assert sorted(scheduled) == sorted(f"{job['id']}-worker-0" for job in (before, during))

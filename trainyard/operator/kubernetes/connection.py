@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from kubernetes import client, config
+
+# urllib3 logs a WARNING for each of its three connect retries of every request: while the
+# apiserver is unreachable that is a flood hiding the one line per failed call that the
+# watches and the leader election write themselves (with their own backoff).
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 32) -> client.ApiClient:

@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
@@ -110,6 +111,7 @@ class LeaseLeadership:
             self._thread.start()
 
     def _run(self) -> None:
+        failures = 0
         while not self._lock.stopping.is_set():
             config = electionconfig.Config(
                 self._lock,
@@ -122,13 +124,31 @@ class LeaseLeadership:
             self._election = leaderelection.LeaderElection(config)
             try:
                 self._election.run()
+                failures = 0
             except _Stopped:
                 break
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # The apiserver is unreachable: whoever led has lost the lease (is_leader
+                # went false at the renew deadline already). Stand again with a backoff
+                # capped at the lease duration, so a returning apiserver is noticed within
+                # one lease of its return.
+                failures += 1
+                self._lost(f"apiserver unreachable: {exc}", failures)
             except Exception:  # an unexpected reply must not kill the election for good
+                failures += 1
                 log.exception("leader election failed; standing again")
-                self._lock.stopping.wait(self.retry_period)
+                self._lost("leader election failed", failures)
             finally:
                 self._leading.clear()
+
+    def _lost(self, why: str, failures: int) -> None:
+        if self._leading.is_set():
+            self._leading.clear()
+            log.info("%s lost the lease %s/%s (%s)", self.identity, self.namespace, self.name, why)
+        elif failures == 1:
+            log.warning("leader election: %s; standing again with backoff", why)
+        delay = min(self.retry_period * 2 ** (failures - 1), float(self.lease_duration))
+        self._lock.stopping.wait(delay)
 
     def _started(self) -> None:
         self.terms += 1
