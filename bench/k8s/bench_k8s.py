@@ -63,6 +63,21 @@ from trainyard.operator.launch import build_workers  # noqa: E402
 STATE = Path(os.environ["KUBECONFIG"]).parent if "KUBECONFIG" in os.environ else REPO / ".cluster"
 SCHEDULER_PORT = 26261
 DURATION = "3600"  # pods keep running until the phase deletes them
+# kwok's simulated kubelet starts a bound pod after two stages of 1 s + 0-5 s jitter each
+# (hack/cluster/kwok/stages.yaml). `--kubelet-delay none` sets both to zero through the
+# stages' per-pod annotations, so "Running" measures the schedulers and the apiserver,
+# not a made-up container start; `kwok` (the default) keeps the simulated delays.
+NO_KUBELET_DELAY = {
+    f"{stage}.stage.kwok.x-k8s.io/{knob}": "0s"
+    for stage in (
+        "pod-create",
+        "pod-init-container-running",
+        "pod-init-container-completed",
+        "pod-ready",
+    )
+    for knob in ("delay", "jitter-delay")
+}
+EXTRA_ANNOTATIONS: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -76,13 +91,30 @@ def process_cpu(name: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and, recursively, its live children (serve and its loop)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(pid_cpu(int(child)) for child in children)
+
+
+SERVE_PIDS: list[int] = []  # the `trainyard serve` of the rest phases, while it runs
+
+
 def cpu_snapshot() -> dict[str, float]:
-    return {
+    snapshot = {
         "kube-apiserver": process_cpu("kube-apiserver"),
         "etcd": process_cpu("etcd"),
         "kwok": process_cpu("kwok"),
         "bench+backend": time.process_time(),
     }
+    if SERVE_PIDS:
+        snapshot["serve+loop"] = sum(pid_cpu(pid) for pid in SERVE_PIDS)
+    return snapshot
 
 
 def count_calls(api: client.ApiClient) -> Counter[str]:
@@ -182,7 +214,7 @@ def summarize(
         "create_to_running_p50_s": round(percentile(running, 50), 2),
         "create_to_running_p99_s": round(percentile(running, 99), 2),
         "client_calls_per_pod": {k: round(v / pods, 2) for k, v in sorted(calls.items())},
-        "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+        "cpu_s": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
         **(extra or {}),
     }
 
@@ -263,7 +295,7 @@ def gang_for(backend: KubernetesBackend, nodes: Sequence[str], gpus: int) -> Gan
         queue="default",
         owner="bench",
         workers=workers,
-        annotations={"sim.trainyard.io/duration": DURATION},
+        annotations={"sim.trainyard.io/duration": DURATION, **EXTRA_ANNOTATIONS},
         spec=spec,
     )
 
@@ -484,8 +516,10 @@ def trainyard_serve(kubeconfig: Path, namespace: str, home: Path) -> Iterator[tu
 
     try:
         wait_for("trainyard serve", up, 120)
+        SERVE_PIDS.append(process.pid)
         yield url, (home / "admin-token").read_text().strip()
     finally:
+        SERVE_PIDS.clear()
         process.terminate()
         process.wait(60)
         log.close()
@@ -521,7 +555,7 @@ def rest_phase(
                     "workers": workers,
                     "resources": {"cpu": "1", "memory": "4Gi", "gpu": gpus},
                     "workload": {"builtin": "gpt", "args": {"steps": 10}},
-                    "annotations": {"sim.trainyard.io/duration": duration},
+                    "annotations": {"sim.trainyard.io/duration": duration, **EXTRA_ANNOTATIONS},
                 }
                 submitted: dict[str, float] = {}
                 headers = {"Authorization": f"Bearer {token}"}
@@ -543,6 +577,7 @@ def rest_phase(
                     timeline.bound.clear()
                     timeline.running.clear()
                     timeline.ignore.add(warm_pod)
+                    cpu = cpu_snapshot()  # from here on: the measured jobs only
 
                     def submit(_: int) -> None:
                         at = time.monotonic()
@@ -586,8 +621,16 @@ def main() -> None:
     parser.add_argument(
         "--phases", default="trainyard,kube-scheduler-default,kube-scheduler-fast,trainyard-gangs"
     )
+    parser.add_argument(
+        "--kubelet-delay",
+        choices=("kwok", "none"),
+        default="kwok",
+        help="kwok: its simulated 2-12 s container start; none: zero (see NO_KUBELET_DELAY)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.kubelet_delay == "none":
+        EXTRA_ANNOTATIONS.update(NO_KUBELET_DELAY)
     core = client.CoreV1Api(api_client(args.kubeconfig))
     profile = (STATE / "profile").read_text().strip() if (STATE / "profile").exists() else "?"
     results = []
@@ -619,6 +662,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown phase {phase}")
         result["profile"] = profile
+        result["kubelet_delay"] = args.kubelet_delay
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.json:
