@@ -52,6 +52,7 @@ from trainyard.operator.backend import (
 )
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
+from trainyard.operator.pinning import CheckpointPins
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.services import (
     EndpointPublisher,
@@ -206,6 +207,7 @@ class SchedulingLoop:
         self._restarts = RestartBook()
         self._prober = HealthProber()
         self._endpoints = EndpointPublisher()
+        self._pins = CheckpointPins(engine, backend)  # restarts near node-local checkpoints
 
     # ------------------------------------------------------------------ the cycle
 
@@ -290,6 +292,7 @@ class SchedulingLoop:
                 pending.append(pending_job(job, shape))
         orphans = sorted(set(by_job) - live_ids)
 
+        pending = self._pins.prefer(pending, jobs_by_id, self._specs, nodes)
         report.offered = len(pending)
         config = self._config_source()
         snapshot = ClusterSnapshot(
@@ -494,6 +497,7 @@ class SchedulingLoop:
             accelerator_model=model,
         )
         change.notes.extend(admission_hooks.notes(self.backend, spec))
+        change.notes.extend(self._pins.notes(job.id, placement))
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "
@@ -639,6 +643,9 @@ class SchedulingLoop:
         """Where an inference job's model comes from: its `serve_checkpoint`, or the output
         directory of the training job named by `checkpoint_job`."""
         if spec.get("checkpoint_job"):
+            model_dir = getattr(self.backend, "model_dir", None)  # its own mount of them
+            if model_dir is not None:
+                return str(model_dir(str(spec["checkpoint_job"])))
             return self._output_dir(str(spec["checkpoint_job"]))
         checkpoint = spec.get("serve_checkpoint")
         return None if checkpoint is None else str(checkpoint)

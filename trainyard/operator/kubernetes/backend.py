@@ -79,7 +79,10 @@ from trainyard.operator.kubernetes.storage import (
     claim_manifest,
     claim_names,
     job_of_claim,
+    keeps_node_checkpoints,
     local_storage_note,
+    model_claim,
+    model_dir,
 )
 from trainyard.operator.launch import Runtime
 from trainyard.scheduler.types import Node
@@ -346,6 +349,11 @@ class KubernetesBackend:
         """The job's output directory inside its pods (the same for every attempt)."""
         return f"{self.config.output_root.rstrip('/')}/{job_id}"
 
+    def model_dir(self, training_job_id: str) -> str:
+        """Where a model service's pods find the checkpoints of the training job they
+        serve: its claim, mounted read-only (storage.model_volume)."""
+        return model_dir(training_job_id)
+
     def rendezvous(self, job_id: str, attempt: int) -> tuple[str, int]:
         host = worker_hostname(job_id, 0, self._namespace, self.config.cluster_domain)
         return host, RENDEZVOUS_PORT
@@ -498,6 +506,13 @@ class KubernetesBackend:
                     return f"pending: cannot check claim {claim!r}: apiserver unreachable: {exc}"
                 checked = self._claim_seen[claim] = (now, exists)
             if not checked[1]:
+                if claim == model_claim(spec):
+                    return (
+                        f"pending: waiting for the checkpoints of training job "
+                        f"{spec.get('checkpoint_job')}: its claim {claim!r} does not exist in "
+                        f"namespace {self._namespace} (the job kept its checkpoints on its "
+                        "node, or the retention deleted them)"
+                    )
                 return (
                     f"pending: waiting for PersistentVolumeClaim {claim!r} in namespace "
                     f"{self._namespace} (it does not exist)"
@@ -506,8 +521,18 @@ class KubernetesBackend:
 
     def admission_notes(self, spec: Mapping[str, Any]) -> list[str]:
         """Job events to write when the job is admitted (checkpoints left pod-local)."""
-        note = local_storage_note(spec, self.config.checkpoint_storage_class)
+        config = self.config
+        node_path = None if config.output_claim else config.checkpoint_node_path
+        note = local_storage_note(spec, config.checkpoint_storage_class, node_path)
         return [note] if note else []
+
+    def checkpoint_node_local(self, spec: Mapping[str, Any]) -> bool:
+        """Whether the job's checkpoints stay on worker 0's node (see storage), so that
+        its restarts should put worker 0 back there (trainyard.operator.pinning)."""
+        config = self.config
+        return keeps_node_checkpoints(
+            spec, config.checkpoint_storage_class, config.checkpoint_node_path, config.output_claim
+        )
 
     def storage_jobs(self) -> set[str]:
         """Jobs whose checkpoint claim exists (for the retention sweep)."""

@@ -38,7 +38,13 @@ from trainyard.operator.kubernetes.names import (
     service_name,
     worker_hostname,
 )
-from trainyard.operator.kubernetes.storage import checkpoint_claim_name, user_volumes
+from trainyard.operator.kubernetes.storage import (
+    checkpoint_claim_name,
+    keeps_node_checkpoints,
+    model_volume,
+    node_output_volume,
+    user_volumes,
+)
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -226,7 +232,14 @@ def pod_manifest(
         if claim
         else {"name": "output", "emptyDir": {}}
     )
+    node_path = config.checkpoint_node_path
+    rwx = config.checkpoint_storage_class
+    if not claim and node_path and keeps_node_checkpoints(gang.spec, rwx, node_path, None):
+        output_volume = node_output_volume(node_path)
     extra_volumes, extra_mounts = user_volumes(gang.spec)
+    model_volumes, model_mounts = model_volume(gang.spec)
+    extra_volumes += model_volumes
+    extra_mounts += model_mounts
     owners: list[dict[str, Any]] = []
     if service_uid:
         owners.append(_owner("Service", service_name(gang.job_id), service_uid))
