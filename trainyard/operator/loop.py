@@ -50,6 +50,7 @@ from trainyard.operator.backend import (
     WorkerPhase,
     WorkerStatus,
 )
+from trainyard.operator.checkpoint_reports import CheckpointReports
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.pinning import CheckpointPins
@@ -208,6 +209,7 @@ class SchedulingLoop:
         self._prober = HealthProber()
         self._endpoints = EndpointPublisher()
         self._pins = CheckpointPins(engine, backend)  # restarts near node-local checkpoints
+        self._checkpoint_reports = CheckpointReports(engine, backend)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -230,6 +232,7 @@ class SchedulingLoop:
             self._targets.observe(workers)  # where workers serve metrics (service discovery)
         except Exception:  # losing metrics targets must not cost a cycle
             log.exception("could not record the workers' metrics targets")
+        self._checkpoint_reports.store()  # what pods reported their claims hold
         t1 = time.perf_counter()
         report.read_s = t1 - t0
 

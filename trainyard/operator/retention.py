@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from trainyard import layout
-from trainyard.store import TERMINAL_STATES, read_transaction
+from trainyard.store import TERMINAL_STATES, read_transaction, write_transaction
+from trainyard.store.checkpoints import forget_checkpoints
 from trainyard.store.scheduling import LIVE_STATES
 from trainyard.store.tables import jobs
 
@@ -116,6 +117,8 @@ class CheckpointRetention:
                 continue
             try:
                 self.storage.delete_storage(job_id)
+                with write_transaction(self.engine) as conn:
+                    forget_checkpoints(conn, job_id=job_id)  # the reported listing
                 swept.append(job_id)
             except Exception:  # one job's storage must not stop the sweep of the others
                 log.exception("deleting the checkpoints of job %s failed", job_id)

@@ -62,6 +62,7 @@ from trainyard.operator.kubernetes.names import (
 )
 from trainyard.operator.kubernetes.observe import (
     STUCK_WAITING,
+    Checkpoints,
     NodeRecord,
     PodRecord,
     Usage,
@@ -155,6 +156,8 @@ class KubernetesBackend:
         self._claims: dict[str, str] = {}  # job id -> its checkpoint claim's uid
         self._claim_seen: dict[str, tuple[float, bool]] = {}  # claim -> (checked at, exists)
         self._launching: set[str] = set()
+        # job id -> (attempt, checkpoints) its pods reported, until the loop stores them.
+        self._reports: dict[str, tuple[int, Checkpoints]] = {}
         self._unbound_since: dict[str, float] = {}
         self._foreign: dict[str, Usage] | None = None
         self._closed = threading.Event()
@@ -238,6 +241,10 @@ class KubernetesBackend:
                 self._foreign = None
             if new is not None and new.worker is not None:
                 self._by_job.setdefault(new.worker.job_id, set()).add(key)
+                if new.checkpoints is not None and (
+                    old is None or old.checkpoints != new.checkpoints
+                ):
+                    self._reports[new.worker.job_id] = (new.worker.attempt, new.checkpoints)
                 if new.waiting_reason in STUCK_WAITING:
                     self._waiting_since.setdefault(key, self._clock())
                 else:
@@ -518,6 +525,20 @@ class KubernetesBackend:
                     f"{self._namespace} (it does not exist)"
                 )
         return None
+
+    def checkpoint_reports(self) -> dict[str, tuple[int, Checkpoints]]:
+        """The checkpoints each job's pods reported in their termination messages since
+        the last call (job id -> (attempt, newest first)), for the store: the control
+        plane cannot read a claim itself. A caller that fails to store them gives them
+        back with `return_reports`."""
+        with self._lock:
+            reports, self._reports = self._reports, {}
+        return reports
+
+    def return_reports(self, reports: Mapping[str, tuple[int, Checkpoints]]) -> None:
+        with self._lock:
+            for job_id, report in reports.items():
+                self._reports.setdefault(job_id, report)
 
     def admission_notes(self, spec: Mapping[str, Any]) -> list[str]:
         """Job events to write when the job is admitted (checkpoints left pod-local)."""

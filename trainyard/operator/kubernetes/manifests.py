@@ -54,6 +54,8 @@ from trainyard.scheduler.types import (
 )
 
 _RESERVED_PREFIX = "trainyard.io/"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_ENV = "TRAINYARD_TERMINATION_LOG"  # trainyard.worker.termination.ENV
 
 
 def job_labels(gang: GangLaunch) -> dict[str, str]:
@@ -215,6 +217,8 @@ def pod_manifest(
     annotations[TARGET_NODE_ANNOTATION] = worker.node
 
     env: dict[str, str] = {**config.nccl_env, **worker.env}
+    # Worker 0 reports its checkpoints there (trainyard.worker.termination).
+    env[TERMINATION_ENV] = TERMINATION_LOG
     if worker.tpu_chips:
         env.update(tpu_environment(gang, worker, config))
     secret_env = _secret_env(gang.spec)
@@ -280,7 +284,10 @@ def pod_manifest(
                     "image": gang.image or config.default_image,
                     "command": list(worker.argv),
                     # The kubelet copies the last log lines into the terminated state on
-                    # a failure: the reason gets them without a pods/log permission.
+                    # a failure: the reason gets them without a pods/log permission. A
+                    # worker that wrote the file (its checkpoint report, then its last
+                    # words on a failure) has its contents copied instead.
+                    "terminationMessagePath": TERMINATION_LOG,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "env": env_list,
                     "ports": _container_ports(gang),
