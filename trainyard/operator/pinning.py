@@ -6,7 +6,7 @@ after an attempt (preempted, retried after a failure), its PendingJob names the 
 of the previous attempt's worker 0, read from that attempt's row in `job_attempts`, as
 `preferred_node`: the core puts worker 0 back there when it can and otherwise places
 the gang as usual (trainyard.scheduler.pinning). The admission's job event says which
-happened, and why not: the node is gone, not ready, or has no room for worker 0.
+happened, and why not: the node is gone, not ready, cordoned, or has no room for worker 0.
 
 Only jobs the backend says keep node-local checkpoints are looked at (its optional
 `checkpoint_node_local(spec)` hook; the local backend has one machine and nothing to
@@ -27,6 +27,8 @@ from trainyard.store import read_transaction
 from trainyard.store.scheduling import LiveJob
 from trainyard.store.tables import job_attempts
 
+CORDONED = "node.kubernetes.io/unschedulable"  # the taint a cordoned node carries
+
 
 def pin_note(
     preferred: str, previous_attempt: int, placement: Sequence[str], nodes: Mapping[str, Node]
@@ -40,6 +42,8 @@ def pin_note(
         why = "is gone from the cluster"
     elif not node.ready:
         why = "is not ready"
+    elif any(taint.key == CORDONED for taint in node.taints):
+        why = "is cordoned"
     else:
         why = "has no room for worker 0 now"
     first = placement[0] if placement else "another node"

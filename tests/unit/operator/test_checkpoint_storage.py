@@ -22,7 +22,7 @@ from trainyard.operator.kubernetes.storage import (
     local_storage_note,
 )
 from trainyard.operator.pinning import pin_note
-from trainyard.scheduler.types import Node
+from trainyard.scheduler.types import Node, Taint
 from trainyard.worker import termination
 from trainyard.worker.checkpoint import CheckpointManager
 
@@ -105,6 +105,7 @@ def test_pods_point_the_worker_at_the_termination_log() -> None:
 NODES = {
     "a": Node("a", 1000, 1000),
     "b": Node("b", 1000, 1000, ready=False),
+    "d": Node("d", 1000, 1000, taints=(Taint("node.kubernetes.io/unschedulable"),)),
 }
 
 
@@ -116,6 +117,7 @@ def test_pin_notes_say_where_worker_0_went_and_why() -> None:
     assert "has no room for worker 0 now" in full and "starts on c" in full
     assert "restarts from step 0" in full
     assert "is not ready" in pin_note("b", 1, ("c",), NODES)
+    assert "is cordoned" in pin_note("d", 1, ("c",), NODES)
     assert "is gone from the cluster" in pin_note("z", 1, ("c",), NODES)
 
 
