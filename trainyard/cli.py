@@ -473,7 +473,10 @@ def checkpoints(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     output: OutputOption = Output.table,
 ) -> None:
-    """List a job's checkpoints: step, time, size and the attempt that wrote each."""
+    """List a job's checkpoints: step, time, size and the attempt that wrote each.
+
+    Locally read from the job's directory; on Kubernetes what the job's worker 0 last
+    reported when its container ended (the control plane does not mount the claim)."""
     with _client() as client:
         listed = client.checkpoints(job_id)
 
@@ -483,8 +486,11 @@ def checkpoints(
             for c in d["data"]
         ]
         _table("checkpoints", ["STEP", "WRITTEN", "SIZE", "ATTEMPT"], rows)
-        if d["source"] == "unavailable":
-            typer.echo("(kept on the job's cluster storage, which this server does not mount)")
+        if d["source"] == "reported":
+            typer.echo(
+                "(on the job's cluster storage: as its worker 0 last reported them, when its "
+                "container ended)"
+            )
 
     _emit(listed, output, table)
 

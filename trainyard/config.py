@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # finished job's checkpoints are kept, and how often the loop sweeps expired ones.
     allow_host_path: bool = False
     checkpoint_storage_class: str | None = None
+    # Without that class: a directory on every node, writable by the workers' user, where
+    # worker 0 keeps a job's checkpoints (a hostPath); a restart puts worker 0 back on
+    # that node when it has room. Unset: pod-local (emptyDir), lost with the pod.
+    checkpoint_node_path: str | None = Field(default=None, pattern=r"^/")
     checkpoint_retention_seconds: float = Field(default=7 * 86400.0, ge=0)
     retention_sweep_seconds: float = Field(default=300.0, gt=0)
     queues: list[QueueConfig] = Field(default_factory=_default_queues)

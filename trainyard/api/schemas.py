@@ -568,12 +568,13 @@ class CheckpointPublic(BaseModel):
 
 class CheckpointsPublic(BaseModel):
     """A job's checkpoints, newest step first. `source` says where they were read:
-    `local` (the job's output directory under the server's home) or `unavailable`
-    (kept on cluster storage the control plane does not mount; listed as none)."""
+    `local` (the job's output directory under the server's home, now) or `reported`
+    (cluster storage the control plane does not mount: what the job's worker 0 last
+    reported, when its container ended)."""
 
     data: list[CheckpointPublic]
     count: int
-    source: Literal["local", "unavailable"]
+    source: Literal["local", "reported"]
     endpoint: str | None = Field(
         default=None,
         description="A running service's address: locally the control plane's "

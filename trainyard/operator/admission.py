@@ -19,7 +19,10 @@ from typing import Any
 
 
 def may_block(spec: Mapping[str, Any]) -> bool:
-    """Whether the job names objects that must exist before it starts."""
+    """Whether the job names objects that must exist before it starts (a claim, or the
+    training job whose checkpoints a service serves)."""
+    if spec.get("checkpoint_job"):
+        return True
     return any(volume.get("pvc") for volume in spec.get("volumes") or ())
 
 

@@ -50,8 +50,10 @@ from trainyard.operator.backend import (
     WorkerPhase,
     WorkerStatus,
 )
+from trainyard.operator.checkpoint_reports import CheckpointReports
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
+from trainyard.operator.pinning import CheckpointPins
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
 from trainyard.operator.services import (
     EndpointPublisher,
@@ -206,6 +208,8 @@ class SchedulingLoop:
         self._restarts = RestartBook()
         self._prober = HealthProber()
         self._endpoints = EndpointPublisher()
+        self._pins = CheckpointPins(engine, backend)  # restarts near node-local checkpoints
+        self._checkpoint_reports = CheckpointReports(engine, backend)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -228,6 +232,7 @@ class SchedulingLoop:
             self._targets.observe(workers)  # where workers serve metrics (service discovery)
         except Exception:  # losing metrics targets must not cost a cycle
             log.exception("could not record the workers' metrics targets")
+        self._checkpoint_reports.store()  # what pods reported their claims hold
         t1 = time.perf_counter()
         report.read_s = t1 - t0
 
@@ -290,6 +295,7 @@ class SchedulingLoop:
                 pending.append(pending_job(job, shape))
         orphans = sorted(set(by_job) - live_ids)
 
+        pending = self._pins.prefer(pending, jobs_by_id, self._specs, nodes)
         report.offered = len(pending)
         config = self._config_source()
         snapshot = ClusterSnapshot(
@@ -494,6 +500,7 @@ class SchedulingLoop:
             accelerator_model=model,
         )
         change.notes.extend(admission_hooks.notes(self.backend, spec))
+        change.notes.extend(self._pins.notes(job.id, placement))
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "
@@ -639,6 +646,9 @@ class SchedulingLoop:
         """Where an inference job's model comes from: its `serve_checkpoint`, or the output
         directory of the training job named by `checkpoint_job`."""
         if spec.get("checkpoint_job"):
+            model_dir = getattr(self.backend, "model_dir", None)  # its own mount of them
+            if model_dir is not None:
+                return str(model_dir(str(spec["checkpoint_job"])))
             return self._output_dir(str(spec["checkpoint_job"]))
         checkpoint = spec.get("serve_checkpoint")
         return None if checkpoint is None else str(checkpoint)

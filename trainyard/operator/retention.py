@@ -5,13 +5,15 @@
 (the backend's `storage_jobs()` / `delete_storage(job)` hooks: the Kubernetes
 backend's per-job claims; otherwise the job directories under the home, the local
 backend's storage) and deletes those of jobs that finished (SUCCEEDED, FAILED,
-CANCELLED) more than `retention_seconds` ago. A live job's storage is never touched,
+CANCELLED) more than `retention_seconds` ago, unless a live model service serves that
+job's checkpoints (`checkpoint_job`). A live job's storage is never touched,
 and neither is that of a job the store does not know (it may belong to another
 store, or to a submit not yet committed): only the store's word deletes data.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -22,7 +24,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from trainyard import layout
-from trainyard.store import TERMINAL_STATES, read_transaction
+from trainyard.store import TERMINAL_STATES, read_transaction, write_transaction
+from trainyard.store.checkpoints import forget_checkpoints
+from trainyard.store.scheduling import LIVE_STATES
 from trainyard.store.tables import jobs
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,23 @@ class HomeStorage:
 
     def delete_storage(self, job_id: str) -> None:
         shutil.rmtree(layout.job_output_dir(self.home, job_id), ignore_errors=True)
+
+
+def served_jobs(engine: Engine) -> set[str]:
+    """Training jobs whose checkpoints a live model service reads (`checkpoint_job`):
+    their storage is kept whatever its age, the service would lose its model."""
+    live = [state.value for state in LIVE_STATES]
+    served: set[str] = set()
+    query = select(jobs.c.spec).where(jobs.c.state.in_(live), jobs.c.kind == "inference")
+    with read_transaction(engine) as conn:
+        for row in conn.execute(query):
+            try:
+                source = json.loads(row.spec).get("checkpoint_job")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(source, str) and source:
+                served.add(source)
+    return served
 
 
 def finished_before(engine: Engine, job_ids: Iterable[str], cutoff_us: int) -> list[str]:
@@ -89,9 +110,15 @@ class CheckpointRetention:
             return []
         cutoff = int((now - self.retention_seconds) * US)
         swept = []
-        for job_id in finished_before(self.engine, held, cutoff):
+        expired = finished_before(self.engine, held, cutoff)
+        served = served_jobs(self.engine) if expired else set()
+        for job_id in expired:
+            if job_id in served:
+                continue
             try:
                 self.storage.delete_storage(job_id)
+                with write_transaction(self.engine) as conn:
+                    forget_checkpoints(conn, job_id=job_id)  # the reported listing
                 swept.append(job_id)
             except Exception:  # one job's storage must not stop the sweep of the others
                 log.exception("deleting the checkpoints of job %s failed", job_id)

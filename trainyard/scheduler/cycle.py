@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
 from trainyard.scheduler.filters import eligible_tiers
+from trainyard.scheduler.pinning import place_preferring
 from trainyard.scheduler.placement import Tier, choose_nodes, place
 from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.preemption import VictimPool, try_preempt
@@ -244,7 +245,10 @@ def run_cycle(
             continue
         allocations = None
         if tiers and failed.get(shape) != version:
-            allocations = place(index, tiers, job.request, job.workers, job.kind)
+            if job.preferred_node is None:
+                allocations = place(index, tiers, job.request, job.workers, job.kind)
+            else:
+                allocations = place_preferring(index, tiers, job)
         if allocations is not None:
             _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from trainyard.scheduler.capacity import Allocation, ClusterIndex
 from trainyard.scheduler.fairshare import dominant_share, frs_by_resource, usage_share
+from trainyard.scheduler.pinning import choose_preferring
 from trainyard.scheduler.placement import Tier, choose_nodes
 from trainyard.scheduler.quota import (
     CPU,
@@ -384,7 +385,10 @@ def quota_attempt(
         nodes_short = True
         if place_failed.get((shape, flavor)) == version:
             continue
-        chosen = _choose(index, cut, job)
+        if job.preferred_node is None:
+            chosen = _choose(index, cut, job)
+        else:
+            chosen = choose_preferring(index, cut, job)
         if chosen is not None:
             allocations = [index.take(i, job.request, count) for i, count in chosen]
             return QuotaAttempt(flavor, allocations)

@@ -199,6 +199,9 @@ class PendingJob:
     estimated_runtime: float | None = None  # expected seconds of work left (an estimate)
     attained_gpu_seconds: float = 0.0  # GPU-seconds of service received in earlier runs
     queued_since: float | None = None  # when it last entered the queue (None: submit_time)
+    # Worker 0 prefers this node: its checkpoint is there (node-local checkpoint storage,
+    # see `pinning`). Scoring only, never a reason to stay pending.
+    preferred_node: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -194,3 +194,19 @@ service_endpoints = Table(
     Column("ready", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# The checkpoints a job's output directory held when one of its pods last reported it
+# (Kubernetes: worker 0's termination message; see trainyard.checkpoint_index), for
+# listing them where the control plane cannot read the job's claim. Replaced as a whole
+# by each newer report; deleted with the job's storage by the retention sweep.
+job_checkpoints = Table(
+    "job_checkpoints",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("attempt", Integer, nullable=True),  # the attempt that wrote it
+    Column("written_at", BigInteger, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("reported_attempt", Integer, nullable=False),  # the attempt whose pod reported
+    Column("reported_at", BigInteger, nullable=False),
+)

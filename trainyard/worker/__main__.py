@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from trainyard.worker.config import (
     InferConfig,
@@ -18,6 +19,7 @@ from trainyard.worker.config import (
     add_train_arguments,
     to_config,
 )
+from trainyard.worker.termination import record_failure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         return infer(to_config(InferConfig, args))
     except ValueError as exc:  # bad options or inputs: a clear message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
+        record_failure(f"error: {exc}")
         return 2
+    except Exception as exc:
+        # The traceback goes to the log as usual; its last line is the failure's reason.
+        record_failure("".join(traceback.format_exception_only(exc)))
+        raise
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from trainyard.checkpoint_index import record_path
+from trainyard.worker.termination import report_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class CheckpointManager:
         save_atomic({**state, "format": FORMAT, "step": step}, path)
         self._write_record(step)
         self._prune()
+        report_checkpoints(self.directory)  # for a control plane that cannot read it
         return path, time.perf_counter() - started
 
     def _write_record(self, step: int) -> None:

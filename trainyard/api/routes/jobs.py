@@ -67,6 +67,7 @@ from trainyard.store import (
     server_idempotency_key,
     write_transaction,
 )
+from trainyard.store.checkpoints import reported_checkpoints
 from trainyard.store.services import load_endpoints
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
@@ -105,6 +106,17 @@ def check_checkpoint_job(
         raise FieldRuleError(
             "checkpoint_job", "training_job", f"job {job_id} is a {source.kind} job"
         )
+    if settings.backend != "local":
+        with read_transaction(engine) as conn:
+            reported = reported_checkpoints(conn, job_id=job_id)
+        if not reported:
+            raise FieldRuleError(
+                "checkpoint_job",
+                "no_checkpoint",
+                f"job {job_id} has reported no checkpoint (its worker 0 reports them when "
+                "its container ends)",
+            )
+        return
     output = job_output_dir(settings.home, job_id)
     if not any(output.glob("checkpoint-*.pt")):
         raise FieldRuleError(
@@ -295,17 +307,20 @@ def events(job_id: str, principal: PrincipalDep, engine: EngineDep) -> dict[str,
 def checkpoints(
     job_id: str, principal: PrincipalDep, engine: EngineDep, settings: SettingsDep
 ) -> Response:
-    """The checkpoints the job's output directory holds now (none once the retention
-    has deleted them). On the kubernetes backend they live on the job's claim, which
-    this server does not mount: the list is empty with `source: unavailable`."""
+    """The checkpoints the job's output directory holds (none once the retention has
+    deleted them). Locally, read from the directory now (`source: local`). On the
+    kubernetes backend they live on the job's claim, which this server does not mount:
+    the list is what the job's worker 0 last reported when its container ended
+    (`source: reported`; empty while the first attempt still runs)."""
     with read_transaction(engine) as conn:
         if get_job(conn, job_id=job_id, owner=_visible_owner(principal)) is None:
             raise JobNotFound(job_id)
-    if settings.backend != "local":
-        return json_response({"data": [], "count": 0, "source": "unavailable"})
-    found = list_checkpoints(job_output_dir(settings.home, job_id))
+        found = [] if settings.backend == "local" else reported_checkpoints(conn, job_id=job_id)
+    source = "reported"
+    if settings.backend == "local":
+        found, source = list_checkpoints(job_output_dir(settings.home, job_id)), "local"
     data = [{**c, "written_at": iso_time(int(c["written_at"] * 1_000_000))} for c in found]
-    return json_response({"data": data, "count": len(data), "source": "local"})
+    return json_response({"data": data, "count": len(data), "source": source})
 
 
 @router.post(

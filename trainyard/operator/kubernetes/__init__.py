@@ -37,6 +37,7 @@ def config_from_settings(settings: Settings) -> KubernetesConfig:
         default_image=settings.worker_image,
         node_lost_grace=settings.node_lost_grace,
         checkpoint_storage_class=settings.checkpoint_storage_class,
+        checkpoint_node_path=settings.checkpoint_node_path,
     )
 
 

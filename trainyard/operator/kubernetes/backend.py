@@ -62,6 +62,7 @@ from trainyard.operator.kubernetes.names import (
 )
 from trainyard.operator.kubernetes.observe import (
     STUCK_WAITING,
+    Checkpoints,
     NodeRecord,
     PodRecord,
     Usage,
@@ -79,7 +80,10 @@ from trainyard.operator.kubernetes.storage import (
     claim_manifest,
     claim_names,
     job_of_claim,
+    keeps_node_checkpoints,
     local_storage_note,
+    model_claim,
+    model_dir,
 )
 from trainyard.operator.launch import Runtime
 from trainyard.scheduler.types import Node
@@ -152,6 +156,8 @@ class KubernetesBackend:
         self._claims: dict[str, str] = {}  # job id -> its checkpoint claim's uid
         self._claim_seen: dict[str, tuple[float, bool]] = {}  # claim -> (checked at, exists)
         self._launching: set[str] = set()
+        # job id -> (attempt, checkpoints) its pods reported, until the loop stores them.
+        self._reports: dict[str, tuple[int, Checkpoints]] = {}
         self._unbound_since: dict[str, float] = {}
         self._foreign: dict[str, Usage] | None = None
         self._closed = threading.Event()
@@ -235,6 +241,10 @@ class KubernetesBackend:
                 self._foreign = None
             if new is not None and new.worker is not None:
                 self._by_job.setdefault(new.worker.job_id, set()).add(key)
+                if new.checkpoints is not None and (
+                    old is None or old.checkpoints != new.checkpoints
+                ):
+                    self._reports[new.worker.job_id] = (new.worker.attempt, new.checkpoints)
                 if new.waiting_reason in STUCK_WAITING:
                     self._waiting_since.setdefault(key, self._clock())
                 else:
@@ -345,6 +355,11 @@ class KubernetesBackend:
     def output_dir(self, job_id: str) -> str:
         """The job's output directory inside its pods (the same for every attempt)."""
         return f"{self.config.output_root.rstrip('/')}/{job_id}"
+
+    def model_dir(self, training_job_id: str) -> str:
+        """Where a model service's pods find the checkpoints of the training job they
+        serve: its claim, mounted read-only (storage.model_volume)."""
+        return model_dir(training_job_id)
 
     def rendezvous(self, job_id: str, attempt: int) -> tuple[str, int]:
         host = worker_hostname(job_id, 0, self._namespace, self.config.cluster_domain)
@@ -498,16 +513,47 @@ class KubernetesBackend:
                     return f"pending: cannot check claim {claim!r}: apiserver unreachable: {exc}"
                 checked = self._claim_seen[claim] = (now, exists)
             if not checked[1]:
+                if claim == model_claim(spec):
+                    return (
+                        f"pending: waiting for the checkpoints of training job "
+                        f"{spec.get('checkpoint_job')}: its claim {claim!r} does not exist in "
+                        f"namespace {self._namespace} (the job kept its checkpoints on its "
+                        "node, or the retention deleted them)"
+                    )
                 return (
                     f"pending: waiting for PersistentVolumeClaim {claim!r} in namespace "
                     f"{self._namespace} (it does not exist)"
                 )
         return None
 
+    def checkpoint_reports(self) -> dict[str, tuple[int, Checkpoints]]:
+        """The checkpoints each job's pods reported in their termination messages since
+        the last call (job id -> (attempt, newest first)), for the store: the control
+        plane cannot read a claim itself. A caller that fails to store them gives them
+        back with `return_reports`."""
+        with self._lock:
+            reports, self._reports = self._reports, {}
+        return reports
+
+    def return_reports(self, reports: Mapping[str, tuple[int, Checkpoints]]) -> None:
+        with self._lock:
+            for job_id, report in reports.items():
+                self._reports.setdefault(job_id, report)
+
     def admission_notes(self, spec: Mapping[str, Any]) -> list[str]:
         """Job events to write when the job is admitted (checkpoints left pod-local)."""
-        note = local_storage_note(spec, self.config.checkpoint_storage_class)
+        config = self.config
+        node_path = None if config.output_claim else config.checkpoint_node_path
+        note = local_storage_note(spec, config.checkpoint_storage_class, node_path)
         return [note] if note else []
+
+    def checkpoint_node_local(self, spec: Mapping[str, Any]) -> bool:
+        """Whether the job's checkpoints stay on worker 0's node (see storage), so that
+        its restarts should put worker 0 back there (trainyard.operator.pinning)."""
+        config = self.config
+        return keeps_node_checkpoints(
+            spec, config.checkpoint_storage_class, config.checkpoint_node_path, config.output_claim
+        )
 
     def storage_jobs(self) -> set[str]:
         """Jobs whose checkpoint claim exists (for the retention sweep)."""

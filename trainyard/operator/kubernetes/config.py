@@ -27,6 +27,10 @@ class KubernetesConfig:
       for a delete without an explicit grace).
     - `checkpoint_storage_class`: the ReadWriteMany storage class of per-job checkpoint
       claims; with it, `checkpoint.storage: auto` means a claim per job (see `storage`).
+    - `checkpoint_node_path`: without a claim, a directory on every node (writable by
+      `run_as_user`) mounted as the output root (a hostPath): worker 0's checkpoints
+      stay on its node, and a restart puts worker 0 back there when it can (see
+      trainyard.scheduler.pinning). Unset: an emptyDir, lost with the pod.
     - `output_claim`: a PersistentVolumeClaim mounted at /output so checkpoints survive
       a retry or preemption; without it /output is an emptyDir (lost with the pod).
     """
@@ -40,6 +44,7 @@ class KubernetesConfig:
     nccl_env: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NCCL_ENV))
     output_claim: str | None = None
     checkpoint_storage_class: str | None = None
+    checkpoint_node_path: str | None = None
     output_root: str = "/output"
     run_as_user: int = 10001
     resync_seconds: float = 300.0

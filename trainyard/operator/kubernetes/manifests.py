@@ -38,7 +38,13 @@ from trainyard.operator.kubernetes.names import (
     service_name,
     worker_hostname,
 )
-from trainyard.operator.kubernetes.storage import checkpoint_claim_name, user_volumes
+from trainyard.operator.kubernetes.storage import (
+    checkpoint_claim_name,
+    keeps_node_checkpoints,
+    model_volume,
+    node_output_volume,
+    user_volumes,
+)
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -48,6 +54,8 @@ from trainyard.scheduler.types import (
 )
 
 _RESERVED_PREFIX = "trainyard.io/"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_ENV = "TRAINYARD_TERMINATION_LOG"  # trainyard.worker.termination.ENV
 
 
 def job_labels(gang: GangLaunch) -> dict[str, str]:
@@ -209,6 +217,8 @@ def pod_manifest(
     annotations[TARGET_NODE_ANNOTATION] = worker.node
 
     env: dict[str, str] = {**config.nccl_env, **worker.env}
+    # Worker 0 reports its checkpoints there (trainyard.worker.termination).
+    env[TERMINATION_ENV] = TERMINATION_LOG
     if worker.tpu_chips:
         env.update(tpu_environment(gang, worker, config))
     secret_env = _secret_env(gang.spec)
@@ -226,7 +236,14 @@ def pod_manifest(
         if claim
         else {"name": "output", "emptyDir": {}}
     )
+    node_path = config.checkpoint_node_path
+    rwx = config.checkpoint_storage_class
+    if not claim and node_path and keeps_node_checkpoints(gang.spec, rwx, node_path, None):
+        output_volume = node_output_volume(node_path)
     extra_volumes, extra_mounts = user_volumes(gang.spec)
+    model_volumes, model_mounts = model_volume(gang.spec)
+    extra_volumes += model_volumes
+    extra_mounts += model_mounts
     owners: list[dict[str, Any]] = []
     if service_uid:
         owners.append(_owner("Service", service_name(gang.job_id), service_uid))
@@ -267,7 +284,10 @@ def pod_manifest(
                     "image": gang.image or config.default_image,
                     "command": list(worker.argv),
                     # The kubelet copies the last log lines into the terminated state on
-                    # a failure: the reason gets them without a pods/log permission.
+                    # a failure: the reason gets them without a pods/log permission. A
+                    # worker that wrote the file (its checkpoint report, then its last
+                    # words on a failure) has its contents copied instead.
+                    "terminationMessagePath": TERMINATION_LOG,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "env": env_list,
                     "ports": _container_ports(gang),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from trainyard.checkpoint_index import parse_report
 from trainyard.operator.backend import WorkerPhase, WorkerStatus
 from trainyard.operator.kubernetes.names import (
     ATTEMPT_LABEL,
@@ -62,6 +63,10 @@ class Usage:
         )
 
 
+# (step, written at in unix seconds, size in bytes, attempt that wrote it), newest first.
+Checkpoints = tuple[tuple[int, float, int, int | None], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerKey:
     job_id: str
@@ -87,6 +92,9 @@ class PodRecord:
     waiting_reason: str = ""
     running: bool = False
     log_tail: str = ""  # the container's termination message (last log lines on error)
+    # What worker 0 reported its output directory holds when its container ended
+    # (trainyard.checkpoint_index); None when it reported nothing.
+    checkpoints: Checkpoints | None = None
 
     @property
     def terminated(self) -> bool:
@@ -177,23 +185,30 @@ def _worker_key(labels: Mapping[str, str]) -> WorkerKey | None:
         return None
 
 
-def _termination(status: Mapping[str, Any]) -> tuple[int | None, str, str, bool, str]:
-    """(exit code, message, waiting reason, running, termination message) from the pod's
-    container statuses."""
+def _termination(
+    status: Mapping[str, Any],
+) -> tuple[int | None, str, str, bool, str, Checkpoints | None]:
+    """(exit code, message, waiting reason, running, termination message, reported
+    checkpoints) from the pod's container statuses."""
     exit_code: int | None = None
     message = ""
     waiting = ""
     running = False
     tail = ""
+    reported: Checkpoints | None = None
     for container in status.get("containerStatuses") or ():
         state = container.get("state") or {}
         if "terminated" in state:
             terminated = state["terminated"] or {}
             code = terminated.get("exitCode")
+            found, text = parse_report(terminated.get("message") or "")
+            if found is not None:
+                reported = tuple(
+                    (c["step"], c["written_at"], c["size_bytes"], c["attempt"]) for c in found
+                )
             if code is not None and (exit_code is None or code != 0):
                 exit_code = int(code)
                 reason = terminated.get("reason") or ""
-                text = terminated.get("message") or ""
                 message = f"exited {code}" + (f" ({reason})" if reason else "")
                 tail = text.strip()
                 if tail:
@@ -205,7 +220,7 @@ def _termination(status: Mapping[str, Any]) -> tuple[int | None, str, str, bool,
                 message = f"{waiting}: {(info.get('message') or '').strip()[:300]}".rstrip(": ")
         elif "running" in state:
             running = True
-    return exit_code, message, waiting, running, tail
+    return exit_code, message, waiting, running, tail, reported
 
 
 def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
@@ -218,8 +233,8 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
     ours = namespace == our_namespace and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
     worker = _worker_key(labels) if ours else None
     phase = status.get("phase") or "Pending"
-    exit_code, message, waiting, running, tail = (
-        _termination(status) if worker else (None, "", "", False, "")
+    exit_code, message, waiting, running, tail, reported = (
+        _termination(status) if worker else (None, "", "", False, "", None)
     )
     if worker and not message and status.get("reason"):
         # Pod-level failures: Evicted, NodeLost, OutOfgpu (kubelet admission), ...
@@ -239,6 +254,7 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
         waiting_reason=waiting,
         running=running,
         log_tail=tail,
+        checkpoints=reported,
     )
 
 
