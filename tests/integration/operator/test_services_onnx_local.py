@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.operator.loop_support import Serve, processes_of, serve, tiny_gpt
@@ -63,40 +64,74 @@ def _torch_fp32_nll(checkpoints: Path, texts: list[str]) -> list[float]:
     return [r["nll"] for r in predictor.predict([predictor.parse({"text": t}) for t in texts])]
 
 
-def test_an_onnx_service_answers_through_the_proxy_like_torch(
-    trained: tuple[Serve, str],
-) -> None:
-    server, train_id = trained
-    job = server.submit(_service(replicas=2, checkpoint_job=train_id))
-    job_id = job["id"]
-    assert job["runtime"] == "onnx"
-    wait_for(
-        lambda: server.job(job_id).get("ready_replicas") == 2,
-        timeout=300,
-        interval=0.2,
-        what="both onnx replicas ready",
-    )
+def _answers(server: Serve, job_id: str) -> list[dict[str, Any]]:
     answers = []
     with server.client() as client:
         for text in TEXTS:
             reply = client.post(f"/v1/jobs/{job_id}/predict", json={"id": text, "text": text})
             assert reply.status_code == 200, reply.text
             answers.append(reply.json())
-        bad = client.post(f"/v1/jobs/{job_id}/predict", json={"text": 5})
-        assert bad.status_code == 422 and "text" in bad.text
+    return answers
+
+
+def test_onnx_and_torch_services_side_by_side_answer_alike_through_the_proxy(
+    trained: tuple[Serve, str],
+) -> None:
+    """Two services at once (the loop probes both), one per runtime, the same checkpoint."""
+    server, train_id = trained
+    onnx_id = server.submit(_service(replicas=2, checkpoint_job=train_id))["id"]
+    torch_id = server.submit(
+        _service(name="gpt-torch", runtime="torch", replicas=1, checkpoint_job=train_id)
+    )["id"]
+    assert server.job(onnx_id)["runtime"] == "onnx"
+    for job_id, replicas in ((onnx_id, 2), (torch_id, 1)):
+        wait_for(
+            lambda job_id=job_id, replicas=replicas: (
+                server.job(job_id).get("ready_replicas") == replicas
+            ),
+            timeout=300,
+            interval=0.2,
+            what=f"{replicas} replicas of {job_id} ready",
+        )
+    onnx_answers, torch_answers = _answers(server, onnx_id), _answers(server, torch_id)
     reference = _torch_fp32_nll(server.home / "jobs" / train_id / "output", TEXTS)
-    for answer, expected, text in zip(answers, reference, TEXTS, strict=True):
-        assert answer["id"] == text
-        assert answer["nll"] == pytest.approx(expected, abs=FP32_TOLERANCE)
-    # Both replicas started together and shared one export in the job's own output.
-    exports = sorted((server.home / "jobs" / job_id / "output" / "onnx").glob("model-*"))
+    for mine, theirs, expected, text in zip(
+        onnx_answers, torch_answers, reference, TEXTS, strict=True
+    ):
+        assert mine["id"] == text
+        assert mine["nll"] == pytest.approx(expected, abs=FP32_TOLERANCE)
+        assert mine["nll"] == pytest.approx(theirs["nll"], abs=FP32_TOLERANCE)
+    with server.client() as client:
+        bad = client.post(f"/v1/jobs/{onnx_id}/predict", json={"text": 5})
+        assert bad.status_code == 422 and "text" in bad.text
+        # The proxy's route is warm now: another user still gets 404, on every request,
+        # and a revoked token is refused at once.
+        created = client.post("/v1/tokens", json={"user": "mallory"})
+        assert created.status_code == 201, created.text
+    other = {"Authorization": f"Bearer {created.json()['token']}"}
+    for _ in range(3):
+        reply = httpx.post(
+            f"{server.url}/v1/jobs/{onnx_id}/predict", json={"text": "x"}, headers=other
+        )
+        assert reply.status_code == 404, reply.text
+    with server.client() as client:
+        assert client.post(f"/v1/tokens/{created.json()['id']}/revoke").status_code == 200
+    reply = httpx.post(f"{server.url}/v1/jobs/{onnx_id}/predict", json={"text": "x"}, headers=other)
+    assert reply.status_code == 401
+    # Both onnx replicas started together and shared one export in the job's own output.
+    exports = sorted((server.home / "jobs" / onnx_id / "output" / "onnx").glob("model-*"))
     assert [p.name.startswith("model-step4-") for p in exports] == [True]
     assert list(exports[0].parent.glob(".export-*")) == []
 
-    with server.client() as client:
-        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
-    server.wait_state(job_id, "CANCELLED", timeout=120)
-    assert processes_of(job_id) == []
+    for job_id in (onnx_id, torch_id):
+        with server.client() as client:
+            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    for job_id in (onnx_id, torch_id):
+        server.wait_state(job_id, "CANCELLED", timeout=120)
+        assert processes_of(job_id) == []
+    with server.client() as client:  # right after the end: the ended state, not a stale route
+        finished = client.post(f"/v1/jobs/{onnx_id}/predict", json={"text": "x"})
+        assert finished.status_code == 409 and "CANCELLED" in finished.text
 
 
 def test_a_model_that_cannot_export_fails_the_service_with_the_exporters_words(
