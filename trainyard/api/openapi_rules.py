@@ -19,7 +19,8 @@ rule JSON Schema can state is added here, next to the validator that enforces it
   segments, not a path Trainyard mounts itself.
 - Inference: `mode` only for kind inference; `replicas`, `min_replicas`, `max_replicas` and
   `checkpoint_job` only for mode service, which needs exactly one of `serve_checkpoint` and
-  `checkpoint_job`.
+  `checkpoint_job`; `runtime` only for kind inference with a built-in workload, and
+  `runtime: onnx` only with precision fp32 or auto.
 - The deployment's own rules (`express_deployment_rules`): on the local backend no volumes,
   no mounts and no `checkpoint.storage: pvc`; `host_path` only where the deployment allows it.
 
@@ -186,6 +187,18 @@ def _inference_rules() -> list[dict[str, Any]]:
             "then": {"oneOf": [_set("serve_checkpoint"), _set("checkpoint_job")]},
             "else": {"allOf": [_null(name) for name in service_only]},
         },
+        *_runtime_rules(),
+    ]
+
+
+def _runtime_rules() -> list[dict[str, Any]]:
+    """`runtime`: inference only, built-in workloads only, onnx in fp32 (or auto)."""
+    onnx = {"required": ["runtime"], "properties": {"runtime": {"const": "onnx"}}}
+    no_command = {"properties": {"command": {"type": "null"}}}
+    return [
+        {"if": {"properties": {"kind": {"const": "training"}}}, "then": _null("runtime")},
+        {"if": _set("runtime"), "then": {"properties": {"workload": no_command}}},
+        {"if": onnx, "then": {"properties": {"precision": {"enum": ["auto", "fp32"]}}}},
     ]
 
 

@@ -448,6 +448,12 @@ class JobBase(_Strict):
         description="Service only: the id of a training job whose newest checkpoint "
         "to serve (instead of `serve_checkpoint`).",
     )
+    runtime: Literal["torch", "onnx"] | None = Field(
+        default=None,
+        description="Inference only: `torch` (eager; dynamic int8 with workload.args.quantize) "
+        "or `onnx` (the checkpoint exported to ONNX once, run with onnxruntime in fp32, int8 "
+        "with quantize). Defaults to torch for kind inference.",
+    )
 
     @field_validator("max_runtime")
     @classmethod
@@ -467,6 +473,7 @@ class JobBase(_Strict):
         """Service rules; each error names the field that breaks it."""
         if self.mode is not None and self.kind != "inference":
             raise _field_error("mode", "inference_only", "mode applies to kind inference only")
+        self._check_runtime()
         service = self.kind == "inference" and self.mode == "service"
         if not service:
             for name in ("replicas", "min_replicas", "max_replicas", "checkpoint_job"):
@@ -501,6 +508,30 @@ class JobBase(_Strict):
         if "preemptible" not in self.model_fields_set:
             self.preemptible = False  # a service stopping drops its users' requests
         return self
+
+    def _check_runtime(self) -> None:
+        """`runtime` picks how a built-in workload's model runs; it defaults to torch."""
+        if self.kind != "inference":
+            if self.runtime is not None:
+                raise _field_error(
+                    "runtime", "inference_only", "runtime applies to kind inference only"
+                )
+            return
+        if self.runtime is not None and self.workload.command is not None:
+            raise _field_error(
+                "runtime",
+                "builtin_only",
+                "runtime applies to built-in workloads (a command runs its own program)",
+            )
+        if self.workload.command is None and self.runtime is None:
+            self.runtime = "torch"
+        if self.runtime == "onnx" and self.precision in ("bf16", "fp16"):
+            raise _field_error(
+                "precision",
+                "onnx_fp32",
+                f"runtime onnx runs the exported fp32 graph, not {self.precision} "
+                "(use fp32 or auto; workload.args.quantize for int8)",
+            )
 
 
 def _field_error(field: str, rule: str, message: str) -> Exception:

@@ -155,6 +155,7 @@ def build_workers(
                 runtime=runtime,
                 checkpoint_dir=checkpoint_dir,
                 service=service,
+                model_runtime=str(spec.get("runtime") or "torch"),
             )
         launches.append(
             WorkerLaunch(
@@ -187,6 +188,7 @@ def _builtin_argv(
     runtime: Runtime,
     checkpoint_dir: str | None = None,
     service: bool = False,
+    model_runtime: str = "torch",
 ) -> tuple[str, ...]:
     flags = worker_args(builtin, args)
     if kind == "inference":
@@ -195,6 +197,12 @@ def _builtin_argv(
             program += ["--precision", precision]
         if "--checkpoint-dir" not in flags:
             program += ["--checkpoint-dir", checkpoint_dir or output_dir]
+        if "--runtime" not in flags:
+            program += ["--runtime", model_runtime]
+        if model_runtime == "onnx" and "--onnx-dir" not in flags:
+            # The job's own output: writable, kept across restarts, so replicas share
+            # one export (the served checkpoint's directory may be another job's).
+            program += ["--onnx-dir", f"{output_dir}/onnx"]
         if not service:
             # Batch: results and the counts the loop reports land in the job's output.
             if "--output" not in flags:

@@ -609,7 +609,7 @@ class SchedulingLoop:
         self, live: Sequence[LiveJob], by_job: Mapping[str, Sequence[WorkerStatus]]
     ) -> None:
         """Each live service's endpoint and ready replicas into the store, on change."""
-        current: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+        services: list[tuple[LiveJob, Mapping[str, Any], list[str]]] = []
         for job in live:
             spec = self._specs.get(job.id)
             if spec is None or not is_service(spec) or job.state is JobState.PENDING:
@@ -626,7 +626,14 @@ class SchedulingLoop:
                 and not w.stopping
                 and w.metrics_address
             ]
-            ready = tuple(self._prober.ready(a for a in addresses if a is not None))
+            services.append((job, spec, addresses))
+        # One call with every service's replicas: `ready` also sets what the prober
+        # probes, so a call per service would leave only the last one probed (and every
+        # other service never ready while two run at once).
+        ready_now = set(self._prober.ready(a for _, _, addresses in services for a in addresses))
+        current: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+        for job, spec, addresses in services:
+            ready = tuple(sorted(a for a in addresses if a in ready_now))
             current[job.id] = (service_endpoint(self.backend, job, spec), ready)
         for job_id in self._restarts.jobs() - {job.id for job in live}:
             self._restarts.forget_job(job_id)

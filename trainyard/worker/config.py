@@ -72,6 +72,8 @@ class InferConfig:
     batch_size: int = 32
     max_wait_ms: float = 5.0
     quantize: bool = False
+    runtime: str = "torch"
+    onnx_dir: Path | None = None
     summary: Path | None = None
     job: str = "local"
     metrics_port: int = 9400
@@ -165,6 +167,18 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="max records per batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="service batching window")
     p.add_argument("--quantize", action="store_true", help="dynamic int8 Linear layers (CPU)")
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default=_env("runtime", "torch"),
+        help="torch: eager; onnx: exported once, run with onnxruntime (env TRAINYARD_RUNTIME)",
+    )
+    p.add_argument(
+        "--onnx-dir",
+        type=Path,
+        default=None,
+        help="runtime onnx: where the exported model is cached (default: CHECKPOINT_DIR/onnx)",
+    )
     p.add_argument(
         "--summary",
         type=Path,

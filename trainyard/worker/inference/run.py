@@ -28,7 +28,9 @@ def infer(cfg: InferConfig) -> int:
     if not cfg.serve and (cfg.input is None or cfg.output is None):
         raise ValueError("--input and --output: both required unless --serve")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    predictor, info = load_predictor(cfg.checkpoint_dir, device, cfg.precision, cfg.quantize)
+    predictor, info = load_predictor(
+        cfg.checkpoint_dir, device, cfg.precision, cfg.quantize, cfg.runtime, cfg.onnx_dir
+    )
     metrics = WorkerMetrics(cfg.job, 0, inference=True)
     # A service given its metrics port as its own port (the local backend does: one
     # loopback port per replica) serves /metrics itself.
