@@ -72,6 +72,23 @@ def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not start")
 
 
+def _wait_for_loop(home: Path) -> None:
+    """Until the loop process has run its first cycle (it publishes the node view then):
+    `serve` answers /healthz before its loop child is up, and jobs submitted earlier
+    would measure the loop process's start-up, not the loop."""
+    engine = create_engine(f"sqlite:///{home / 'trainyard.db'}")
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM cluster_nodes")).scalar_one():
+                    return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    raise RuntimeError("the loop did not run a cycle")
+
+
 def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp()) / "home"
     home.mkdir(parents=True)
@@ -79,6 +96,7 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
     # so submit -> RUNNING measures the loop, not queueing.
     process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1", TRAINYARD_LOCAL_CPUS=str(cpus))
     try:
+        _wait_for_loop(home)
         token = (home / "admin-token").read_text().strip()
         body = {
             "name": "t",
@@ -116,7 +134,7 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
                 time.sleep(0.5)
             with engine.connect() as conn:
                 rows = conn.execute(
-                    text("SELECT created_at, started_at, finished_at FROM jobs")
+                    text("SELECT created_at, started_at, finished_at FROM jobs ORDER BY seq")
                 ).all()
             engine.dispose()
     finally:
@@ -132,6 +150,11 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
         "jobs_per_second": round(jobs / span, 1),
         "submit_to_running_p50_s": round(_percentile(to_running, 0.5), 3),
         "submit_to_running_p99_s": round(_percentile(to_running, 0.99), 3),
+        "submit_to_running_max_s": round(max(to_running), 3),
+        # Where the slowest are in submission order (a start-up effect or a stall).
+        "slowest_by_submit_order": sorted(
+            range(len(to_running)), key=lambda i: -to_running[i]
+        )[:5],
     }
 
 

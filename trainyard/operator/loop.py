@@ -86,6 +86,10 @@ LIVE = frozenset({JobState.PENDING, JobState.ADMITTED, JobState.RUNNING})
 # A full read of every live job at least this often, whatever the incremental reads saw.
 RESYNC_SECONDS = 30
 CHANGE_MARGIN_SECONDS = 5
+# How long one cycle may spend launching when the backend launches in batches
+# (`launch_batch_size`): the rest stay ADMITTED and the next cycle launches them, so in
+# a burst the RUNNING of the first gangs is persisted while later ones still start.
+LAUNCH_BUDGET_SECONDS = 0.25
 
 
 _OFFER = Decision(offer=True)
@@ -121,6 +125,8 @@ class CycleReport:
     stopped: list[str] = field(default_factory=list)
     transitions: int = 0
     reasons_written: int = 0
+    # Gangs left ADMITTED for the next cycle once the launch budget was spent.
+    launch_deferred: int = 0
     # Pending jobs per (queue, reason code) the core left, for the metrics.
     pending_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     read_s: float = 0.0
@@ -206,6 +212,7 @@ class SchedulingLoop:
         self._restarts = RestartBook()
         self._prober = HealthProber()
         self._endpoints = EndpointPublisher()
+        self._launch_deadline = 0.0
 
     # ------------------------------------------------------------------ the cycle
 
@@ -372,6 +379,7 @@ class SchedulingLoop:
         ]
         self._forget_restarted(to_launch, decisions)
         to_launch = [j for j in to_launch if decisions[j.id].launch]
+        self._launch_deadline = time.perf_counter() + LAUNCH_BUDGET_SECONDS
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
         for job in live:
@@ -522,7 +530,19 @@ class SchedulingLoop:
     ) -> None:
         """Launch the gangs of one cycle; together (`launch_many`) when the backend can,
         which a cluster backend needs: one gang's API calls take tens of milliseconds,
-        and a cycle may admit hundreds."""
+        and a cycle may admit hundreds. A backend with a `launch_batch_size` gets them in
+        batches of that size until the cycle's launch budget is spent (see
+        LAUNCH_BUDGET_SECONDS); what is left is launched by the next cycle."""
+        size = getattr(self.backend, "launch_batch_size", None) or max(len(items), 1)
+        for start in range(0, len(items), size):
+            if start and time.perf_counter() > self._launch_deadline:
+                report.launch_deferred += len(items) - start
+                return
+            self._launch_batch(items[start : start + size], report)
+
+    def _launch_batch(
+        self, items: Sequence[tuple[LiveJob, int, Mapping[int, str]]], report: CycleReport
+    ) -> None:
         gangs: list[tuple[LiveJob, GangLaunch]] = []
         for job, attempt, placement in items:
             try:

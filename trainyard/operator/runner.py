@@ -117,6 +117,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     try:
         while not stop.is_set():
             started = time.monotonic()
+            deferred = 0
             if leadership.is_leader() and started - swept_at >= settings.retention_sweep_seconds:
                 swept_at = started
                 try:
@@ -127,6 +128,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 try:
                     report = loop.cycle()
                     failures = 0
+                    deferred = report.launch_deferred
                     if report.leader:
                         _record(recorder, report)
                     if report.admitted or report.transitions:
@@ -147,6 +149,8 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
             elapsed = time.monotonic() - started
             if elapsed < MIN_GAP_SECONDS:
                 stop.wait(MIN_GAP_SECONDS - elapsed)
+            if deferred:
+                continue  # gangs admitted but not launched yet: the next cycle launches them
             wakeup.wait(settings.loop_period_seconds)
     finally:
         _flush(recorder)
