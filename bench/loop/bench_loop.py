@@ -152,9 +152,7 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
         "submit_to_running_p99_s": round(_percentile(to_running, 0.99), 3),
         "submit_to_running_max_s": round(max(to_running), 3),
         # Where the slowest are in submission order (a start-up effect or a stall).
-        "slowest_by_submit_order": sorted(
-            range(len(to_running)), key=lambda i: -to_running[i]
-        )[:5],
+        "slowest_by_submit_order": sorted(range(len(to_running)), key=lambda i: -to_running[i])[:5],
     }
 
 
