@@ -426,7 +426,7 @@ class LocalBackend:
             ) from exc
         launch_id = uuid.uuid4().hex
         launched_at = time.time()
-        log_fd = self._open_log(log_path, gang, worker, launched_at)
+        log_fd = self._open_log(log_path)
         # Held from now on, so the next worker of this batch gets other GPUs and ports.
         for gpu in gpus:
             self._held_gpus[gpu] = key
@@ -464,22 +464,26 @@ class LocalBackend:
         """Start the planned supervisors (one batch), then per worker: record, 'go',
         watch. A failure fails its gang and aborts that gang's later workers."""
         try:
-            spawned = spawn.spawn_supervisors(
-                [
-                    spawn.SupervisorRequest(
-                        plan.paths.status(plan.worker.index),
-                        plan.paths.started(plan.worker.index),
-                        plan.log_fd,
-                    )
-                    for plan in plans
-                ],
-                fork_server=self._fork_server,
-            )
+            self._start_spawned(plans, outcomes)
         finally:
             for plan in plans:
                 if plan.log_fd is not None:
                     os.close(plan.log_fd)
                     plan.log_fd = None
+
+    def _start_spawned(self, plans: Sequence[_Plan], outcomes: list[Exception | None]) -> None:
+        spawned = spawn.spawn_supervisors(
+            [
+                spawn.SupervisorRequest(
+                    plan.paths.status(plan.worker.index),
+                    plan.paths.started(plan.worker.index),
+                    plan.log_fd,
+                )
+                for plan in plans
+                if plan.log_fd is not None
+            ],
+            fork_server=self._fork_server,
+        )
         for plan, started in zip(plans, spawned, strict=True):
             gang, index = plan.gang, plan.worker.index
             plan.started = True  # from here on it is started or released below
@@ -519,6 +523,11 @@ class LocalBackend:
             metrics_port=plan.metrics_port,
             launched_at=plan.launched_at,
         )
+        try:
+            self._write_log_header(plan)
+        except LaunchError:
+            spawn.abort(spawned)
+            raise
         try:
             write_atomic(paths.record(index), record.to_json())
         except OSError as exc:
@@ -685,33 +694,36 @@ class LocalBackend:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
 
-    def _open_log(
-        self, path: Path, gang: GangLaunch, worker: WorkerLaunch, launched_at: float
-    ) -> int:
-        """The worker's log, opened for appending with this attempt's header written (so a
-        full disk or an unwritable directory fails the launch, not the worker later)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched_at))
-        # No argv here: the log is the program's output, and a header quoting its
-        # arguments would match every grep for them (the record has the argv).
-        header = (
-            f"==== trainyard: job {gang.job_id} attempt {gang.attempt} worker {worker.index} "
-            f"on {self._node.name} at {stamp} ====\n"
-        )
+    def _open_log(self, path: Path) -> int:
+        """The worker's log, opened for appending (so an unwritable directory fails the
+        launch, not the worker later; the header is written just before its record)."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
             try:
-                fd = os.open(path, flags, PRIVATE_FILE)
+                return os.open(path, flags, PRIVATE_FILE)
             except FileNotFoundError:  # its directory was removed behind our back
                 ensure_private_dir(path.parent)
-                fd = os.open(path, flags, PRIVATE_FILE)
+                return os.open(path, flags, PRIVATE_FILE)
         except OSError as exc:
             raise _launch_error("open the worker log", path, exc) from exc
+
+    def _write_log_header(self, plan: _Plan) -> None:
+        """This attempt's header in the worker's log (a full disk fails the launch here,
+        before the record, so nothing runs). Written only for a worker about to be
+        recorded: a launch cut short by a crash leaves no header for workers it never
+        started, and the relaunch writes theirs once."""
+        assert plan.log_fd is not None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.launched_at))
+        # No argv here: the log is the program's output, and a header quoting its
+        # arguments would match every grep for them (the record has the argv).
+        header = (
+            f"==== trainyard: job {plan.gang.job_id} attempt {plan.gang.attempt} worker "
+            f"{plan.worker.index} on {self._node.name} at {stamp} ====\n"
+        )
         try:
-            os.write(fd, header.encode())
+            os.write(plan.log_fd, header.encode())
         except OSError as exc:
-            os.close(fd)
-            raise _launch_error("write the worker log", path, exc) from exc
-        return fd
+            raise _launch_error("write the worker log", plan.log_path, exc) from exc
 
     # -- watching --------------------------------------------------------------------
 

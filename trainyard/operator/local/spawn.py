@@ -9,7 +9,8 @@ holds its write end) and the supervisor exits without running anything.
 Two ways to start one, same supervisor code:
 - `ForkServer` (the default): a long-lived `python -I -S supervise.py --fork-server`
   forks each supervisor, warm. A fresh interpreter costs ~10-15 ms of CPU per worker,
-  which on a small machine is most of what a short job costs.
+  which on a small machine is most of what a short job costs. A cycle's supervisors
+  are requested together (`spawn_supervisors`): pipelined, not one round trip each.
 - `spawn_supervisor` without one (the fallback when the fork server cannot run):
   posix_spawn of `python -I -S supervise.py STATUS STARTED`. posix_spawn (vfork + exec),
   not subprocess.Popen: it costs the same with a large server process, and leaves no
