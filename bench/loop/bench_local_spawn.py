@@ -1,6 +1,7 @@
 """How many workers per second the local backend launches and reaps (workload: `true`).
 
     PYTHONPATH=. nice .venv/bin/python bench/loop/bench_local_spawn.py --repeats 3 --compare
+    PYTHONPATH=. .venv/bin/python bench/loop/bench_local_spawn.py --batch 64 --compare-together
 
 Each repeat launches `--workers` one-worker jobs of `true` back to back on a fresh
 $TRAINYARD_HOME (supervisor spawn + record + 'go' each), waits until the backend's watcher
@@ -29,7 +30,7 @@ from trainyard.operator.local import LocalBackend
 
 
 def one_repeat(
-    workers: int, batch: int, program: str, fork_server: bool
+    workers: int, batch: int, program: str, fork_server: bool, together: bool = False
 ) -> tuple[float, float, float]:
     home = Path(tempfile.mkdtemp(prefix="bench-local-spawn-"))
     changed = threading.Event()
@@ -44,10 +45,16 @@ def one_repeat(
         cpu_started = time.process_time()
         for first in range(0, workers, batch):
             t0 = time.perf_counter()
+            gangs = []
             for n in range(first, min(first + batch, workers)):
                 job = f"bench-{n}"
                 worker = WorkerLaunch(index=0, node=node, argv=(program,), env={})
-                backend.launch(GangLaunch(job, 1, job, "q", "u", (worker,)))
+                gangs.append(GangLaunch(job, 1, job, "q", "u", (worker,)))
+            if together:  # one launch_many per batch, as the loop hands a cycle's gangs over
+                assert all(outcome is None for outcome in backend.launch_many(gangs))
+            else:
+                for gang in gangs:
+                    backend.launch(gang)
             launch_seconds += time.perf_counter() - t0
         while True:
             done = sum(1 for w in backend.workers() if w.phase.exited)
@@ -79,12 +86,23 @@ def main() -> None:
         action="store_true",
         help="also run with fork_server=False (a fresh interpreter per supervisor), interleaved",
     )
+    parser.add_argument(
+        "--compare-together",
+        action="store_true",
+        help="fork server, launch() per gang vs one launch_many() per batch, interleaved",
+    )
     args = parser.parse_args()
-    modes = [True, False] if args.compare else [True]
-    results: dict[bool, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    modes: list[tuple[bool, bool]] = [(True, False)]
+    if args.compare:
+        modes.append((False, False))
+    if args.compare_together:
+        modes.append((True, True))
+    results: dict[tuple[bool, bool], list[tuple[float, float, float]]] = {m: [] for m in modes}
     for repeat in range(args.repeats):
         for mode in modes:
-            launch_rate, end_rate, cpu_ms = one_repeat(args.workers, args.batch, args.program, mode)
+            launch_rate, end_rate, cpu_ms = one_repeat(
+                args.workers, args.batch, args.program, *mode
+            )
             results[mode].append((launch_rate, end_rate, cpu_ms))
             print(
                 f"repeat {repeat + 1} {_name(mode)}: launch {launch_rate:7.1f} calls/s, "
@@ -101,8 +119,10 @@ def main() -> None:
         )
 
 
-def _name(fork_server: bool) -> str:
-    return "fork server" if fork_server else "fresh interpreter"
+def _name(mode: tuple[bool, bool]) -> str:
+    fork_server, together = mode
+    name = "fork server" if fork_server else "fresh interpreter"
+    return name + (", launch_many per batch" if together else "")
 
 
 if __name__ == "__main__":

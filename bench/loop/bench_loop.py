@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/loop/bench_loop.py lifecycle --jobs 1000
     .venv/bin/python bench/loop/bench_loop.py cycle --pending 10000
+    .venv/bin/python bench/loop/bench_loop.py cycle-compare --old /work/main --repeats 3
     .venv/bin/python bench/loop/bench_loop.py submit-under-load --pending 10000
 
 lifecycle: a real `trainyard serve` (local backend, its loop process) receives N jobs
@@ -72,6 +73,23 @@ def _serve(home: Path, **env_extra: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not start")
 
 
+def _wait_for_loop(home: Path) -> None:
+    """Until the loop process has run its first cycle (it publishes the node view then):
+    `serve` answers /healthz before its loop child is up, and jobs submitted earlier
+    would measure the loop process's start-up, not the loop."""
+    engine = create_engine(f"sqlite:///{home / 'trainyard.db'}")
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM cluster_nodes")).scalar_one():
+                    return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    raise RuntimeError("the loop did not run a cycle")
+
+
 def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp()) / "home"
     home.mkdir(parents=True)
@@ -79,6 +97,7 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
     # so submit -> RUNNING measures the loop, not queueing.
     process = _serve(home, TRAINYARD_LOOP_PERIOD_SECONDS="1", TRAINYARD_LOCAL_CPUS=str(cpus))
     try:
+        _wait_for_loop(home)
         token = (home / "admin-token").read_text().strip()
         body = {
             "name": "t",
@@ -116,7 +135,7 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
                 time.sleep(0.5)
             with engine.connect() as conn:
                 rows = conn.execute(
-                    text("SELECT created_at, started_at, finished_at FROM jobs")
+                    text("SELECT created_at, started_at, finished_at FROM jobs ORDER BY seq")
                 ).all()
             engine.dispose()
     finally:
@@ -132,6 +151,9 @@ def lifecycle(jobs: int, cpus: int, rate: float | None = None) -> dict[str, Any]
         "jobs_per_second": round(jobs / span, 1),
         "submit_to_running_p50_s": round(_percentile(to_running, 0.5), 3),
         "submit_to_running_p99_s": round(_percentile(to_running, 0.99), 3),
+        "submit_to_running_max_s": round(max(to_running), 3),
+        # Where the slowest are in submission order (a start-up effect or a stall).
+        "slowest_by_submit_order": sorted(range(len(to_running)), key=lambda i: -to_running[i])[:5],
     }
 
 
@@ -196,6 +218,13 @@ def _store_with_pending(pending: int, gpu: bool) -> Any:
 
 
 def cycle(pending: int, rounds: int) -> dict[str, Any]:
+    """The loop's cycle as its process runs it: garbage collection paced between cycles
+    where the code under test has `trainyard.operator.collector` (the automatic
+    collector otherwise, as the loop process had it)."""
+    try:
+        from trainyard.operator.collector import CollectionPacing
+    except ImportError:  # an older tree: the automatic collector
+        CollectionPacing = None
     out: dict[str, Any] = {}
     nodes = [
         Node(
@@ -212,17 +241,59 @@ def cycle(pending: int, rounds: int) -> dict[str, Any]:
         loop = SchedulingLoop(
             engine, StaticNodes(nodes), home=home, scheduler_config=SchedulerConfig()
         )
+        pacing = CollectionPacing() if CollectionPacing is not None else None
+        if pacing is not None:
+            pacing.start()
         first = loop.cycle()
-        later = [loop.cycle() for _ in range(rounds)]
+        between = []
+        later = []
+        for _ in range(rounds):
+            if pacing is not None:
+                between.append(pacing.after_cycle()[1])
+            later.append(loop.cycle())
+        if pacing is not None:
+            pacing.stop()
+        med = statistics.median
         out[label] = {
             "first_cycle_ms": round(first.total_s * 1000, 1),
             "first_admitted": len(first.admitted),
             "live_jobs": later[-1].live_jobs,
-            "median_cycle_ms": round(statistics.median(r.total_s for r in later) * 1000, 1),
-            "median_read_ms": round(statistics.median(r.read_s for r in later) * 1000, 1),
-            "median_core_ms": round(statistics.median(r.core_s for r in later) * 1000, 1),
-            "median_write_ms": round(statistics.median(r.write_s for r in later) * 1000, 1),
+            "median_cycle_ms": round(med(r.total_s for r in later) * 1000, 1),
+            "max_cycle_ms": round(max(r.total_s for r in later) * 1000, 1),
+            "median_read_ms": round(med(r.read_s for r in later) * 1000, 1),
+            # reconcile + snapshot + the core; `schedule` alone where the report has it
+            "median_core_ms": round(med(r.core_s for r in later) * 1000, 1),
+            "median_schedule_ms": round(
+                med(getattr(r, "schedule_s", float("nan")) for r in later) * 1000, 1
+            ),
+            "median_write_ms": round(med(r.write_s for r in later) * 1000, 1),
+            "median_act_ms": round(med(r.act_s for r in later) * 1000, 1),
+            "median_gc_between_cycles_ms": round(med(between) * 1000, 1) if between else None,
+            "max_gc_between_cycles_ms": round(max(between) * 1000, 1) if between else None,
         }
+    return out
+
+
+def cycle_compare(old: str, pending: int, rounds: int, repeats: int) -> dict[str, Any]:
+    """`cycle` with the trainyard of `old` (PYTHONPATH) and of this tree, in
+    alternating fresh processes, `repeats` times each: medians over every cycle."""
+    new = str(Path(__file__).resolve().parents[2])
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    for _ in range(repeats):
+        for label, tree in (("old", old), ("new", new)):
+            env = {**os.environ, "PYTHONPATH": tree}
+            command = [sys.executable, __file__, "cycle", "--pending", str(pending)]
+            command += ["--rounds", str(rounds)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            runs[label].append(json.loads(done.stdout)["static_2000x8gpu"])
+    out: dict[str, Any] = {"old_tree": old, "new_tree": new, "repeats": repeats}
+    for label, results in runs.items():
+        keys = [k for k in results[0] if k.startswith("median_") and results[0][k] is not None]
+        out[label] = {k: round(statistics.median(r[k] for r in results), 1) for k in keys}
+        out[label]["max_cycle_ms"] = max(r["max_cycle_ms"] for r in results)
+        out[label]["first_cycle_ms"] = round(
+            statistics.median(r["first_cycle_ms"] for r in results), 1
+        )
     return out
 
 
@@ -271,6 +342,11 @@ def main() -> None:
     p = sub.add_parser("cycle")
     p.add_argument("--pending", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=5)
+    p = sub.add_parser("cycle-compare")
+    p.add_argument("--old", default="/work/main", help="the other tree (PYTHONPATH)")
+    p.add_argument("--pending", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("submit-under-load")
     p.add_argument("--pending", type=int, default=10000)
     p.add_argument("--seconds", type=float, default=15)
@@ -279,6 +355,8 @@ def main() -> None:
         result = lifecycle(args.jobs, args.cpus, args.rate)
     elif args.what == "cycle":
         result = cycle(args.pending, args.rounds)
+    elif args.what == "cycle-compare":
+        result = cycle_compare(args.old, args.pending, args.rounds, args.repeats)
     else:
         result = submit_under_load(args.pending, args.seconds)
     result["load_average"] = os.getloadavg()

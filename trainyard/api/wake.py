@@ -57,7 +57,14 @@ class LoopWaker:
             raw = row.get("wake_address") if row else None
             if raw:
                 host, port = str(raw).rsplit(":", 1)
-                self._address = (host, int(port))
+                address = (host, int(port))
+                learned, self._address = address != self._address, address
+                if learned:
+                    # A refresh is started by a wake: when it finds a new address (the
+                    # first one, or a new leader's), that wake went nowhere; send it
+                    # now instead of leaving the job to the loop's period.
+                    with contextlib.suppress(OSError):
+                        self._sock.sendto(b"w", address)
         except Exception:
             pass  # a store hiccup: try again at the next refresh
         finally:

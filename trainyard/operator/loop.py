@@ -88,6 +88,10 @@ LIVE = frozenset({JobState.PENDING, JobState.ADMITTED, JobState.RUNNING})
 # A full read of every live job at least this often, whatever the incremental reads saw.
 RESYNC_SECONDS = 30
 CHANGE_MARGIN_SECONDS = 5
+# How long one cycle may spend launching when the backend launches in batches
+# (`launch_batch_size`): the rest stay ADMITTED and the next cycle launches them, so in
+# a burst the RUNNING of the first gangs is persisted while later ones still start.
+LAUNCH_BUDGET_SECONDS = 0.25
 
 
 _OFFER = Decision(offer=True)
@@ -123,10 +127,13 @@ class CycleReport:
     stopped: list[str] = field(default_factory=list)
     transitions: int = 0
     reasons_written: int = 0
+    # Gangs left ADMITTED for the next cycle once the launch budget was spent.
+    launch_deferred: int = 0
     # Pending jobs per (queue, reason code) the core left, for the metrics.
     pending_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     read_s: float = 0.0
-    core_s: float = 0.0
+    core_s: float = 0.0  # reconcile + snapshot + the core
+    schedule_s: float = 0.0  # of which the pure core (`schedule`)
     write_s: float = 0.0
     act_s: float = 0.0
 
@@ -210,6 +217,16 @@ class SchedulingLoop:
         self._endpoints = EndpointPublisher()
         self._pins = CheckpointPins(engine, backend)  # restarts near node-local checkpoints
         self._checkpoint_reports = CheckpointReports(engine, backend)
+        self._launch_deadline = 0.0
+        # Per-cycle work that only changes with its inputs (see `cycle`): the node list
+        # the published view and node models were made from, each live job's stored
+        # row (store.load_live_jobs's cache), the running jobs' RunningJob, and which
+        # live jobs are services (the only ones with endpoints to publish).
+        self._nodes_seen: tuple[Node, ...] | None = None
+        self._node_view: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, tuple[Any, LiveJob]] = {}
+        self._running: dict[str, tuple[LiveJob, Any, bool, Any]] = {}
+        self._services: set[str] = set()
 
     # ------------------------------------------------------------------ the cycle
 
@@ -223,10 +240,14 @@ class SchedulingLoop:
         now_us = int(now * US)
         t0 = time.perf_counter()
         live, workers, nodes = self._read()
-        self._node_models = {
-            n.name: n.labels.get(GPU_PRODUCT_LABEL if n.gpus else TPU_ACCELERATOR_LABEL)
-            for n in nodes
-        }
+        nodes = tuple(nodes)
+        if nodes != self._nodes_seen:
+            self._node_models = {
+                n.name: n.labels.get(GPU_PRODUCT_LABEL if n.gpus else TPU_ACCELERATOR_LABEL)
+                for n in nodes
+            }
+            self._node_view = {node.name: node_document(node) for node in nodes}
+            self._nodes_seen = nodes
         report.live_jobs = len(live)
         try:
             self._targets.observe(workers)  # where workers serve metrics (service discovery)
@@ -239,15 +260,16 @@ class SchedulingLoop:
         by_job: dict[str, list[WorkerStatus]] = defaultdict(list)
         for worker in workers:
             by_job[worker.job_id].append(worker)
-        live_ids = {job.id for job in live}
         changes: dict[str, JobChange] = {}
         decisions: dict[str, Decision] = {}
         running = []
         pending = []
         jobs_by_id = {job.id: job for job in live}
+        live_ids = jobs_by_id.keys()
         offer = _OFFER
+        shapes = self._shapes
+        reconciled: list[LiveJob] = []  # the jobs not taken by the fast path, in order
         for job in live:
-            shape = self._shapes[job.id]
             job_workers = by_job.get(job.id)
             if (
                 job.state is JobState.PENDING
@@ -265,9 +287,12 @@ class SchedulingLoop:
                 decisions[job.id] = offer
                 cached = self._pending.get(job.id)
                 if cached is None or cached[0] != job.version:
-                    cached = self._pending[job.id] = (job.version, pending_job(job, shape))
+                    cached = (job.version, pending_job(job, shapes[job.id]))
+                    self._pending[job.id] = cached
                 pending.append(cached[1])
                 continue
+            reconciled.append(job)
+            shape = shapes[job.id]
             spec = self._specs[job.id]
             decision = (reconcile_service if is_service(spec) else reconcile_job)(
                 job,
@@ -288,12 +313,12 @@ class SchedulingLoop:
             if decision.change is not None:
                 changes[job.id] = decision.change
             if decision.holds:
-                running.append(
-                    running_job(job, shape, decision.holds, stopping=decision.stopping, now=now)
-                )
+                running.append(self._running_job(job, shape, decision, now))
             elif decision.offer:
                 pending.append(pending_job(job, shape))
         orphans = sorted(set(by_job) - live_ids)
+        for job_id in [j for j in self._running if j not in live_ids]:
+            del self._running[job_id]
 
         pending = self._pins.prefer(pending, jobs_by_id, self._specs, nodes)
         report.offered = len(pending)
@@ -306,7 +331,9 @@ class SchedulingLoop:
         )
         if self.learned is not None:
             snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
+        scheduled_at = time.perf_counter()
         result = schedule(snapshot, now, config)
+        report.schedule_s = time.perf_counter() - scheduled_at
         self._usage.after_cycle(result.queue_usage, now)
         if self.learned is not None:
             self.learned.after_schedule(snapshot, now)
@@ -344,24 +371,29 @@ class SchedulingLoop:
         labels: dict[int, str] = {}
         reasons = report.pending_reasons
         for job_id, reason in result.pending.items():
-            text = texts.get(id(reason))
+            lane = id(reason)
+            text = texts.get(lane)
             if text is None:
-                text = texts[id(reason)] = pending_reason_text(reason.code, reason.message)
-                labels[id(reason)] = reason_label(reason.code)
+                text = texts[lane] = pending_reason_text(reason.code, reason.message)
+                labels[lane] = reason_label(reason.code)
             job = jobs_by_id[job_id]
-            key = (job.queue, labels[id(reason)])
+            key = (job.queue, labels[lane])
             reasons[key] = reasons.get(key, 0) + 1
-            self._set_reason(changes, job, text)
+            if job.reason != text or job_id in changes:  # else _set_reason does nothing
+                self._set_reason(changes, job, text)
 
         self._attach_energy(changes.values())
-        node_view = {node.name: node_document(node) for node in nodes}
+        node_view = self._node_view
         if not self.leadership.is_leader():
             report.leader = False
             return report
-        with write_transaction(self.engine) as conn:
-            applied = apply_changes(conn, list(changes.values()))
-            if node_view != self._published:
-                publish_nodes(conn, nodes=node_view)
+        publish = node_view != self._published
+        applied: set[str] = set()
+        if changes or publish:  # else no write lock taken (SQLite: BEGIN IMMEDIATE)
+            with write_transaction(self.engine) as conn:
+                applied = apply_changes(conn, list(changes.values()))
+                if publish:
+                    publish_nodes(conn, nodes=node_view)
         self._published = node_view
         self._remember_reasons(changes.values(), applied)
         t3 = time.perf_counter()
@@ -373,14 +405,18 @@ class SchedulingLoop:
         if not self.leadership.is_leader():
             report.leader = False
             return report
+        # Only reconciled jobs can launch or stop (the fast path only offers or waits).
         to_launch = [
-            j for j in live if decisions[j.id].launch and (j.id not in changes or j.id in applied)
+            j
+            for j in reconciled
+            if decisions[j.id].launch and (j.id not in changes or j.id in applied)
         ]
         self._forget_restarted(to_launch, decisions)
         to_launch = [j for j in to_launch if decisions[j.id].launch]
+        self._launch_deadline = time.perf_counter() + LAUNCH_BUDGET_SECONDS
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
-        for job in live:
+        for job in reconciled:
             decision = decisions[job.id]
             stop_now = decision.stop and (job.id not in changes or job.id in applied)
             stop_now = stop_now or (job.id in report.preempted and job.id in applied)
@@ -391,7 +427,7 @@ class SchedulingLoop:
                 self._stop(job.id, reason=fresh or job.stop_reason or "stopping", report=report)
         for job_id in orphans:
             self._stop(job_id, reason="its job is finished or unknown", report=report)
-        self._publish_endpoints(live, by_job)
+        self._publish_endpoints([job for job in live if job.id in self._services], by_job)
         report.act_s = time.perf_counter() - t3
         return report
 
@@ -407,12 +443,12 @@ class SchedulingLoop:
         full = self._live is None or read_at - self._last_full_read > RESYNC_SECONDS * US
         with read_transaction(self.engine) as conn:
             if full:
-                self._live = {job.id: job for job in load_live_jobs(conn)}
+                self._live = {job.id: job for job in load_live_jobs(conn, cache=self._rows)}
                 self._last_full_read = read_at
             else:
                 assert self._live is not None
                 since = self._last_read - CHANGE_MARGIN_SECONDS * US
-                for job in load_live_jobs(conn, changed_since=since):
+                for job in load_live_jobs(conn, changed_since=since, cache=self._rows):
                     if job.state in LIVE:
                         self._live[job.id] = job
                     else:
@@ -428,12 +464,37 @@ class SchedulingLoop:
             self._shapes.pop(job_id, None)
             self._pending.pop(job_id, None)
             self._gated.discard(job_id)
+            self._services.discard(job_id)
+        for job_id in [j for j in self._rows if j not in live_ids]:
+            del self._rows[job_id]
         for job in live:
             if job.id not in self._shapes:
                 self._shapes[job.id] = job_shape(self._specs[job.id])
                 if admission_hooks.may_block(self._specs[job.id]):
                     self._gated.add(job.id)
+                if is_service(self._specs[job.id]):
+                    self._services.add(job.id)
         return live, workers, nodes
+
+    def _running_job(self, job: LiveJob, shape: JobShape, decision: Decision, now: float) -> Any:
+        """The core's RunningJob for a job holding resources, rebuilt only when its row,
+        what it holds or whether it is stopping changed (at 10,000 live jobs, most run
+        unchanged from one cycle to the next)."""
+        holds, stopping = decision.holds, decision.stopping
+        assert holds is not None
+        cached = self._running.get(job.id)
+        if (
+            cached is not None
+            and cached[0] is job
+            and cached[2] == stopping
+            and (cached[1] is holds or cached[1] == holds)
+        ):
+            return cached[3]
+        built = running_job(job, shape, holds, stopping=stopping, now=now)
+        start = (job.attempt_started_at or job.created_at) / US
+        if start <= now:  # else its start_time is `now`, which moves: not cacheable
+            self._running[job.id] = (job, holds, stopping, built)
+        return built
 
     def _attach_energy(self, changes: Any) -> None:
         """The GPU energy an ended attempt's ranks recorded in the job's output directory
@@ -529,7 +590,19 @@ class SchedulingLoop:
     ) -> None:
         """Launch the gangs of one cycle; together (`launch_many`) when the backend can,
         which a cluster backend needs: one gang's API calls take tens of milliseconds,
-        and a cycle may admit hundreds."""
+        and a cycle may admit hundreds. A backend with a `launch_batch_size` gets them in
+        batches of that size until the cycle's launch budget is spent (see
+        LAUNCH_BUDGET_SECONDS); what is left is launched by the next cycle."""
+        size = getattr(self.backend, "launch_batch_size", None) or max(len(items), 1)
+        for start in range(0, len(items), size):
+            if start and time.perf_counter() > self._launch_deadline:
+                report.launch_deferred += len(items) - start
+                return
+            self._launch_batch(items[start : start + size], report)
+
+    def _launch_batch(
+        self, items: Sequence[tuple[LiveJob, int, Mapping[int, str]]], report: CycleReport
+    ) -> None:
         gangs: list[tuple[LiveJob, GangLaunch]] = []
         for job, attempt, placement in items:
             try:

@@ -105,10 +105,21 @@ def reconcile_job(
         if job.not_before is not None and job.not_before > now_us:
             return Decision()
         return Decision(offer=True)
-    current = [w for w in workers if w.attempt == job.attempt]
-    stale = [w for w in workers if w.attempt != job.attempt]
     expected = int(spec.get("workers", 1))
     holds = job.placement or _observed(workers)
+    if (
+        job.state is JobState.RUNNING
+        and launch_error is None
+        and workers
+        and len(workers) == expected
+        and all(w.attempt == job.attempt and w.phase is WorkerPhase.RUNNING for w in workers)
+        and len({w.index for w in workers}) == expected
+    ):
+        # The common case of every running job, every cycle: the whole gang of this
+        # attempt runs. The same outcome as the general path below, in one pass.
+        return _running_within_limit(job, spec, now_us, retry, holds, runtime_limit)
+    current = [w for w in workers if w.attempt == job.attempt]
+    stale = [w for w in workers if w.attempt != job.attempt]
     if stale:
         # Workers of an earlier attempt alongside this one: not a state the loop makes
         # (it waits for a gang to be gone before retrying); after a crash, restart clean.
@@ -181,6 +192,18 @@ def reconcile_job(
             change.attempt_running = job.attempt
             return Decision(change=change, holds=holds)
         return Decision(holds=holds)
+    return _running_within_limit(job, spec, now_us, retry, holds, runtime_limit)
+
+
+def _running_within_limit(
+    job: LiveJob,
+    spec: Mapping[str, Any],
+    now_us: int,
+    retry: RetryPolicy,
+    holds: Mapping[int, str] | None,
+    runtime_limit: float | None,
+) -> Decision:
+    """A RUNNING gang: keep it, unless it is past its max_runtime."""
     started = job.attempt_started_at
     if runtime_limit and started is not None and now_us - started > runtime_limit * US:
         return _request_stop(

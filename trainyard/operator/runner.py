@@ -19,6 +19,7 @@ from typing import Any
 from trainyard.config import Settings
 from trainyard.observability.cycles import CycleRecorder
 from trainyard.operator.backend import Backend, Leadership
+from trainyard.operator.collector import CollectionPacing
 from trainyard.operator.config import retry_policy, scheduler_config_source
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.lease import StoreLease
@@ -114,9 +115,12 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
     recorder = CycleRecorder(engine)  # the loop's metrics, into the store (~1 write/s)
     failures = 0
     swept_at = 0.0
+    collector = CollectionPacing()  # garbage collection between cycles (collector.py)
+    collector.start()
     try:
         while not stop.is_set():
             started = time.monotonic()
+            deferred = 0
             if leadership.is_leader() and started - swept_at >= settings.retention_sweep_seconds:
                 swept_at = started
                 try:
@@ -127,6 +131,7 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                 try:
                     report = loop.cycle()
                     failures = 0
+                    deferred = report.launch_deferred
                     if report.leader:
                         _record(recorder, report)
                     if report.admitted or report.transitions:
@@ -142,13 +147,18 @@ def run_loop(settings: Settings, stop: threading.Event) -> None:
                     # the API keeps serving meanwhile.
                     failures += 1
                     log.exception("scheduling cycle failed (%d in a row)", failures)
+                    collector.after_cycle()
                     stop.wait(min(0.5 * 2**failures, 30.0))
                     continue
+            collector.after_cycle()  # also as a follower: other threads make garbage too
             elapsed = time.monotonic() - started
             if elapsed < MIN_GAP_SECONDS:
                 stop.wait(MIN_GAP_SECONDS - elapsed)
+            if deferred:
+                continue  # gangs admitted but not launched yet: the next cycle launches them
             wakeup.wait(settings.loop_period_seconds)
     finally:
+        collector.stop()
         _flush(recorder)
         learned.close()
         leadership.stop()

@@ -86,12 +86,20 @@ _CHANGED_QUERY = (
 _STATE_BY_VALUE = {state.value: state for state in JobState}
 
 
-def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> list[LiveJob]:
+def load_live_jobs(
+    conn: Connection,
+    *,
+    changed_since: int | None = None,
+    cache: dict[str, tuple[Any, LiveJob]] | None = None,
+) -> list[LiveJob]:
     """Every PENDING, ADMITTED and RUNNING job, in submission order; with
     `changed_since`, instead every job (in any state) updated at or after that time.
 
     Read as plain tuples and built positionally: at 10,000 live jobs this runs every
     cycle, and per-row attribute access and enum construction were most of its cost.
+    `cache` (job id -> (row, LiveJob), kept by the caller across reads): a row read
+    again exactly as before gives back the same LiveJob without building it (or
+    decoding its placement) anew; the caller drops ids it no longer needs.
     """
     states = _STATE_BY_VALUE
     loads = json.loads
@@ -101,6 +109,12 @@ def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> lis
     else:
         rows = conn.execute(_CHANGED_QUERY, {"since": changed_since})
     for row in rows:
+        if cache is not None:
+            row = tuple(row)
+            known = cache.get(row[1])
+            if known is not None and known[0] == row:
+                out.append(known[1])
+                continue
         (seq, job_id, owner, name, kind, queue, priority_value, state, reason, placement,
          version, created_at, started_at, attempt, failures, not_before, stop_target,
          stop_reason, attempt_started_at) = row  # fmt: skip
@@ -127,6 +141,8 @@ def load_live_jobs(conn: Connection, *, changed_since: int | None = None) -> lis
                 attempt_started_at,
             )
         )
+        if cache is not None:
+            cache[job_id] = (row, out[-1])
     return out
 
 

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from trainyard.layout import job_output_dir, worker_log_path
 from trainyard.operator.backend import GangLaunch, LaunchError, WorkerLaunch, WorkerPhase
 from trainyard.operator.launch import build_workers
 from trainyard.operator.local import LAUNCH_ID_ENV, LOST_ON_RESTART, LocalBackend
+from trainyard.operator.local import backend as local_backend
 from trainyard.operator.local.procfs import processes_with_env, read_stat
 
 # Ignores SIGTERM, says so, then waits forever.
@@ -602,3 +604,56 @@ def test_a_dead_fork_server_is_replaced_and_launches_go_on(backends: Backends) -
         wait_for(_all_exited(backend, f"job-fs-{n}", 1), timeout=30, what=f"job-fs-{n}")
         assert _of(backend, f"job-fs-{n}")[0].phase == WorkerPhase.SUCCEEDED  # type: ignore[attr-defined]
     assert fork_server._pid not in (None, old_pid)
+
+
+def test_workers_whose_supervisors_die_while_watched_are_lost_and_their_processes_killed(
+    backends: Backends, tmp_path: Path
+) -> None:
+    """Two supervisors SIGKILLed at once: both workers are reported lost and both
+    leftover processes are killed (by one sweep of /proc after the watcher's batch, not
+    a scan per worker while holding the backend's lock)."""
+    backend = backends.new()
+    fifos = [_fifo(tmp_path, f"orphan-{n}") for n in (1, 2)]
+    for n, fifo in zip((1, 2), fifos, strict=True):
+        backend.launch(_gang(backend, f"job-orphan-{n}", [_python(ECHO_AND_WAIT, str(fifo))]))
+    for n in (1, 2):
+        wait_for(_log_has(backends.home, f"job-orphan-{n}", 0, "worker-pid"), timeout=30)
+    workers = [_started_pid(backends.home, f"job-orphan-{n}", 0) for n in (1, 2)]
+    for n in (1, 2):
+        os.kill(_record(backends.home, f"job-orphan-{n}", 0)["pid"], signal.SIGKILL)
+    for n in (1, 2):
+        wait_for(_all_exited(backend, f"job-orphan-{n}", 1), timeout=30, what=f"orphan {n}")
+        status = _of(backend, f"job-orphan-{n}")[0]
+        assert status.phase == WorkerPhase.FAILED  # type: ignore[attr-defined]
+        assert "without an exit status" in status.message  # type: ignore[attr-defined]
+    for pid in workers:
+        wait_for(lambda pid=pid: _gone(pid), timeout=10, what="the unsupervised worker killed")
+
+
+def test_close_returns_while_another_thread_holds_the_backend_lock(
+    backends: Backends, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown hang: close() used to wait on the backend's lock without a bound, so
+    a watcher callback that did not return (it held the lock; here the test holds it in
+    its place) kept the loop process from ever exiting. Now close() still stops the
+    watcher and the fork server, gives up on the lock after a bound, and returns; the
+    worker is not touched (the next backend adopts it)."""
+    monkeypatch.setattr(local_backend, "CLOSE_WAIT_SECONDS", 0.2)
+    backend = backends.new()
+    fifo = _fifo(tmp_path, "held")
+    backend.launch(_gang(backend, "job-held", [_python(ECHO_AND_WAIT, str(fifo))]))
+    wait_for(_log_has(backends.home, "job-held", 0, "worker-pid"), timeout=30, what="start")
+    fork_server = backend._fork_server
+    assert fork_server is not None and fork_server._pid is not None
+    fork_server_pid = fork_server._pid
+    closer = threading.Thread(target=backend.close, name="closer", daemon=True)
+    with backend._lock:  # a stuck holder of the lock, as the watcher's callback was
+        closer.start()
+        wait_for(lambda: not closer.is_alive(), timeout=30, what="close() to return")
+    assert _gone(fork_server_pid)
+    worker_pid = _started_pid(backends.home, "job-held", 0)
+    assert not _gone(worker_pid)  # workers outlive their backend by design
+    second = backends.new()
+    assert _of(second, "job-held")[0].phase == WorkerPhase.RUNNING  # type: ignore[attr-defined]
+    _release(fifo, 0)
+    wait_for(_all_exited(second, "job-held", 1), timeout=30, what="the adopted worker")

@@ -121,3 +121,37 @@ def test_a_stop_completes_once_no_worker_is_left(target: JobState, states: list)
 
 def test_backoff_doubles_and_is_capped() -> None:
     assert [RETRY.delay_us(n) // 10**6 for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+
+
+def test_a_running_gang_keeps_running_and_holds_its_placement() -> None:
+    d = decide(job(), [worker(i, WorkerPhase.RUNNING) for i in (0, 1)])
+    assert d.change is None and not d.stop and not d.launch
+    assert d.holds == {0: "a", 1: "b"}
+
+
+@pytest.mark.parametrize(
+    ("workers", "kw", "reason"),
+    [
+        # Two workers reported, but the same index twice: worker 1 is gone.
+        ([worker(0, WorkerPhase.RUNNING), worker(0, WorkerPhase.RUNNING)], {}, "vanished"),
+        # A worker of an earlier attempt beside this one's.
+        (
+            [worker(0, WorkerPhase.RUNNING), worker(1, WorkerPhase.RUNNING, attempt=0)],
+            {},
+            "attempt 0 were still running",
+        ),
+        # All running, but the last launch failed.
+        (
+            [worker(i, WorkerPhase.RUNNING) for i in (0, 1)],
+            {"launch_error": ("no port", False)},
+            "launch failed: no port",
+        ),
+    ],
+    ids=["duplicate-index", "stale-attempt", "launch-error"],
+)
+def test_a_running_gang_that_only_looks_complete_is_not_kept(
+    workers: list[WorkerStatus], kw: dict, reason: str
+) -> None:
+    """The one-pass check for a running gang must not take these for a healthy gang."""
+    d = decide(job(), workers, **kw)
+    assert d.stop and reason in d.change.values["stop_reason"]

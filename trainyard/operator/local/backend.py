@@ -55,6 +55,7 @@ from trainyard.operator.local.machine import Machine
 from trainyard.operator.local.procfs import (
     boot_id,
     is_same_process,
+    processes_with_any_env,
     processes_with_env,
     read_stat,
 )
@@ -104,6 +105,8 @@ SUPERVISOR_KILL_AFTER_SECONDS = 10.0
 # How often a worker adopted while starting (its notify pipe died with the old server)
 # is checked for its started marker.
 ADOPTED_START_POLL_SECONDS = 0.25
+# How long close() waits for the watcher's current callback and for the backend's lock.
+CLOSE_WAIT_SECONDS = 5.0
 
 Key = tuple[str, int, int]  # (job id, attempt, worker index)
 
@@ -154,6 +157,24 @@ class _Counters:
     kill_after: int | None = field(default=None)
 
 
+@dataclass(slots=True)
+class _Plan:
+    """One worker of a batch, prepared and holding its GPUs and ports, not yet started."""
+
+    number: int  # which gang of the batch
+    gang: GangLaunch
+    paths: AttemptPaths
+    worker: WorkerLaunch
+    gpus: tuple[int, ...]
+    metrics_port: int
+    env: dict[str, str]
+    launch_id: str
+    launched_at: float
+    log_path: Path
+    log_fd: int | None
+    started: bool = False  # recorded and sent 'go' (or given up and released)
+
+
 def _launch_error(what: str, path: Path, exc: OSError) -> LaunchError:
     """A clear, permanent LaunchError for a filesystem failure, naming the path."""
     if exc.errno == errno.ENOSPC:
@@ -173,6 +194,9 @@ class LocalBackend:
     """This machine as the only node; workers are supervised local process groups."""
 
     name = "local"
+    # The loop hands a cycle's gangs over in batches of this size (see
+    # loop.LAUNCH_BUDGET_SECONDS): a batch's supervisors start in one pipelined exchange.
+    launch_batch_size = 64
 
     def __init__(
         self,
@@ -222,6 +246,8 @@ class LocalBackend:
         # Empty attempt directories to remove off the loop's path (rmdir can take
         # milliseconds on a journaled filesystem).
         self._prune: set[Path] = set()
+        # Launch ids of workers lost without their supervisor, to kill leftovers of.
+        self._sweep: set[str] = set()
         self._snapshot: tuple[WorkerStatus, ...] | None = ()
         self._wake: Callable[[], None] = lambda: None
         self._dirty = False
@@ -249,22 +275,43 @@ class LocalBackend:
                 self._adopt(job_id, attempt, index, path)
             self._changed()
         self._watcher.start()
+        if self._fork_server is not None:
+            try:  # warm before the first launch needs it (it would start one then)
+                self._fork_server.start()
+            except OSError as exc:
+                log.warning("cannot start the fork server now (%s); retried at launch", exc)
 
     def close(self) -> None:
-        """Stop watching. Workers keep running: the next server adopts them."""
+        """Stop watching. Workers keep running: the next server adopts them.
+
+        Never waits on anything without a bound: the watcher is stopped after the
+        callback it runs now (if that one does not return in time, the watcher frees
+        its own descriptors when it does), the fork server is closed (it needs none of
+        our locks), and the descriptors of watched workers are closed only if the
+        backend's lock comes free in time (a process that closes its backend is about
+        to exit, which closes them anyway)."""
         if self._closed:
             return
         self._closed = True
+        stopped = True
         if self._watcher is not None:
-            self._watcher.close()
+            stopped = self._watcher.close(timeout=CLOSE_WAIT_SECONDS)
         if self._fork_server is not None:
             self._fork_server.close()
-        with self._lock:
+        if not stopped:
+            log.warning("the watcher is still in a callback; leaving its descriptors open")
+            return
+        if not self._lock.acquire(timeout=CLOSE_WAIT_SECONDS):
+            log.warning("the backend's lock is held; leaving the workers' descriptors open")
+            return
+        try:
             for worker in self._workers.values():
                 for fd in (worker.pidfd, worker.notify_fd):
                     if fd is not None:
                         os.close(fd)
                 worker.pidfd = worker.notify_fd = None
+        finally:
+            self._lock.release()
 
     # -- the contract ----------------------------------------------------------------
 
@@ -299,27 +346,215 @@ class LocalBackend:
         full log/run directory, a bad worker spec), transient for what may pass (no
         free GPU or port right now, process limits).
         """
+        (outcome,) = self.launch_many([gang])
+        if outcome is not None:
+            raise outcome
+
+    def launch_many(self, gangs: Sequence[GangLaunch]) -> list[Exception | None]:
+        """`launch` for each gang (one outcome each: None or its LaunchError), with every
+        supervisor of the batch started in one pipelined exchange with the fork server.
+
+        Per gang, nothing of it is started unless all its missing workers could be
+        prepared (ports, GPUs, logs); a worker whose supervisor or record fails is
+        aborted before its 'go', and so are the gang's workers after it (those before
+        it run and are shown, as `launch` always did: the loop then stops the gang).
+        """
         if self._watcher is None or self._closed:
             raise RuntimeError("LocalBackend.launch() needs start() first (and not close())")
-        paths = self._paths(gang.job_id, gang.attempt)
+        outcomes: list[Exception | None] = [None] * len(gangs)
         with self._lock:
-            missing = [
-                worker
-                for worker in gang.workers
-                if (gang.job_id, gang.attempt, worker.index) not in self._workers
-                and not paths.record(worker.index).exists()
-            ]
-            if not missing:
-                return
-            for worker in missing:
-                self._check_worker(gang, worker)
-            gpus = self._assign_gpus(gang, missing)
-            self._ensure_dirs(paths, gang.job_id)
+            plans: list[_Plan] = []
             try:
-                for worker in missing:
-                    self._launch_one(gang, paths, worker, gpus[worker.index])
+                for number, gang in enumerate(gangs):
+                    try:
+                        plans.extend(self._plan(number, gang))
+                    except Exception as exc:  # that gang's outcome, not the batch's
+                        outcomes[number] = exc
+                self._start_planned(plans, outcomes)
+            except BaseException:
+                for plan in plans:
+                    if not plan.started:
+                        self._unplan(plan)
+                raise
             finally:  # workers launched before a failure are real: show them
                 self._invalidate()
+        return outcomes
+
+    def _plan(self, number: int, gang: GangLaunch) -> list[_Plan]:
+        """Everything a gang's missing workers need before their supervisors start,
+        with their GPUs and ports held (released again if this raises)."""
+        paths = self._paths(gang.job_id, gang.attempt)
+        missing = [
+            worker
+            for worker in gang.workers
+            if (gang.job_id, gang.attempt, worker.index) not in self._workers
+            and not paths.record(worker.index).exists()
+        ]
+        if not missing:
+            return []
+        for worker in missing:
+            self._check_worker(gang, worker)
+        gpus = self._assign_gpus(gang, missing)
+        self._ensure_dirs(paths, gang.job_id)
+        plans: list[_Plan] = []
+        try:
+            for worker in missing:
+                plans.append(self._plan_one(number, gang, paths, worker, gpus[worker.index]))
+        except BaseException:
+            for plan in plans:
+                self._unplan(plan)
+            raise
+        return plans
+
+    def _plan_one(
+        self,
+        number: int,
+        gang: GangLaunch,
+        paths: AttemptPaths,
+        worker: WorkerLaunch,
+        gpus: tuple[int, ...],
+    ) -> _Plan:
+        index = worker.index
+        key = (gang.job_id, gang.attempt, index)
+        log_path = worker_log_path(self.home, gang.job_id, index)
+        ranks = max(len(gpus), 1)  # torchrun's --nproc_per_node: one metrics port each
+        try:
+            metrics_port = port_picker.free_block(self._ports, ranks, self._held_ports, self._rng)
+        except OSError as exc:
+            raise LaunchError(
+                f"metrics port for worker {index} of job {gang.job_id}: {exc}"
+            ) from exc
+        launch_id = uuid.uuid4().hex
+        launched_at = time.time()
+        log_fd = self._open_log(log_path)
+        # Held from now on, so the next worker of this batch gets other GPUs and ports.
+        for gpu in gpus:
+            self._held_gpus[gpu] = key
+        for port in range(metrics_port, metrics_port + ranks):
+            self._held_ports[port] = key
+        return _Plan(
+            number=number,
+            gang=gang,
+            paths=paths,
+            worker=worker,
+            gpus=gpus,
+            metrics_port=metrics_port,
+            env=self._worker_env(worker, gpus, metrics_port, launch_id),
+            launch_id=launch_id,
+            launched_at=launched_at,
+            log_path=log_path,
+            log_fd=log_fd,
+        )
+
+    def _unplan(self, plan: _Plan) -> None:
+        """Give back what a plan that will not start holds (its log stays: it says
+        when the launch was tried)."""
+        key = (plan.gang.job_id, plan.gang.attempt, plan.worker.index)
+        for gpu in plan.gpus:
+            if self._held_gpus.get(gpu) == key:
+                del self._held_gpus[gpu]
+        for port in range(plan.metrics_port, plan.metrics_port + max(len(plan.gpus), 1)):
+            if self._held_ports.get(port) == key:
+                del self._held_ports[port]
+        if plan.log_fd is not None:
+            os.close(plan.log_fd)
+            plan.log_fd = None
+
+    def _start_planned(self, plans: Sequence[_Plan], outcomes: list[Exception | None]) -> None:
+        """Start the planned supervisors (one batch), then per worker: record, 'go',
+        watch. A failure fails its gang and aborts that gang's later workers."""
+        try:
+            self._start_spawned(plans, outcomes)
+        finally:
+            for plan in plans:
+                if plan.log_fd is not None:
+                    os.close(plan.log_fd)
+                    plan.log_fd = None
+
+    def _start_spawned(self, plans: Sequence[_Plan], outcomes: list[Exception | None]) -> None:
+        spawned = spawn.spawn_supervisors(
+            [
+                spawn.SupervisorRequest(
+                    plan.paths.status(plan.worker.index),
+                    plan.paths.started(plan.worker.index),
+                    plan.log_fd,
+                )
+                for plan in plans
+                if plan.log_fd is not None
+            ],
+            fork_server=self._fork_server,
+        )
+        for plan, started in zip(plans, spawned, strict=True):
+            gang, index = plan.gang, plan.worker.index
+            plan.started = True  # from here on it is started or released below
+            if outcomes[plan.number] is not None:  # an earlier worker of the gang failed
+                if not isinstance(started, OSError):
+                    spawn.abort(started)
+                self._unplan(plan)
+                continue
+            if isinstance(started, OSError):
+                self._unplan(plan)
+                outcomes[plan.number] = LaunchError(
+                    f"cannot start the supervisor of worker {index} of job {gang.job_id}: {started}"
+                )
+                continue
+            try:
+                self._start_one(plan, started)
+            except LaunchError as exc:
+                self._unplan(plan)
+                outcomes[plan.number] = exc
+
+    def _start_one(self, plan: _Plan, spawned: spawn.Spawned) -> None:
+        """Record the worker, then let it run ('go'): the order the crash-safety rests on."""
+        gang, paths, index = plan.gang, plan.paths, plan.worker.index
+        record = WorkerRecord(
+            job_id=gang.job_id,
+            attempt=gang.attempt,
+            index=index,
+            node=self._node.name,
+            launch_id=plan.launch_id,
+            pid=spawned.pid,
+            pgid=spawned.pid,
+            start_time=spawned.start_time,
+            boot_id=boot_id(),
+            argv=tuple(plan.worker.argv),
+            log_path=str(plan.log_path),
+            gpus=plan.gpus,
+            metrics_port=plan.metrics_port,
+            launched_at=plan.launched_at,
+        )
+        try:
+            self._write_log_header(plan)
+        except LaunchError:
+            spawn.abort(spawned)
+            raise
+        try:
+            write_atomic(paths.record(index), record.to_json())
+        except OSError as exc:
+            spawn.abort(spawned)
+            raise _launch_error("write the worker record", paths.record(index), exc) from exc
+        entry = _Worker(
+            record=record,
+            paths=paths,
+            phase=WorkerPhase.STARTING,
+            pidfd=spawned.pidfd,
+            own_child=spawned.own_child,
+        )
+        self._add(entry)
+        self._hold(entry)
+        try:
+            spawn.send_go(spawned, plan.worker.argv, plan.env)
+        except OSError as exc:  # the supervisor died already; its exit is watched below
+            log.warning("worker %s: supervisor gone before 'go' (%s)", entry.key, exc)
+        self._watch(entry, notify_fd=spawned.notify_fd)
+        self._counters.spawns += 1
+        if self._counters.spawns == self._counters.kill_after:
+            log.critical(
+                "%s=%d reached: killing this process",
+                FAULT_KILL_AFTER_SPAWNS,
+                self._counters.spawns,
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def stop(self, job_id: str, *, grace_seconds: float, reason: str) -> None:
         """SIGTERM every live worker of the job (once), SIGKILL its group when the grace
@@ -459,107 +694,36 @@ class LocalBackend:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
 
-    def _launch_one(
-        self, gang: GangLaunch, paths: AttemptPaths, worker: WorkerLaunch, gpus: tuple[int, ...]
-    ) -> None:
-        index = worker.index
-        log_path = worker_log_path(self.home, gang.job_id, index)
-        ranks = max(len(gpus), 1)  # torchrun's --nproc_per_node: one metrics port each
-        try:
-            metrics_port = port_picker.free_block(self._ports, ranks, self._held_ports, self._rng)
-        except OSError as exc:
-            raise LaunchError(
-                f"metrics port for worker {index} of job {gang.job_id}: {exc}"
-            ) from exc
-        launch_id = uuid.uuid4().hex
-        env = self._worker_env(worker, gpus, metrics_port, launch_id)
-        launched_at = time.time()
-        log_fd = self._open_log(log_path, gang, worker, launched_at)
-        try:
-            try:
-                spawned = spawn.spawn_supervisor(
-                    status_path=paths.status(index),
-                    started_path=paths.started(index),
-                    log_fd=log_fd,
-                    fork_server=self._fork_server,
-                )
-            except OSError as exc:
-                raise LaunchError(
-                    f"cannot start the supervisor of worker {index} of job {gang.job_id}: {exc}"
-                ) from exc
-        finally:
-            os.close(log_fd)
-        record = WorkerRecord(
-            job_id=gang.job_id,
-            attempt=gang.attempt,
-            index=index,
-            node=self._node.name,
-            launch_id=launch_id,
-            pid=spawned.pid,
-            pgid=spawned.pid,
-            start_time=spawned.start_time,
-            boot_id=boot_id(),
-            argv=tuple(worker.argv),
-            log_path=str(log_path),
-            gpus=gpus,
-            metrics_port=metrics_port,
-            launched_at=launched_at,
-        )
-        try:
-            write_atomic(paths.record(index), record.to_json())
-        except OSError as exc:
-            spawn.abort(spawned)
-            raise _launch_error("write the worker record", paths.record(index), exc) from exc
-        entry = _Worker(
-            record=record,
-            paths=paths,
-            phase=WorkerPhase.STARTING,
-            pidfd=spawned.pidfd,
-            own_child=spawned.own_child,
-        )
-        self._add(entry)
-        self._hold(entry)
-        try:
-            spawn.send_go(spawned, worker.argv, env)
-        except OSError as exc:  # the supervisor died already; its exit is watched below
-            log.warning("worker %s: supervisor gone before 'go' (%s)", entry.key, exc)
-        self._watch(entry, notify_fd=spawned.notify_fd)
-        self._counters.spawns += 1
-        if self._counters.spawns == self._counters.kill_after:
-            log.critical(
-                "%s=%d reached: killing this process",
-                FAULT_KILL_AFTER_SPAWNS,
-                self._counters.spawns,
-            )
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def _open_log(
-        self, path: Path, gang: GangLaunch, worker: WorkerLaunch, launched_at: float
-    ) -> int:
-        """The worker's log, opened for appending with this attempt's header written (so a
-        full disk or an unwritable directory fails the launch, not the worker later)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(launched_at))
-        # No argv here: the log is the program's output, and a header quoting its
-        # arguments would match every grep for them (the record has the argv).
-        header = (
-            f"==== trainyard: job {gang.job_id} attempt {gang.attempt} worker {worker.index} "
-            f"on {self._node.name} at {stamp} ====\n"
-        )
+    def _open_log(self, path: Path) -> int:
+        """The worker's log, opened for appending (so an unwritable directory fails the
+        launch, not the worker later; the header is written just before its record)."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
             try:
-                fd = os.open(path, flags, PRIVATE_FILE)
+                return os.open(path, flags, PRIVATE_FILE)
             except FileNotFoundError:  # its directory was removed behind our back
                 ensure_private_dir(path.parent)
-                fd = os.open(path, flags, PRIVATE_FILE)
+                return os.open(path, flags, PRIVATE_FILE)
         except OSError as exc:
             raise _launch_error("open the worker log", path, exc) from exc
+
+    def _write_log_header(self, plan: _Plan) -> None:
+        """This attempt's header in the worker's log (a full disk fails the launch here,
+        before the record, so nothing runs). Written only for a worker about to be
+        recorded: a launch cut short by a crash leaves no header for workers it never
+        started, and the relaunch writes theirs once."""
+        assert plan.log_fd is not None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.launched_at))
+        # No argv here: the log is the program's output, and a header quoting its
+        # arguments would match every grep for them (the record has the argv).
+        header = (
+            f"==== trainyard: job {plan.gang.job_id} attempt {plan.gang.attempt} worker "
+            f"{plan.worker.index} on {self._node.name} at {stamp} ====\n"
+        )
         try:
-            os.write(fd, header.encode())
+            os.write(plan.log_fd, header.encode())
         except OSError as exc:
-            os.close(fd)
-            raise _launch_error("write the worker log", path, exc) from exc
-        return fd
+            raise _launch_error("write the worker log", plan.log_path, exc) from exc
 
     # -- watching --------------------------------------------------------------------
 
@@ -621,7 +785,12 @@ class LocalBackend:
                 worker.message = f"lost: its supervisor {how} without an exit status"
             else:
                 worker.message = "lost: its supervisor exited without an exit status"
-            self._kill_unsupervised(worker)
+            # Killed by the next tick, outside the lock, with one /proc scan for all
+            # the workers lost meanwhile (a scan per worker held the lock for seconds).
+            if worker.record.launch_id:
+                self._sweep.add(worker.record.launch_id)
+                if self._watcher is not None:
+                    self._watcher.poke()
         if worker.stopping:
             self._forget(worker)
         self._changed()
@@ -643,6 +812,7 @@ class LocalBackend:
         """Enforce stop deadlines and look for adopted workers' start markers; returns
         the seconds until the next deadline."""
         self._prune_directories()
+        self._sweep_unsupervised()
         now = time.time()
         next_due: float | None = None
         with self._lock:
@@ -671,6 +841,19 @@ class LocalBackend:
             except Exception:
                 log.exception("the wake callback failed")
         return None if next_due is None else next_due - now
+
+    def _sweep_unsupervised(self) -> None:
+        """SIGKILL what is left of the workers lost since the last tick (see `_finish`)."""
+        with self._lock:
+            launch_ids, self._sweep = self._sweep, set()
+        if not launch_ids:
+            return
+        found = processes_with_any_env([f"{LAUNCH_ID_ENV}={launch_id}" for launch_id in launch_ids])
+        for marker, pids in found.items():
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            log.warning("%s: killed %d unsupervised process(es)", marker, len(pids))
 
     def _enforce_deadline(self, worker: _Worker, now: float) -> float | None:
         """Escalate a stop that is due; returns when this worker next needs a look."""

@@ -9,6 +9,7 @@ another boot, is a different process.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -66,8 +67,17 @@ def processes_with_env(marker: str) -> list[int]:
     ones that left its process group. Reads every process's environment, so it is for
     rare paths only.
     """
-    needle = marker.encode()
-    found = []
+    return processes_with_any_env([marker]).get(marker, [])
+
+
+def processes_with_any_env(markers: Collection[str]) -> dict[str, list[int]]:
+    """`processes_with_env` for several markers in ONE pass over /proc: marker -> pids
+    (markers no process holds are left out). A burst of lost workers then costs one
+    scan, not one scan per worker."""
+    needles = {marker.encode(): marker for marker in markers}
+    found: dict[str, list[int]] = {}
+    if not needles:
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -76,8 +86,10 @@ def processes_with_env(marker: str) -> list[int]:
                 variables = environ.read().split(b"\0")
         except OSError:
             continue
-        if needle in variables:
+        hits = [needles[v] for v in variables if v in needles]
+        if hits:
             stat = read_stat(int(entry))
             if stat is not None and stat.state not in ("Z", "X"):
-                found.append(int(entry))
+                for marker in hits:
+                    found.setdefault(marker, []).append(int(entry))
     return found

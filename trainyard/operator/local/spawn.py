@@ -9,7 +9,8 @@ holds its write end) and the supervisor exits without running anything.
 Two ways to start one, same supervisor code:
 - `ForkServer` (the default): a long-lived `python -I -S supervise.py --fork-server`
   forks each supervisor, warm. A fresh interpreter costs ~10-15 ms of CPU per worker,
-  which on a small machine is most of what a short job costs.
+  which on a small machine is most of what a short job costs. A cycle's supervisors
+  are requested together (`spawn_supervisors`): pipelined, not one round trip each.
 - `spawn_supervisor` without one (the fallback when the fork server cannot run):
   posix_spawn of `python -I -S supervise.py STATUS STARTED`. posix_spawn (vfork + exec),
   not subprocess.Popen: it costs the same with a large server process, and leaves no
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR = Path(supervise.__file__).resolve()
 FORK_SERVER_TIMEOUT_SECONDS = 30.0
+# Requests sent to the fork server ahead of the reply being read. Bounded so that its
+# replies never fill our receive buffer while we block sending (each reply is a few
+# bytes and one descriptor; the bound keeps both directions far from full).
+PIPELINE_DEPTH = 32
 # Signals back to their defaults in the supervisor (the server may ignore some).
 _RESET_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP}
 
@@ -81,6 +86,13 @@ class ForkServer:
         self._pid: int | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the fork server now rather than at the first spawn, so the first
+        launch does not wait for an interpreter to start (it warms up meanwhile)."""
+        with self._lock:
+            if self._sock is None:
+                self._start()
+
     def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         their_fd = _above_stdio(theirs.detach())
@@ -110,20 +122,41 @@ class ForkServer:
         self, status_path: Path, started_path: Path, fds: Sequence[int]
     ) -> tuple[int, int, int]:
         """(pid, start time, pidfd) of a new supervisor holding `fds` as 0, 1, 2."""
+        (outcome,) = self.spawn_many([(status_path, started_path, fds)])
+        if isinstance(outcome, OSError):
+            raise outcome
+        return outcome
+
+    def spawn_many(
+        self, requests: Sequence[tuple[Path, Path, Sequence[int]]]
+    ) -> list[tuple[int, int, int] | OSError]:
+        """`spawn` for each request, in order, pipelined: up to PIPELINE_DEPTH requests
+        are sent before the first reply is read, so this process and the fork server
+        work at the same time instead of taking turns (one round trip per worker was
+        most of a launch's wall time). After a failure the fork server is closed and
+        every request without a reply gets the OSError; a supervisor it may have forked
+        for one of those never gets 'go' (the caller closes the control pipe), so it
+        exits having run nothing."""
+        results: list[tuple[int, int, int] | OSError] = []
         with self._lock:
-            sock = self._sock or self._start()
+            sent = 0
             try:
-                request = os.fsencode(status_path) + b"\0" + os.fsencode(started_path)
-                socket.send_fds(sock, [request], list(fds))
-                reply, pidfds, _flags, _address = socket.recv_fds(sock, 256, 1)
-            except OSError:
+                sock = self._sock or self._start()
+                while len(results) < len(requests):
+                    while sent < len(requests) and sent - len(results) < PIPELINE_DEPTH:
+                        status_path, started_path, fds = requests[sent]
+                        request = os.fsencode(status_path) + b"\0" + os.fsencode(started_path)
+                        socket.send_fds(sock, [request], list(fds))
+                        sent += 1
+                    reply, pidfds, _flags, _address = socket.recv_fds(sock, 256, 1)
+                    if not pidfds:
+                        raise OSError(f"fork server: {reply.decode(errors='replace') or 'closed'}")
+                    pid, start_time = (int(part) for part in reply.split())
+                    results.append((pid, start_time, pidfds[0]))
+            except OSError as exc:
                 self._close_locked()
-                raise
-            if not pidfds:
-                self._close_locked()
-                raise OSError(f"fork server: {reply.decode(errors='replace') or 'closed'}")
-            pid, start_time = (int(part) for part in reply.split())
-            return pid, start_time, pidfds[0]
+                results.extend([exc] * (len(requests) - len(results)))
+        return results
 
     def close(self) -> None:
         with self._lock:
@@ -159,14 +192,119 @@ def spawn_supervisor(
     *, status_path: Path, started_path: Path, log_fd: int, fork_server: ForkServer | None = None
 ) -> Spawned:
     """Start a supervisor for one worker. OSError when it cannot be started."""
-    if fork_server is not None:
+    (outcome,) = spawn_supervisors(
+        [SupervisorRequest(status_path, started_path, log_fd)], fork_server=fork_server
+    )
+    if isinstance(outcome, OSError):
+        raise outcome
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorRequest:
+    """One supervisor to start: where it writes its status and started marker, and the
+    worker's log (the caller's descriptor: it stays the caller's to close)."""
+
+    status_path: Path
+    started_path: Path
+    log_fd: int
+
+
+def spawn_supervisors(
+    requests: Sequence[SupervisorRequest], *, fork_server: ForkServer | None = None
+) -> list[Spawned | OSError]:
+    """Start one supervisor per request (same order): through the fork server, pipelined
+    (`ForkServer.spawn_many`), each one it could not start directly instead. An OSError
+    in the list is a supervisor that could not be started at all."""
+    results: list[Spawned | OSError | None] = [None] * len(requests)
+    if fork_server is not None and requests:
+        pipes: list[_Pipes] = []
+        for request in requests:
+            try:
+                pipes.append(_pipes(request.log_fd))
+            except OSError:  # out of descriptors: the rest try the direct way (and say so)
+                break
         try:
-            return _with_pipes(
-                lambda fds: (*fork_server.spawn(status_path, started_path, fds), False), log_fd
+            outcomes = fork_server.spawn_many(
+                [
+                    (request.status_path, request.started_path, pipe.theirs)
+                    for request, pipe in zip(requests, pipes, strict=False)
+                ]
+            )
+        finally:
+            for pipe in pipes:
+                pipe.close_theirs()
+        for index, (pipe, outcome) in enumerate(zip(pipes, outcomes, strict=True)):
+            if isinstance(outcome, OSError):
+                # Never reused: a supervisor forked before the failure may hold them,
+                # and closing the control pipe is what makes it exit without running.
+                pipe.close_ours()
+                log.warning("fork server failed (%s); spawning this supervisor directly", outcome)
+                continue
+            pid, start_time, pidfd = outcome
+            os.set_blocking(pipe.notify_read, False)
+            results[index] = Spawned(
+                pid=pid,
+                pidfd=pidfd,
+                own_child=False,
+                start_time=start_time,
+                control_fd=pipe.control_write,
+                notify_fd=pipe.notify_read,
+            )
+    for index, request in enumerate(requests):
+        if results[index] is not None:
+            continue
+        try:
+            results[index] = _with_pipes(
+                lambda fds, r=request: _spawn_directly(r.status_path, r.started_path, fds),
+                request.log_fd,
             )
         except OSError as exc:
-            log.warning("fork server failed (%s); spawning this supervisor directly", exc)
-    return _with_pipes(lambda fds: _spawn_directly(status_path, started_path, fds), log_fd)
+            results[index] = exc
+    return [result for result in results if result is not None]
+
+
+@dataclass(slots=True)
+class _Pipes:
+    """A supervisor's descriptors for one try: `theirs` go to it, the others stay here."""
+
+    control_read: int
+    control_write: int
+    notify_read: int
+    notify_write: int
+    log_copy: int
+    log_is_copy: bool
+
+    @property
+    def theirs(self) -> tuple[int, int, int]:
+        return (self.control_read, self.notify_write, self.log_copy)
+
+    def close_theirs(self) -> None:
+        os.close(self.control_read)
+        os.close(self.notify_write)
+        if self.log_is_copy:
+            os.close(self.log_copy)
+
+    def close_ours(self) -> None:
+        os.close(self.control_write)
+        os.close(self.notify_read)
+
+
+def _pipes(log_fd: int) -> _Pipes:
+    """New pipes for one try (nothing left open when one cannot be made)."""
+    made: list[int] = []
+    try:
+        for _ in range(2):
+            made.extend(_above_stdio(fd) for fd in os.pipe())
+        log_copy = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
+    except BaseException:
+        for fd in made:
+            os.close(fd)
+        raise
+    control_read, control_write, notify_read, notify_write = made
+    return _Pipes(
+        control_read, control_write, notify_read, notify_write, log_copy, log_copy != log_fd
+    )
 
 
 def _with_pipes(
@@ -174,26 +312,22 @@ def _with_pipes(
 ) -> Spawned:
     """One try at starting a supervisor, with pipes of its own: a failed try's pipes are
     never reused, since a half-started supervisor could still be holding them."""
-    control_read, control_write = (_above_stdio(fd) for fd in os.pipe())
-    notify_read, notify_write = (_above_stdio(fd) for fd in os.pipe())
-    log_copy = log_fd if log_fd > 2 else _above_stdio(os.dup(log_fd))
+    pipe = _pipes(log_fd)
     try:
-        pid, start_time, pidfd, own_child = start((control_read, notify_write, log_copy))
+        pid, start_time, pidfd, own_child = start(pipe.theirs)
     except BaseException:
-        for fd in (control_write, notify_read):
-            os.close(fd)
+        pipe.close_ours()
         raise
     finally:
-        for fd in (control_read, notify_write) + ((log_copy,) if log_copy != log_fd else ()):
-            os.close(fd)
-    os.set_blocking(notify_read, False)
+        pipe.close_theirs()
+    os.set_blocking(pipe.notify_read, False)
     return Spawned(
         pid=pid,
         pidfd=pidfd,
         own_child=own_child,
         start_time=start_time,
-        control_fd=control_write,
-        notify_fd=notify_read,
+        control_fd=pipe.control_write,
+        notify_fd=pipe.notify_read,
     )
 
 

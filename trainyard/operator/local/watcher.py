@@ -38,6 +38,7 @@ class FdWatcher:
         self._pending: list[tuple[int, Callable[[], None]]] = []
         self._pending_lock = threading.Lock()
         self._closing = False
+        self._freed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -50,18 +51,34 @@ class FdWatcher:
 
     def poke(self) -> None:
         """Make the thread run `tick` (and register added fds) now."""
-        # A full pipe is full of pokes already: the thread will wake.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_write, b"\0")
+        # A full pipe is full of pokes already: the thread will wake. Under the lock
+        # that `_free` takes: never a write to a closed (and maybe reused) number.
+        with self._pending_lock, contextlib.suppress(BlockingIOError):
+            if not self._freed:
+                os.write(self._wake_write, b"\0")
 
-    def close(self) -> None:
-        """Stop the thread (callbacks not yet run are dropped) and free its descriptors."""
-        if self._closing:
-            return
-        self._closing = True
-        self.poke()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the thread (callbacks not yet run are dropped) and free its descriptors.
+
+        Returns at once the callback running now has returned (the thread checks after
+        each one), or after `timeout`. True when the thread has stopped; False when a
+        callback is still running: its descriptors are then left for the thread to
+        free when it ends, never closed under it (a closed number is soon reused)."""
+        if not self._closing:
+            self._closing = True
+            self.poke()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                return False
+        self._free()
+        return True
+
+    def _free(self) -> None:
+        with self._pending_lock:
+            if self._freed:
+                return
+            self._freed = True
         self._selector.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
@@ -84,10 +101,19 @@ class FdWatcher:
             log.exception("watcher callback failed")
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._closing:
+                self._free()  # close() gave up waiting for us: ours to free now
+
+    def _loop(self) -> None:
         timeout = self._safe_tick()
         while not self._closing:
             self._register_pending()
             for key, _ in self._selector.select(timeout):
+                if self._closing:  # close() waits for one callback at most, not a batch
+                    return
                 if key.data is None:
                     try:
                         while os.read(self._wake_read, 4096):
