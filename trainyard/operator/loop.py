@@ -53,6 +53,7 @@ from trainyard.operator.backend import (
 from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
+from trainyard.operator.service_control import ServiceControl, admission_revisions
 from trainyard.operator.services import (
     EndpointPublisher,
     HealthProber,
@@ -206,6 +207,10 @@ class SchedulingLoop:
         self._restarts = RestartBook()
         self._prober = HealthProber()
         self._endpoints = EndpointPublisher()
+        # Rolling updates and autoscaling of services (operator/service_control.py).
+        self._services = ServiceControl(
+            backend, self._restarts, self._endpoints, stop_grace_seconds=stop_grace_seconds
+        )
 
     # ------------------------------------------------------------------ the cycle
 
@@ -282,6 +287,8 @@ class SchedulingLoop:
             decisions[job.id] = decision
             if decision.change is not None:
                 changes[job.id] = decision.change
+            if is_service(spec):  # rolling update / autoscaling step (service_control.py)
+                self._services.plan(job, spec, job_workers or (), decision, now_us=now_us)
             if decision.holds:
                 running.append(
                     running_job(job, shape, decision.holds, stopping=decision.stopping, now=now)
@@ -300,7 +307,8 @@ class SchedulingLoop:
         )
         if self.learned is not None:
             snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
-        result = schedule(snapshot, now, config)
+        result = schedule(self._services.add_growth(snapshot, self._shapes), now, config)
+        self._services.after_schedule(result, changes)  # replicas to add are no jobs
         self._usage.after_cycle(result.queue_usage, now)
         if self.learned is not None:
             self.learned.after_schedule(snapshot, now)
@@ -374,6 +382,7 @@ class SchedulingLoop:
         to_launch = [j for j in to_launch if decisions[j.id].launch]
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
+        self._services.act(applied, lambda items: self._launch_many(items, report))
         for job in live:
             decision = decisions[job.id]
             stop_now = decision.stop and (job.id not in changes or job.id in applied)
@@ -416,6 +425,8 @@ class SchedulingLoop:
             unknown = [job.id for job in live if job.id not in self._specs]
             if unknown:
                 self._specs.update(load_specs(conn, unknown))
+            # A PATCHed service's document (service_control.py).
+            self._services.refresh_specs(conn, live, self._specs, (self._shapes, self._pending))
         live_ids = self._live.keys()
         for job_id in [j for j in self._specs if j not in live_ids]:
             del self._specs[job_id]
@@ -494,6 +505,8 @@ class SchedulingLoop:
             accelerator_model=model,
         )
         change.notes.extend(admission_hooks.notes(self.backend, spec))
+        if is_service(spec):
+            change.values["replica_revisions"] = admission_revisions(spec, by_index)
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "
