@@ -147,7 +147,8 @@ class ServiceControl:
             return
         if getattr(self.backend, "stop_worker", None) is None:
             # Replacing or removing one replica needs a backend that stops one worker.
-            if revision_of(spec) != 1 or spec.get("autoscale"):
+            asked = int(spec.get("replicas") or spec.get("workers") or 1)
+            if revision_of(spec) != 1 or spec.get("autoscale") or asked != len(job.placement):
                 self.book.status[job.id] = (
                     f"rolling updates and autoscaling are not available on the "
                     f"{self.backend.name} backend yet"
