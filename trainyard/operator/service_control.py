@@ -205,7 +205,10 @@ class ServiceControl:
             return asked
         scale = self._scale.get(job.id)
         if scale is None or scale.replicas != asked:
-            scale = self._scale[job.id] = _Scale(asked, ScaleState(policy.clamp(asked), now_us))
+            # First sight (a loop that just started keeps what runs), or a new `replicas`
+            # from a PATCH (which then wins).
+            start = len(replicas) if scale is None else asked
+            scale = self._scale[job.id] = _Scale(asked, ScaleState(policy.clamp(start), now_us))
         ready = [r for r in replicas if r.ready]
         settled = len(ready) == len(replicas) == scale.state.target and all(
             r.revision == revision for r in replicas
