@@ -135,6 +135,14 @@ def _whole_number(value: Any) -> Any:
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 """An integer field (declared strict=True) that also takes a JSON number like 2.0."""
+# Inside the type, not on the field: pydantic publishes a nullable field's bounds as
+# "ge"/"le" (no JSON Schema keywords) when the type has a before-validator.
+ReplicaCount = Annotated[
+    int,
+    BeforeValidator(_whole_number),
+    Field(ge=1, le=64),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 64}),
+]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -435,22 +443,20 @@ class JobBase(_Strict):
         "`service` (a long-running model service with an endpoint; runs until cancelled). "
         "Defaults to batch for kind inference.",
     )
-    replicas: int | None = Field(
+    replicas: ReplicaCount | None = Field(
         default=None,
-        ge=1,
-        le=64,
         strict=True,
         description="Service only: replicas to run (each one a worker; defaults to "
         "min_replicas, else 1). Sets `workers`.",
     )
-    min_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
-    max_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
+    min_replicas: ReplicaCount | None = Field(default=None, strict=True)
+    max_replicas: ReplicaCount | None = Field(default=None, strict=True)
     autoscale: Autoscale | None = Field(
         default=None,
         description="Service only: scale between min_replicas and max_replicas on an "
         "observed metric.",
     )
-    port: int = Field(
+    port: WholeNumber = Field(
         default=8000,
         ge=1024,
         le=65535,

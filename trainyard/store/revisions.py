@@ -13,11 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from trainyard.store.records import JobRecord
 from trainyard.store.repository import _update_job, dump_document, now_us
-from trainyard.store.tables import job_events
+from trainyard.store.tables import job_events, jobs
+
+
+def lock_job(conn: Connection, job_id: str) -> None:
+    """Hold the job's row until the transaction ends (SELECT ... FOR UPDATE), so that
+    concurrent updates queue instead of all reading one version and all but one losing;
+    on SQLite the write transaction already holds the database's one write lock."""
+    conn.execute(select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
 
 
 def replace_spec(

@@ -38,7 +38,7 @@ from trainyard.store import (
     get_job,
     write_transaction,
 )
-from trainyard.store.revisions import replace_spec
+from trainyard.store.revisions import lock_job, replace_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=YamlBodyRoute, responses=ERRORS)
 
@@ -104,6 +104,7 @@ def _apply(
     for attempt in range(5):
         try:
             with write_transaction(engine) as conn:
+                lock_job(conn, job_id)  # concurrent updates queue here
                 job = get_job(conn, job_id=job_id, owner=owner)
                 if job is None:
                     raise JobNotFound(job_id)
@@ -126,7 +127,7 @@ def _apply(
                     note=f"updated by {principal.user}: {what} ({kind})",
                 )
         except ConcurrentUpdate:
-            # The loop (or another update) wrote the job after our read: merge again
+            # The loop (which does not lock) wrote the job after our read: merge again
             # onto what is stored now.
             if attempt == 4:
                 raise
