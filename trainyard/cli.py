@@ -496,6 +496,57 @@ def checkpoints(
 
 
 @app.command()
+def update(
+    job_id: Annotated[str, typer.Argument(help="Job id of a model service.")],
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="Fields to change (YAML or JSON); - for stdin."),
+    ] = None,
+    serve_checkpoint: Annotated[
+        str | None, typer.Option(help="Serve this checkpoint directory (a new revision).")
+    ] = None,
+    checkpoint_job: Annotated[
+        str | None,
+        typer.Option(help="Serve this training job's newest checkpoint (a new revision)."),
+    ] = None,
+    image: Annotated[str | None, typer.Option(help="Container image (a new revision).")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Replicas to run.")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="Autoscaling's lower bound.")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscaling's upper bound.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Update a model service: a new checkpoint, image or runtime is rolled out one
+    replica at a time (each new one ready before an old one stops); new counts resize it."""
+    changes: dict[str, Any] = {}
+    if file is not None:
+        try:
+            text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise fail(f"{file} is not YAML or JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise fail(f"{file} must hold a mapping of fields to change")
+        changes.update(loaded)
+    options = {
+        "serve_checkpoint": serve_checkpoint,
+        "checkpoint_job": checkpoint_job,
+        "image": image,
+        "replicas": replicas,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+    }
+    changes.update({name: value for name, value in options.items() if value is not None})
+    if not changes:
+        raise fail("nothing to change: name a field (see --help) or pass --file")
+    with _client() as client:
+        job = client.update(job_id, changes)
+    _emit(job, output, lambda j: _jobs_table([j]))
+
+
+@app.command()
 def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     output: OutputOption = Output.table,

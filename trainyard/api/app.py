@@ -22,7 +22,17 @@ from trainyard.api.inventory import NodeInventory, PublishedInventory, inventory
 from trainyard.api.logs import LogFollowers
 from trainyard.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from trainyard.api.openapi_rules import express_deployment_rules, express_document_rules
-from trainyard.api.routes import cluster, health, jobs, predict, queues, targets, tokens, usage
+from trainyard.api.routes import (
+    cluster,
+    health,
+    jobs,
+    predict,
+    queues,
+    targets,
+    tokens,
+    updates,
+    usage,
+)
 from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
@@ -93,7 +103,7 @@ def build_api(settings: Settings) -> FastAPI:
         RequestMetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None)
     )
     install_error_handlers(app)
-    for module in (jobs, predict, queues, cluster, tokens, health, usage, targets):
+    for module in (jobs, updates, predict, queues, cluster, tokens, health, usage, targets):
         app.include_router(module.router)
     _document_configured_names(app, settings)
     return app

@@ -66,6 +66,10 @@ class TrainyardClient:
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}/checkpoints").json()
 
+    def update(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a model service: each field named replaces the document's."""
+        return self._request("PATCH", f"/v1/jobs/{_segment(job_id)}", json=changes).json()
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel").json()
 

@@ -146,6 +146,16 @@ def express_document_rules(schema: dict[str, Any]) -> None:
     for name in ("JobCreate", "JobPublic"):
         if "mode" in components[name]["properties"]:
             components[name].setdefault("allOf", []).extend(_inference_rules())
+    if "JobUpdate" in components:  # PATCH: the same string rules on the fields it has
+        properties = components["JobUpdate"]["properties"]
+        if "image" in properties:
+            _no_nul_strings(properties["image"])
+        env = properties.get("env", {})
+        env = env.get("anyOf", [env])[0]  # nullable in a PATCH: the object branch
+        for value in env.get("patternProperties", {}).values():
+            _no_nul_strings(value)
+        if env.get("patternProperties"):
+            env["additionalProperties"] = False
     for name in ("JobCreate", "JobPublic"):
         properties = components[name]["properties"]
         properties["max_runtime"]["not"] = {"type": "string", "pattern": ZERO_DURATION}
@@ -178,7 +188,7 @@ def _inference_rules() -> list[dict[str, Any]]:
         "required": ["kind", "mode"],
         "properties": {"kind": {"const": "inference"}, "mode": {"const": "service"}},
     }
-    service_only = ("replicas", "min_replicas", "max_replicas", "checkpoint_job")
+    service_only = ("replicas", "min_replicas", "max_replicas", "checkpoint_job", "autoscale")
     return [
         # kind defaults to training: mode is then null or absent.
         {"if": {"properties": {"kind": {"const": "training"}}}, "then": _null("mode")},

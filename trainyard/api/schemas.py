@@ -19,9 +19,11 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError
 
@@ -133,6 +135,14 @@ def _whole_number(value: Any) -> Any:
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 """An integer field (declared strict=True) that also takes a JSON number like 2.0."""
+# Inside the type, not on the field: pydantic publishes a nullable field's bounds as
+# "ge"/"le" (no JSON Schema keywords) when the type has a before-validator.
+ReplicaCount = Annotated[
+    int,
+    BeforeValidator(_whole_number),
+    Field(ge=1, le=64),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 64}),
+]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -326,6 +336,21 @@ class CheckpointStorage(_Strict):
 PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
+class Autoscale(_Strict):
+    """A service's replica count follows what its replicas report (between
+    `min_replicas` and `max_replicas`): more above `target`, one fewer after `cooldown`
+    well below it (under half)."""
+
+    metric: Literal["p95_latency_ms", "inflight"] = Field(
+        description="`p95_latency_ms`: the 95th percentile of request latency over the "
+        "replicas; `inflight`: requests being answered per replica."
+    )
+    target: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    cooldown: Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)] = Field(
+        default="60s", description="How long the metric stays low before a replica goes."
+    )
+
+
 class JobBase(_Strict):
     """The job document a user submits (JSON over REST, the same fields as YAML)."""
 
@@ -418,17 +443,20 @@ class JobBase(_Strict):
         "`service` (a long-running model service with an endpoint; runs until cancelled). "
         "Defaults to batch for kind inference.",
     )
-    replicas: int | None = Field(
+    replicas: ReplicaCount | None = Field(
         default=None,
-        ge=1,
-        le=64,
         strict=True,
         description="Service only: replicas to run (each one a worker; defaults to "
         "min_replicas, else 1). Sets `workers`.",
     )
-    min_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
-    max_replicas: int | None = Field(default=None, ge=1, le=64, strict=True)
-    port: int = Field(
+    min_replicas: ReplicaCount | None = Field(default=None, strict=True)
+    max_replicas: ReplicaCount | None = Field(default=None, strict=True)
+    autoscale: Autoscale | None = Field(
+        default=None,
+        description="Service only: scale between min_replicas and max_replicas on an "
+        "observed metric.",
+    )
+    port: WholeNumber = Field(
         default=8000,
         ge=1024,
         le=65535,
@@ -476,7 +504,7 @@ class JobBase(_Strict):
         self._check_runtime()
         service = self.kind == "inference" and self.mode == "service"
         if not service:
-            for name in ("replicas", "min_replicas", "max_replicas", "checkpoint_job"):
+            for name in SERVICE_ONLY:
                 if getattr(self, name) is not None:
                     raise _field_error(name, "service_only", f"{name} applies to mode service only")
             if self.kind == "inference" and self.mode is None:
@@ -555,6 +583,48 @@ class JobCreate(JobBase):
     """A job as submitted with POST /v1/jobs."""
 
 
+SERVICE_ONLY = ("replicas", "min_replicas", "max_replicas", "checkpoint_job", "autoscale")
+UPDATABLE_FIELDS = (
+    "serve_checkpoint",
+    "checkpoint_job",
+    "image",
+    "runtime",
+    "precision",
+    "env",
+    "workload",
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "autoscale",
+)
+"""What PATCH /v1/jobs/{id} may change on a model service (the fields of the job
+document of these names; one the document lacks is left out): what its replicas run, and
+how many. The rest (resources, queue, name, ...) decides placement and quota: a new job."""
+
+
+def _update_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name in UPDATABLE_FIELDS:
+        info = JobBase.model_fields.get(name)
+        if info is None:
+            continue
+        annotation = info.annotation
+        copy = FieldInfo.merge_field_infos(info, default=None, default_factory=None)
+        fields[name] = (annotation | None, copy)
+    return create_model(
+        "JobUpdate",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1}),
+        __doc__="Changes to a model service (PATCH /v1/jobs/{id}): each field named replaces "
+        "the document's (null: back to its default). A change of what replicas run (the "
+        "checkpoint, image, runtime, precision, env, workload) is a new revision, rolled out "
+        "one replica at a time; a change of only the counts resizes the service.",
+        **fields,
+    )
+
+
+JobUpdate = _update_model()
+
+
 class JobPublic(JobBase):
     """A job as the API returns it: the document plus identity and lifecycle."""
 
@@ -570,6 +640,11 @@ class JobPublic(JobBase):
         description="Worker index -> node name, once the scheduler has placed the job."
     )
     version: int
+    revision: int | None = Field(
+        default=None,
+        description="A service's document revision: absent as submitted (1), one more "
+        "per PATCH that changes what its replicas run.",
+    )
     attempt: int = Field(description="Admissions so far (1 = first run).")
     failures: int = Field(description="Failed attempts so far (retried while <= retries).")
     stopping: JobState | None = Field(

@@ -95,7 +95,11 @@ def build_workers(
     additions (device visibility, metrics port) and wins over the job's `env`.
     """
     workers = len(placement)
-    if workers != int(spec.get("workers", 1)):
+    service = kind == "inference" and spec.get("mode") == "service"
+    # A service's replicas are independent: any set of indexes (a rolling update and
+    # autoscaling add and remove replicas); a gang is exactly 0..workers-1.
+    indexes = sorted(placement) if service else list(range(workers))
+    if not service and workers != int(spec.get("workers", 1)):
         raise LaunchError(
             f"placement has {workers} workers, the job asks for {spec.get('workers', 1)}"
         )
@@ -118,7 +122,6 @@ def build_workers(
         "MASTER_PORT": str(master_port),
         **dict(extra_env or {}),
     }
-    service = kind == "inference" and spec.get("mode") == "service"
     if service:
         # `infer --serve` on the job's port on every interface (in a pod); the local
         # backend moves each replica to a loopback port of its own.
@@ -126,9 +129,10 @@ def build_workers(
             TRAINYARD_SERVE="1",
             TRAINYARD_SERVE_HOST="0.0.0.0",
             TRAINYARD_SERVE_PORT=str(spec.get("port", 8000)),
+            TRAINYARD_SERVICE_REVISION=str(spec.get("revision", 1)),
         )
     launches = []
-    for index in range(workers):
+    for index in indexes:
         if index not in placement:
             raise LaunchError(f"placement has no node for worker {index}")
         env = dict(base_env)

@@ -55,6 +55,7 @@ from trainyard.operator.estimates import LearnedInputs
 from trainyard.operator.launch import Runtime, build_workers
 from trainyard.operator.pinning import CheckpointPins
 from trainyard.operator.reconcile import Decision, RetryPolicy, reconcile_job
+from trainyard.operator.service_control import ServiceControl, admission_revisions
 from trainyard.operator.services import (
     EndpointPublisher,
     HealthProber,
@@ -227,6 +228,10 @@ class SchedulingLoop:
         self._rows: dict[str, tuple[Any, LiveJob]] = {}
         self._running: dict[str, tuple[LiveJob, Any, bool, Any]] = {}
         self._services: set[str] = set()
+        # Rolling updates and autoscaling of services (operator/service_control.py).
+        self._service_control = ServiceControl(
+            backend, self._restarts, self._endpoints, stop_grace_seconds=stop_grace_seconds
+        )
 
     # ------------------------------------------------------------------ the cycle
 
@@ -312,6 +317,8 @@ class SchedulingLoop:
             decisions[job.id] = decision
             if decision.change is not None:
                 changes[job.id] = decision.change
+            if is_service(spec):  # rolling update / autoscaling step (service_control.py)
+                self._service_control.plan(job, spec, job_workers or (), decision, now_us=now_us)
             if decision.holds:
                 running.append(self._running_job(job, shape, decision, now))
             elif decision.offer:
@@ -332,7 +339,8 @@ class SchedulingLoop:
         if self.learned is not None:
             snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
         scheduled_at = time.perf_counter()
-        result = schedule(snapshot, now, config)
+        result = schedule(self._service_control.add_growth(snapshot, self._shapes), now, config)
+        self._service_control.after_schedule(result, changes)  # replicas to add are no jobs
         report.schedule_s = time.perf_counter() - scheduled_at
         self._usage.after_cycle(result.queue_usage, now)
         if self.learned is not None:
@@ -416,6 +424,7 @@ class SchedulingLoop:
         self._launch_deadline = time.perf_counter() + LAUNCH_BUDGET_SECONDS
         self._launch_all(to_launch, report)
         self._launch_admitted(report.admitted, jobs_by_id, changes, report)
+        self._service_control.act(applied, lambda items: self._launch_many(items, report))
         for job in reconciled:
             decision = decisions[job.id]
             stop_now = decision.stop and (job.id not in changes or job.id in applied)
@@ -458,6 +467,10 @@ class SchedulingLoop:
             unknown = [job.id for job in live if job.id not in self._specs]
             if unknown:
                 self._specs.update(load_specs(conn, unknown))
+            # A PATCHed service's document (service_control.py).
+            self._service_control.refresh_specs(
+                conn, live, self._specs, (self._shapes, self._pending)
+            )
         live_ids = self._live.keys()
         for job_id in [j for j in self._specs if j not in live_ids]:
             del self._specs[job_id]
@@ -562,6 +575,8 @@ class SchedulingLoop:
         )
         change.notes.extend(admission_hooks.notes(self.backend, spec))
         change.notes.extend(self._pins.notes(job.id, placement))
+        if is_service(spec):
+            change.values["replica_revisions"] = admission_revisions(spec, by_index)
         if spec.get("image") and self.backend.name == "local":
             change.notes.append(
                 f"warning: image {spec['image']!r} ignored: the local backend runs workers "

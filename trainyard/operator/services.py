@@ -86,6 +86,9 @@ class RestartBook:
 
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     _replicas: dict[tuple[str, int], _Replica] = field(default_factory=dict)
+    # Per job: what a rollout or a scaling step adds to the job's reason ("rolling to
+    # revision 2", "replica 3 waits: ..."), set by service_control.py.
+    status: dict[str, str] = field(default_factory=dict)
 
     def replica(self, job_id: str, index: int) -> _Replica:
         return self._replicas.setdefault((job_id, index), _Replica())
@@ -93,6 +96,7 @@ class RestartBook:
     def forget_job(self, job_id: str) -> None:
         for key in [k for k in self._replicas if k[0] == job_id]:
             del self._replicas[key]
+        self.status.pop(job_id, None)
 
     def jobs(self) -> set[str]:
         return {job_id for job_id, _ in self._replicas}
@@ -131,13 +135,16 @@ def reconcile_service(
             launch_error=launch_error,
             runtime_limit=runtime_limit,
         )
-    expected = int(spec.get("workers", 1))
     holds = job.placement or {w.index: w.node for w in current if not w.phase.exited}
+    # The replicas are the placed indexes (a rollout or autoscaling adds and removes
+    # some, service_control.py); a worker whose index left the placement is on its way out.
+    indexes = sorted(holds)
+    expected = len(indexes)
     decision = Decision(holds=holds)
     change: JobChange | None = None
     by_index = {w.index: w for w in current}
     reasons: list[str] = []
-    for index in range(expected):
+    for index in indexes:
         worker = by_index.get(index)
         replica = book.replica(job.id, index)
         if worker is None:  # never started, or vanished: create it (launch makes what is missing)
@@ -185,7 +192,7 @@ def reconcile_service(
                 f"replica {index} crash-looping: {replica.restarts} restarts in a row, "
                 f"last: {replica.last_failure}"
             )
-    running = [w for w in current if w.phase is WorkerPhase.RUNNING]
+    running = [w for w in current if w.phase is WorkerPhase.RUNNING and w.index in holds]
     if job.state is JobState.ADMITTED and len(running) == expected:
         change = change or _change(job)
         nodes = sorted({w.node for w in running})
@@ -195,6 +202,8 @@ def reconcile_service(
         change.attempt_running = job.attempt
     if job.state is JobState.RUNNING:
         reason = "; ".join(reasons) or f"{len(running)} of {expected} replicas running"
+        if book.status.get(job.id):
+            reason = f"{reason}; {book.status[job.id]}"
         if reason != job.reason:
             change = change or _change(job)
             change.values["reason"] = reason

@@ -47,6 +47,7 @@ _LIGHT_COLUMNS = (
     jobs.c.stop_target,
     jobs.c.stop_reason,
     jobs.c.attempt_started_at,
+    jobs.c.replica_revisions,
 )
 
 
@@ -73,6 +74,8 @@ class LiveJob:
     stop_target: JobState | None
     stop_reason: str | None
     attempt_started_at: int | None
+    # A service's replica index -> the revision of its document it was launched with.
+    replica_revisions: dict[int, int] | None = None
 
 
 _LIVE_QUERY = (
@@ -117,7 +120,7 @@ def load_live_jobs(
                 continue
         (seq, job_id, owner, name, kind, queue, priority_value, state, reason, placement,
          version, created_at, started_at, attempt, failures, not_before, stop_target,
-         stop_reason, attempt_started_at) = row  # fmt: skip
+         stop_reason, attempt_started_at, replica_revisions) = row  # fmt: skip
         out.append(
             LiveJob(
                 seq,
@@ -139,6 +142,9 @@ def load_live_jobs(
                 None if stop_target is None else states[stop_target],
                 stop_reason,
                 attempt_started_at,
+                None
+                if replica_revisions is None
+                else {int(k): int(v) for k, v in loads(replica_revisions).items()},
             )
         )
         if cache is not None:
@@ -347,6 +353,10 @@ def _apply_one(
     values = dict(change.values)
     if "placement" in values and values["placement"] is not None:
         values["placement"] = _dump({str(k): v for k, v in values["placement"].items()})
+    if values.get("replica_revisions") is not None:
+        values["replica_revisions"] = _dump(
+            {str(k): int(v) for k, v in values["replica_revisions"].items()}
+        )
     if change.transitions:
         values["state"] = state.value
         values.setdefault("reason", change.transitions[-1][1])

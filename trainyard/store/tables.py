@@ -79,6 +79,10 @@ jobs = Table(
     # When the scheduler's forward simulation expects a pending job to start (advisory,
     # refreshed every few cycles without touching `version` or `updated_at`).
     Column("estimated_start", BigInteger, nullable=True),
+    # A model service's {"<replica index>": <revision of its document>} as JSON text,
+    # written by the loop with each replica it places (operator/rollout.py): a rolling
+    # update replaces the replicas whose revision is not the document's.
+    Column("replica_revisions", Text, nullable=True),
     UniqueConstraint("owner", "idempotency_key"),
     # Keyset pagination, newest first, for the filters the API offers.
     Index(None, "owner", "seq"),

@@ -97,6 +97,13 @@ class WorkerMetrics:
             registry=self.registry,
             buckets=_SECONDS_BUCKETS,
         ).labels(**labels)
+        # What the autoscaler reads (operator/autoscale.py): requests inside /predict now.
+        self.inference_inflight = Gauge(
+            "trainyard_worker_inference_inflight",
+            "Inference requests being answered",
+            LABELS,
+            registry=self.registry,
+        ).labels(**labels)
         self.inference_batch_size = Histogram(
             "trainyard_worker_inference_batch_size",
             "Records per inference batch",

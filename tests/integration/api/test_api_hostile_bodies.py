@@ -172,7 +172,7 @@ def test_yaml_with_too_many_nodes_is_422_naming_the_budget(server: ApiServer) ->
     ("path", "method", "allowed"),
     [
         ("/v1/jobs", "DELETE", "GET, POST"),
-        ("/v1/jobs/abc", "POST", "GET"),
+        ("/v1/jobs/abc", "POST", "GET, PATCH"),  # PATCH: a service update
         ("/v1/jobs/abc/cancel", "GET", "POST"),
         ("/healthz", "POST", "GET"),
     ],

@@ -154,3 +154,37 @@ def test_token_create_makes_a_user_who_sees_only_their_jobs(
     admin = runner.invoke(app, ["token", "create", "--user", "dave", "--admin"], env=db_env)
     dave = admin.stdout.strip()
     assert len(json.loads(cli("list", "-o", "json", token=dave).stdout)["data"]) == 2
+
+
+SERVICE_YAML = """\
+name: svc
+kind: inference
+mode: service
+replicas: 2
+serve_checkpoint: /models/a
+resources: {cpu: 500m, memory: 512Mi}
+workload: {builtin: gpt}
+"""
+
+
+def test_update_changes_a_service_and_names_what_is_wrong(cli, tmp_path: Path) -> None:
+    job = json.loads(cli("submit", "-", "-o", "json", input=SERVICE_YAML).stdout)
+    updated = cli("update", job["id"], "--serve-checkpoint", "/models/b", "-o", "json")
+    assert updated.exit_code == 0, updated.output
+    body = json.loads(updated.stdout)
+    assert body["serve_checkpoint"] == "/models/b" and body["revision"] == 2
+
+    changes = tmp_path / "changes.yaml"
+    changes.write_text("max_replicas: 4\nautoscale: {metric: inflight, target: 2}\n")
+    resized = cli("update", job["id"], "-f", str(changes), "--replicas", "3", "-o", "json")
+    assert resized.exit_code == 0, resized.output
+    body = json.loads(resized.stdout)
+    assert body["replicas"] == 3 and body["autoscale"]["target"] == 2 and body["revision"] == 2
+
+    bad = cli("update", job["id"], "--replicas", "9")
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: 422") and "replicas" in bad.stderr
+    nothing = cli("update", job["id"])
+    assert nothing.exit_code == 1 and "nothing to change" in nothing.stderr
+    training = json.loads(cli("submit", "-", "-o", "json", input=JOB_YAML).stdout)
+    refused = cli("update", training["id"], "--image", "x:1")
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: 409")

@@ -594,6 +594,33 @@ class LocalBackend:
             self._forget(worker)
             return True
 
+    def stop_worker(
+        self, job_id: str, attempt: int, index: int, *, grace_seconds: float, reason: str
+    ) -> bool:
+        """Stop ONE worker (a model service replica a rolling update or a scale-down
+        retires): SIGTERM once, SIGKILL after the grace, its record dropped once it has
+        exited. True when nothing of it is left."""
+        now = time.time()
+        with self._lock:
+            worker = self._workers.get((job_id, attempt, index))
+            if worker is None:
+                return True
+            if worker.phase.exited:
+                self._forget(worker)
+                return True
+            if worker.record.stop is None:
+                stop = StopRequest(reason, now, now + max(grace_seconds, 0.0))
+                worker.record = worker.record.with_stop(stop)
+                self._persist(worker)
+            self._attention.add(worker.key)
+            if not worker.term_sent:
+                worker.term_sent = True
+                self._signal_supervisor(worker, signal.SIGTERM)
+            self._invalidate()
+        if self._watcher is not None:
+            self._watcher.poke()
+        return False
+
     def log_tail(self, job_id: str, index: int, *, lines: int = 20) -> str:
         try:
             path = worker_log_path(self.home, safe_job_id(job_id), index)

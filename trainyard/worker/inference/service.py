@@ -110,6 +110,13 @@ def create_app(
         await batcher.stop()
 
     async def predict(request: Request) -> JSONResponse:
+        metrics.inference_inflight.inc()
+        try:
+            return await answer(request)
+        finally:
+            metrics.inference_inflight.dec()
+
+    async def answer(request: Request) -> JSONResponse:
         started = time.perf_counter()
         declared = request.headers.get("content-length", "0")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
