@@ -7,13 +7,11 @@ each backend's way of listing nodes lives here behind `NodeInventory`.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trainyard.machine import Machine
 from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes
 from trainyard.scheduler.types import (
     GPU_PRODUCT_LABEL,
@@ -44,51 +42,29 @@ class NodeInventory(Protocol):
         ...
 
 
-def detect_gpus(nvidia_smi: str | None = None) -> list[str]:
-    """GPU model names on this machine, one per GPU; empty without nvidia-smi."""
-    binary = nvidia_smi or shutil.which("nvidia-smi")
-    if binary is None:
-        return []
-    try:
-        result = subprocess.run(
-            [binary, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if result.returncode != 0:
-        return []
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
-
-
 class LocalInventory:
-    """This machine as the only node: its CPUs, memory and NVIDIA GPUs.
+    """This machine as the only node, detected as the local backend detects it
+    (trainyard.machine: CPU affinity, memory, NVIDIA GPUs via NVML or nvidia-smi,
+    limited by CUDA_VISIBLE_DEVICES), so both report the same node.
 
     Detected once: a machine's hardware does not change while the server runs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, nvml: bool = True, nvidia_smi: str | None = None) -> None:
+        self._nvml = nvml
+        self._nvidia_smi = nvidia_smi
         self._nodes: list[NodeCapacity] | None = None
 
     def nodes(self) -> list[NodeCapacity]:
         if self._nodes is None:
-            cpus = (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            )
-            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            gpus = detect_gpus()
-            models = sorted(set(gpus))
+            node = Machine.detect(nvml=self._nvml, nvidia_smi=self._nvidia_smi).node()
             self._nodes = [
                 NodeCapacity(
-                    name=socket.gethostname(),
-                    cpu_millicores=(cpus or 1) * 1000,
-                    memory_bytes=memory,
-                    gpu=len(gpus),
-                    # Mixed models on one host are rare; name them all if it happens.
-                    gpu_model="+".join(models) if models else None,
+                    name=node.name,
+                    cpu_millicores=node.cpu_millicores,
+                    memory_bytes=node.memory_bytes,
+                    gpu=node.gpus,
+                    gpu_model=node.labels.get(GPU_PRODUCT_LABEL),
                 )
             ]
         return list(self._nodes)

@@ -36,6 +36,17 @@ SIM_DURATION = "sim.trainyard.io/duration"
 SIM_FAIL_AFTER = "sim.trainyard.io/fail-after"
 """Seconds after the pod starts running at which it turns Failed (exit code 1)."""
 
+KWOK_IMMEDIATE = {
+    f"{stage}.stage.kwok.x-k8s.io/{knob}": "0s"
+    for stage in ("pod-create", "pod-ready")
+    for knob in ("delay", "jitter-delay")
+} | {"pod-delete.stage.kwok.x-k8s.io/delay": "0s"}
+"""Pod annotations that make the fake kubelet start a bound pod at once, instead of after
+kwok's simulated container start (pod-create, then pod-ready: 1-5 s each, at random),
+and delete a terminating one without the extra second (within its grace period still).
+For tests in which start-up latency is not what is tested: it only waits. They also
+make a gang's workers start together, so a short SIM_DURATION sees them all running."""
+
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
 NODE_PROFILE_LABEL = "trainyard.io/node-profile"

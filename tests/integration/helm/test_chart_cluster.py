@@ -29,6 +29,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.cluster.simcluster import (
+    KWOK_IMMEDIATE,
     KWOK_NODE_ANNOTATION,
     MERGE_PATCH,
     Cluster,
@@ -55,8 +56,23 @@ ALL_NAMESPACES = "*"
 RELEASE = "ty"
 FULLNAME = f"{RELEASE}-trainyard"
 EVERYTHING = FIXTURES / "values-everything.yaml"
-INSTALL_SETS = ("store.sqlite.keepOnUninstall=false",)
-"""The test's only change to the defaults: uninstall must leave nothing behind."""
+INSTALL_SETS = ("store.sqlite.keepOnUninstall=false", "terminationGracePeriodSeconds=1")
+"""The test's changes to the defaults: uninstall must leave nothing behind, and a pod
+being replaced (upgrade) or removed (uninstall) is gone within a second instead of at
+a random point of the 30 s grace (kwok deletes a terminating pod anywhere within it)."""
+INSTALL_JSON = (f"podAnnotations={json.dumps(KWOK_IMMEDIATE)}",)
+"""And its pods start as soon as they are bound (see KWOK_IMMEDIATE), as the tests here
+are not about start-up latency."""
+
+
+def install_flags() -> list[str]:
+    """The `helm install`/`upgrade` flags for INSTALL_SETS and INSTALL_JSON."""
+    flags = []
+    for item in INSTALL_SETS:
+        flags += ["--set", item]
+    for item in INSTALL_JSON:
+        flags += ["--set-json", item]
+    return flags
 
 
 def objects_of(manifest: str) -> list[dict[str, Any]]:
@@ -200,10 +216,7 @@ def release(kube_cluster: Cluster) -> Iterator[Release]:
         )
     )
     try:
-        args = ["install", RELEASE, str(CHART_DIR), "--namespace", ns]
-        for item in INSTALL_SETS:
-            args += ["--set", item]
-        installed = helm(*args)
+        installed = helm("install", RELEASE, str(CHART_DIR), "--namespace", ns, *install_flags())
         assert "PodSecurity" not in installed.stderr, installed.stderr
         yield Release(namespace=ns, service_account=FULLNAME, core=core)
     finally:
@@ -479,9 +492,7 @@ def test_upgrade_applies_changed_values_and_keeps_the_admin_token(release: Relea
     queues = [{"name": "default", "policy": "backfill"}, {"name": "research", "policy": "fifo"}]
     args = ["upgrade", RELEASE, str(CHART_DIR), "--namespace", ns,
             "--set-json", f"scheduler.queues={json.dumps(queues)}"]  # fmt: skip
-    for item in INSTALL_SETS:
-        args += ["--set", item]
-    helm(*args)
+    helm(*args, *install_flags())
     config = core.read_namespaced_config_map(FULLNAME, ns).data
     assert json.loads(config["TRAINYARD_QUEUES"]) == queues
     assert core.read_namespaced_secret(FULLNAME, ns).data["admin-token"] == before_token

@@ -69,7 +69,15 @@ def test_dockerfile_is_multi_stage_pinned_slim_non_root_and_serves_kubernetes() 
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with the wheel installed as the Dockerfile installs it."""
+    """A fresh virtualenv with the wheel installed as the Dockerfile installs it.
+
+    Two differences that change what is installed in no way, only how long it takes
+    (together about 4x less): the venv is made without its own pip, and this
+    interpreter's pip installs into it (`pip --python`), which skips ensurepip; and
+    nothing is byte-compiled at install time (`--no-compile`; the image runs with
+    PYTHONDONTWRITEBYTECODE=1 anyway), so only the modules the tests import are
+    compiled, when they import them.
+    """
     root = tmp_path_factory.mktemp("image")
     context = root / "context"
     context.mkdir()
@@ -87,10 +95,10 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     (wheel,) = wheels.glob("trainyard-*.whl")
     env_dir = root / "venv"
-    venv.EnvBuilder(with_pip=True, system_site_packages=False, clear=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False, system_site_packages=False, clear=True).create(env_dir)
     subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", f"{wheel}[postgres]"],
+        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
+         "--quiet", "--disable-pip-version-check", "--no-compile", f"{wheel}[postgres]"],
         check=True, capture_output=True, timeout=900,
     )  # fmt: skip
     return env_dir

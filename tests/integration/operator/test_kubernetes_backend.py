@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.cluster.simcluster import (
+    KWOK_IMMEDIATE,
     MERGE_PATCH,
     SIM_DURATION,
     SIM_FAIL_AFTER,
@@ -55,8 +56,8 @@ def test_gang_is_bound_to_the_chosen_nodes_runs_and_succeeds(
 ) -> None:
     core = kube_cluster.core
     with running_backend(kube_cluster.kubeconfig, namespace) as backend:
-        # kwok starts each pod after 2-12 s (jittered): long enough to overlap.
-        gang = make_gang(backend, H100, annotations={SIM_DURATION: "15"})
+        # Both pods start once bound (KWOK_IMMEDIATE): 5 s is long enough to overlap.
+        gang = make_gang(backend, H100, annotations={SIM_DURATION: "5", **KWOK_IMMEDIATE})
         backend.launch(gang)
 
         pods = pods_of(core, namespace, gang.job_id)
@@ -78,7 +79,7 @@ def test_gang_is_bound_to_the_chosen_nodes_runs_and_succeeds(
             assert env["MASTER_ADDR"].startswith(master)
             assert container.resources.limits["nvidia.com/gpu"] == "8"
             assert pod.spec.scheduler_name == "trainyard"
-            assert pod.metadata.annotations[SIM_DURATION] == "15"
+            assert pod.metadata.annotations[SIM_DURATION] == "5"
             assert pod.metadata.labels["trainyard.io/attempt"] == "1"
             assert pod.metadata.owner_references[0].kind == "Service"
         service = core.read_namespaced_service(service_name(gang.job_id), namespace)
@@ -120,7 +121,9 @@ def test_worker_with_fail_after_is_failed_with_its_exit_code(
     kube_cluster: Cluster, namespace: str
 ) -> None:
     with running_backend(kube_cluster.kubeconfig, namespace) as backend:
-        gang = make_gang(backend, ("gpu-a100-0",), annotations={SIM_FAIL_AFTER: "1"})
+        gang = make_gang(
+            backend, ("gpu-a100-0",), annotations={SIM_FAIL_AFTER: "1", **KWOK_IMMEDIATE}
+        )
         backend.launch(gang)
         (failed,) = wait_until(
             "the worker to fail",
@@ -170,7 +173,7 @@ def test_launch_finishes_a_gang_left_unbound_by_a_crash(
     next launch binds them; it creates nothing new."""
     core = kube_cluster.core
     with running_backend(kube_cluster.kubeconfig, namespace) as backend:
-        gang = make_gang(backend, H100, annotations={SIM_DURATION: "60"})
+        gang = make_gang(backend, H100, annotations={SIM_DURATION: "60", **KWOK_IMMEDIATE})
         service = core.create_namespaced_service(namespace, service_manifest(gang))
         for worker in gang.workers:
             body = pod_manifest(
@@ -196,9 +199,11 @@ def test_pods_of_an_older_attempt_are_a_conflict_until_stopped(
 ) -> None:
     core = kube_cluster.core
     with running_backend(kube_cluster.kubeconfig, namespace) as backend:
-        first = make_gang(backend, H100, annotations={SIM_DURATION: "600"})
+        first = make_gang(backend, H100, annotations={SIM_DURATION: "600", **KWOK_IMMEDIATE})
         backend.launch(first)
-        second = make_gang(backend, H100, job_id=first.job_id, attempt=2)
+        second = make_gang(
+            backend, H100, job_id=first.job_id, attempt=2, annotations=KWOK_IMMEDIATE
+        )
         with pytest.raises(LaunchError) as conflict:
             backend.launch(second)
         assert not conflict.value.permanent
@@ -232,7 +237,7 @@ def test_a_pod_deleted_by_someone_else_is_a_failed_worker(
 ) -> None:
     core = kube_cluster.core
     with running_backend(kube_cluster.kubeconfig, namespace) as backend:
-        gang = make_gang(backend, H100, annotations={SIM_DURATION: "600"})
+        gang = make_gang(backend, H100, annotations={SIM_DURATION: "600", **KWOK_IMMEDIATE})
         backend.launch(gang)
         wait_until("both workers to run", lambda: all_in(backend, gang.job_id, "RUNNING", 2))
         core.delete_namespaced_pod(pod_name(gang.job_id, 1), namespace, grace_period_seconds=0)
@@ -267,7 +272,10 @@ def test_other_workloads_pods_take_gpus_from_the_node(
                     selector=client.V1LabelSelector(match_labels=labels),
                     template=client.V1PodTemplateSpec(
                         metadata=client.V1ObjectMeta(labels=labels),
+                        # Its pod goes at once when it is deleted, not after up
+                        # to 30 s of kwok's termination grace: the freed GPUs matter.
                         spec=client.V1PodSpec(
+                            termination_grace_period_seconds=0,
                             containers=[
                                 client.V1Container(
                                     name="serve",
@@ -276,7 +284,7 @@ def test_other_workloads_pods_take_gpus_from_the_node(
                                         limits={"nvidia.com/gpu": "3"}
                                     ),
                                 )
-                            ]
+                            ],
                         ),
                     ),
                 ),
@@ -298,7 +306,9 @@ def test_other_workloads_pods_take_gpus_from_the_node(
         wait_until("nodes() to count the Deployment's 3 GPUs", lambda: used() == before + 3)
 
         # Our own pods are not counted here: the loop counts them from its store.
-        gang = make_gang(backend, (node,), gpus=4, annotations={SIM_DURATION: "600"})
+        gang = make_gang(
+            backend, (node,), gpus=4, annotations={SIM_DURATION: "600", **KWOK_IMMEDIATE}
+        )
         backend.launch(gang)
         wait_until("our worker to run", lambda: all_in(backend, gang.job_id, "RUNNING", 1))
         assert used() == before + 3
@@ -313,7 +323,9 @@ def test_node_not_ready_past_the_grace_fails_its_workers(
     core = kube_cluster.core
     node = "cpu-1"
     with running_backend(kube_cluster.kubeconfig, namespace, node_lost_grace=3) as backend:
-        gang = make_gang(backend, (node,), gpus=0, annotations={SIM_DURATION: "600"})
+        gang = make_gang(
+            backend, (node,), gpus=0, annotations={SIM_DURATION: "600", **KWOK_IMMEDIATE}
+        )
         backend.launch(gang)
         wait_until("the worker to run", lambda: all_in(backend, gang.job_id, "RUNNING", 1))
         make_node_not_ready(core, node)

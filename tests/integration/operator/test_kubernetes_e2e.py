@@ -2,8 +2,10 @@
 cluster out (kwok plays the kubelets: sim.trainyard.io/duration makes a pod succeed
 that many seconds after it starts, sim.trainyard.io/fail-after makes it exit 1).
 
-kwok starts each bound pod after 2-12 s (two stages of 1 s + 0-5 s jitter), so jobs
-that must be seen RUNNING with all workers at once last 12 s or more.
+Every job here carries KWOK_IMMEDIATE: kwok starts its pods as soon as they are bound
+(not after its simulated 2-10 s container start), since no test here is about start-up
+latency. A gang's workers then start within the same second, so a job that must be
+seen RUNNING with all workers at once needs only a few seconds of SIM_DURATION.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from tests.integration.cluster.simcluster import (
+    KWOK_IMMEDIATE,
     SIM_DURATION,
     SIM_FAIL_AFTER,
     Cluster,
@@ -62,12 +65,13 @@ def k8s_serve(
 
 
 def gpu_job(name: str, workers: int, gpus: int, annotations: dict[str, str], **extra: Any) -> dict:
+    """A job of `workers` workers with `gpus` GPUs each; its pods start once bound."""
     return {
         "name": name,
         "workers": workers,
         "resources": {"cpu": "4", "memory": "16Gi", "gpu": gpus, **extra.pop("resources", {})},
         "workload": {"builtin": "gpt", "args": {"steps": 30}},
-        "annotations": annotations,
+        "annotations": {**KWOK_IMMEDIATE, **annotations},
         **extra,
     }
 
@@ -89,7 +93,7 @@ def test_rest_gang_is_bound_to_two_h100_nodes_the_core_chose_and_succeeds(
     core = kube_cluster.core
     with k8s_serve(tmp_path, kube_cluster, namespace) as server:
         job = server.submit(
-            gpu_job("llm", 2, 8, {SIM_DURATION: "12"}, resources={"gpu_models": ["H100"]})
+            gpu_job("llm", 2, 8, {SIM_DURATION: "6"}, resources={"gpu_models": ["H100"]})
         )
         running = server.wait_state(job["id"], "RUNNING", timeout=120)
         placement = running["placement"]
@@ -153,14 +157,15 @@ def test_a_high_priority_gang_preempts_a_low_priority_one_which_reruns_later(
     queues = json.dumps([{"name": "default", "policy": "priority"}])
     with k8s_serve(tmp_path, kube_cluster, namespace, queues=queues) as server:
         h100 = {"gpu_models": ["H100"]}
-        # Every H100 GPU; long enough that only preemption lets `high` in before it ends.
+        # Every H100 GPU; long enough that only preemption lets `high` in before it ends
+        # (preemption takes a loop cycle and the 2 s stop grace).
         low = server.submit(
-            gpu_job("low", 4, 8, {SIM_DURATION: "40"}, resources=h100, priority="low")
+            gpu_job("low", 4, 8, {SIM_DURATION: "20"}, resources=h100, priority="low")
         )
         server.wait_state(low["id"], "RUNNING", timeout=120)
         victims = {p.metadata.name: p.metadata.uid for p in pods(core, namespace, low["id"])}
         high = server.submit(
-            gpu_job("high", 4, 8, {SIM_DURATION: "12"}, resources=h100, priority="high")
+            gpu_job("high", 4, 8, {SIM_DURATION: "4"}, resources=h100, priority="high")
         )
         server.wait_state(high["id"], "RUNNING", "SUCCEEDED", timeout=180)
         # The victims were deleted (with the stop grace) before the preemptor was bound.
@@ -240,13 +245,16 @@ def test_gpus_taken_by_a_deployment_keep_a_job_pending_until_they_are_freed(
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
+                        # Its pods go at once when it is deleted (not after up to 30 s
+                        # of kwok's termination grace): the freed GPUs are the point.
+                        "terminationGracePeriodSeconds": 0,
                         "containers": [
                             {
                                 "name": "serve",
                                 "image": "registry.invalid/serve:1",
                                 "resources": {"limits": {"nvidia.com/gpu": "5"}},
                             }
-                        ]
+                        ],
                     },
                 },
             },
@@ -293,7 +301,7 @@ def test_loop_killed_between_creating_and_binding_pods_leaves_one_set(
     settings = k8s_settings(kube_cluster, namespace, loop="false")
     home = tmp_path / "home"
     with serve(home, **settings) as server:
-        job = server.submit(gpu_job("half", 2, 8, {SIM_DURATION: "12"}))
+        job = server.submit(gpu_job("half", 2, 8, {SIM_DURATION: "6"}))
         env = serve_env(home, **{**settings, "loop": "true", "fault_kill_before_bind": "1"})
         crashed = subprocess.run(
             [PY, "-m", "trainyard.operator"], env=env, timeout=180, capture_output=True

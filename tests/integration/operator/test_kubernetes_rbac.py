@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.integration.cluster.simcluster import SIM_DURATION, Cluster, wait_until
+from tests.integration.cluster.simcluster import KWOK_IMMEDIATE, SIM_DURATION, Cluster, wait_until
 from tests.integration.operator.k8s_support import job_workers, make_gang, phases
 from trainyard.operator.backend import LaunchError, WorkerPhase
 from trainyard.operator.kubernetes import KubernetesBackend, KubernetesConfig, LeaseLeadership
@@ -102,7 +102,11 @@ def test_the_listed_permissions_are_enough_for_launch_stop_and_leadership(
         try:
             backend.wait_synced(60)
             assert any(node.gpus for node in backend.nodes())
-            gang = make_gang(backend, ("gpu-h100-0", "gpu-h100-1"), annotations={SIM_DURATION: "2"})
+            gang = make_gang(
+                backend,
+                ("gpu-h100-0", "gpu-h100-1"),
+                annotations={SIM_DURATION: "2", **KWOK_IMMEDIATE},
+            )
             backend.launch(gang)
             wait_until(
                 "the gang to succeed",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.cluster.simcluster import Cluster
+import pytest
+
+from tests.integration.cluster.simcluster import KWOK_IMMEDIATE, Cluster
 from tests.integration.operator.k8s_support import running_backend
 from tests.support.servers import wait_for
 from trainyard.api.schemas import JobCreate
@@ -21,6 +23,8 @@ from trainyard.store import Submission, get_job, make_engine, migrate, read_tran
 from trainyard.store.repository import submit_jobs
 from trainyard.store.services import load_endpoints
 from trainyard.store.states import JobState
+
+pytestmark = pytest.mark.cluster
 
 
 def test_a_service_gets_a_clusterip_service_probed_pods_on_two_nodes_and_an_endpoint(
@@ -37,6 +41,7 @@ def test_a_service_gets_a_clusterip_service_probed_pods_on_two_nodes_and_an_endp
         serve_checkpoint="/output/some-training-job",
         resources={"cpu": "2", "memory": "8Gi", "gpu": 1},
         workload={"builtin": "gpt"},
+        annotations=KWOK_IMMEDIATE,  # its pods start once bound: start-up is not tested here
     ).model_dump(mode="json")
     [(job, _)] = submit_jobs(  # type: ignore[misc]
         engine, submissions=[Submission(owner="alice", spec=document, priority_value=0)]

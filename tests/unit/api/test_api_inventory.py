@@ -6,38 +6,41 @@ import os
 import stat
 from pathlib import Path
 
-from trainyard.api.inventory import (
-    LocalInventory,
-    detect_gpus,
-    node_capacity_from_k8s,
-)
+from trainyard.api.inventory import LocalInventory, node_capacity_from_k8s
+from trainyard.machine import Machine
 
 
-def test_local_inventory_describes_this_machine() -> None:
+def test_local_inventory_describes_this_machine_as_the_local_backend_does() -> None:
     (node,) = LocalInventory().nodes()
     assert node.cpu_millicores == len(os.sched_getaffinity(0)) * 1000
     assert node.memory_bytes == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    assert node.gpu == len(detect_gpus())
+    backends_node = Machine.detect().node()
+    assert (node.name, node.gpu) == (backends_node.name, backends_node.gpus)
 
 
-def test_gpu_detection_reads_nvidia_smi(tmp_path: Path) -> None:
-    """There is no GPU here, so a stand-in nvidia-smi prints what the real one would."""
+def test_local_inventory_gpus_come_from_nvidia_smi_with_the_device_plugins_label(
+    tmp_path: Path,
+) -> None:
+    """There is no GPU here, so a stand-in nvidia-smi prints what the real one would
+    (NVML is skipped); the model is spelled as on a cluster node, for `gpu_models`."""
     fake = tmp_path / "nvidia-smi"
     fake.write_text(
         "#!/bin/sh\n"
-        '[ "$1" = "--query-gpu=name" ] && [ "$2" = "--format=csv,noheader" ] || exit 2\n'
-        "echo 'NVIDIA H100 80GB HBM3'\necho 'NVIDIA H100 80GB HBM3'\n"
+        '[ "$1" = "--query-gpu=index,name,uuid" ] && [ "$2" = "--format=csv,noheader" ] || exit 2\n'
+        "echo '0, NVIDIA H100 80GB HBM3, GPU-a'\necho '1, NVIDIA H100 80GB HBM3, GPU-b'\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    assert detect_gpus(str(fake)) == ["NVIDIA H100 80GB HBM3"] * 2
+    (node,) = LocalInventory(nvml=False, nvidia_smi=str(fake)).nodes()
+    assert (node.gpu, node.gpu_model) == (2, "NVIDIA-H100-80GB-HBM3")
 
 
-def test_gpu_detection_without_a_working_nvidia_smi(tmp_path: Path) -> None:
+def test_local_inventory_without_a_working_nvidia_smi_has_no_gpus(tmp_path: Path) -> None:
     failing = tmp_path / "nvidia-smi"
     failing.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     failing.chmod(failing.stat().st_mode | stat.S_IEXEC)
-    assert detect_gpus(str(failing)) == []
-    assert detect_gpus(str(tmp_path / "absent")) == []
+    for binary in (failing, tmp_path / "absent"):
+        (node,) = LocalInventory(nvml=False, nvidia_smi=str(binary)).nodes()
+        assert (node.gpu, node.gpu_model) == (0, None)
 
 
 def test_kubernetes_node_allocatable_and_accelerator_labels() -> None:

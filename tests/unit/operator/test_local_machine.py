@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.operator.local.machine import (
+from trainyard.machine import (
     Gpu,
     Machine,
     detect_gpus,

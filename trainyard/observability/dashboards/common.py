@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -68,6 +69,37 @@ def _targets(queries: Sequence[Query]) -> list[prom.Dataquery]:
     ]
 
 
+PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, bargauge.Panel)
+
+
+def _described(
+    panel: PanelT,
+    title: str,
+    description: str,
+    queries: Sequence[Query],
+    unit: str,
+    limits: dash.ThresholdsConfig,
+    size: tuple[int, int],
+) -> PanelT:
+    """What every panel sets, whatever its kind: title, description, the datasource
+    variable, the queries, unit, thresholds and size."""
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(_targets(queries))
+        .unit(unit)
+        .thresholds(limits)
+        .span(size[0])
+        .height(size[1])
+    )
+
+
+def _last_value() -> ReduceDataOptions:
+    """Single-value panels show each series' last non-null value, not every value."""
+    return ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+
+
 def timeseries_panel(
     title: str,
     description: str,
@@ -79,18 +111,9 @@ def timeseries_panel(
     width: int = 12,
     height: int = 8,
 ) -> timeseries.Panel:
-    panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))
-        .unit(unit)
-        .thresholds(limits)
-        .span(width)
-        .height(height)
-        .fill_opacity(10)
-    )
+    panel = _described(
+        timeseries.Panel(), title, description, queries, unit, limits, (width, height)
+    ).fill_opacity(10)
     if minimum is not None:
         panel = panel.min(minimum)
     return panel
@@ -106,18 +129,9 @@ def stat_panel(
     width: int = 6,
     height: int = 5,
 ) -> stat.Panel:
-    return (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))
-        .unit(unit)
-        .thresholds(limits)
-        .span(width)
-        .height(height)
-        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-    )
+    return _described(
+        stat.Panel(), title, description, queries, unit, limits, (width, height)
+    ).reduce_options(_last_value())
 
 
 def bar_panel(
@@ -131,17 +145,9 @@ def bar_panel(
     height: int = 8,
 ) -> bargauge.Panel:
     return (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))
-        .unit(unit)
-        .thresholds(limits)
-        .span(width)
-        .height(height)
+        _described(bargauge.Panel(), title, description, queries, unit, limits, (width, height))
         .min(0)
-        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .reduce_options(_last_value())
     )
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainyard.layout import PRIVATE_FILE, ensure_private_dir, logs_dir, worker_log_path
+from trainyard.machine import Machine
 from trainyard.operator.backend import (
     GangLaunch,
     LaunchError,
@@ -51,7 +52,6 @@ from trainyard.operator.backend import (
 from trainyard.operator.launch import Runtime
 from trainyard.operator.local import ports as port_picker
 from trainyard.operator.local import spawn
-from trainyard.operator.local.machine import Machine
 from trainyard.operator.local.procfs import (
     boot_id,
     is_same_process,

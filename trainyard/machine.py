@@ -1,5 +1,9 @@
 """This machine as one scheduler node: its CPUs, memory and NVIDIA GPUs.
 
+Detected once, here, for both sides that need it: the local backend (which hands the
+GPUs out to workers) and the API's local node inventory (GET /v1/cluster before the
+loop has published its view). Neither imports the other; both import this.
+
 GPUs are found through NVML (the `nvidia-ml-py` package of the `worker` extra, imported
 only here and only when asked) or, without it, `nvidia-smi --query-gpu`. Both number
 GPUs in PCI bus order; workers get `CUDA_DEVICE_ORDER=PCI_BUS_ID` so that CUDA's
