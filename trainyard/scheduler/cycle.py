@@ -125,7 +125,7 @@ def run_cycle(
     # is over (admitted jobs leave `pending` at the end).
     heap: list[tuple[object, int, PendingJob, Iterator[tuple[object, PendingJob]], Lane]] = []
     for active in pending.active_lanes():
-        entries = iter(active.entries)
+        entries = pending.ranked(active)
         first_key, first_job = next(entries)
         key = (order(active.queue), first_key) if order else first_key
         heap.append((key, active.number, first_job, entries, active))
