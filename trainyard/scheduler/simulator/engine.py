@@ -38,6 +38,7 @@ from trainyard.scheduler.policies import PolicySettings, get_policy
 from trainyard.scheduler.queueing import PendingSet
 from trainyard.scheduler.quota import QuotaConfig
 from trainyard.scheduler.quota_gate import QuotaLedger
+from trainyard.scheduler.reservation import ReservationCache
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
     DEFAULT_RACK_LABEL,
@@ -160,6 +161,7 @@ class _Replay:
         self.index = ClusterIndex(nodes, config.rack_label, pool_keys=keys)
         self.tiers = TierCache(self.index)
         self.running = RunningSet()
+        self.reservations = ReservationCache(self.index, self.running)
         self.ledger = QuotaLedger(quotas, self.index) if quotas is not None else None
         self.half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
         policy = self.policy
@@ -301,6 +303,7 @@ class _Replay:
             t,
             tiers_for=self.tiers,
             quota=self.ledger,
+            reservations=self.reservations,
         )
         self.result.cycles += 1
         for admitted in out.admitted:
@@ -337,13 +340,11 @@ class _Replay:
         """Backfill by estimate: a job that outlived its estimate keeps running (only
         max_runtime kills) and is now expected to run as long again as it has, so that
         reservations are planned with a future end instead of a past one."""
-        by_end, by_id = self.running.by_end, self.running.by_id
+        running = self.running
+        by_end, by_id = running.by_end, running.by_id
         while by_end and by_end[0][0] < t:
-            end, job_id = by_end[0]
-            placed = by_id[job_id]
-            by_end.remove((end, job_id))
-            placed.expected_end = t + max(t - placed.start_time, 60.0)
-            by_end.add((placed.expected_end, job_id))
+            job_id = by_end[0][1]
+            running.move_end(job_id, t + max(t - by_id[job_id].start_time, 60.0))
 
     def _preempted(self, victim: Placed, t: float) -> None:
         """Keep the checkpointed work, lose the rest, requeue with the original submit
