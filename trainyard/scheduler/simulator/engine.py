@@ -197,6 +197,10 @@ class _Replay:
         self.result = ReplayResult(config.policy, [], self.index.total_gpus)
         self.busy_gpus = 0.0
         self.refresh_interval = policy.ordering.refresh_interval
+        # Cycles may be skipped when nothing fits (`_anything_fits`) only if no job can
+        # preempt (a preemption admits without free room) and no quota ledger is kept
+        # (its admission bookkeeping runs inside the cycle).
+        self.can_skip = self.ledger is None and not per_queue and not policy.preemption
         self.next_refresh = -math.inf
 
     def run(self) -> ReplayResult:
@@ -295,6 +299,13 @@ class _Replay:
         if self.refresh_interval is not None and t >= self.next_refresh:
             self.pending.refresh(ordering_context(self.index, self.running, t))
             self.next_refresh = t + self.refresh_interval
+        if self.can_skip and not self._anything_fits():
+            # Nothing pending fits any node and nothing may preempt: the cycle would
+            # admit nothing and change nothing, so it is counted and not run.
+            self.result.cycles += 1
+            if self.unforecast and t >= self.next_forecast:
+                self._forecast(t)
+            return
         out = run_cycle(
             self.index,
             self.pending,
@@ -426,6 +437,28 @@ class _Replay:
             if free > 0:
                 self.result.fragmentation_weighted += span * stranded / free
                 self.result.fragmentation_time += span
+
+    def _anything_fits(self) -> bool:
+        """False only when no pending job can start: every lane needs whole accelerator
+        units per worker, more than the freest node of any pool has. A job of any other
+        kind (CPU-only, GPU shares) is never ruled out here."""
+        demand = None
+        for lane in self.pending.lanes.values():
+            if lane.count:
+                request = lane.shape[0]
+                units = request.gpus or request.tpu_chips  # type: ignore[attr-defined]
+                if not units:
+                    return True
+                if demand is None or units < demand:
+                    demand = units
+        if demand is None:
+            return False
+        for pool in self.index.pools:
+            buckets = pool.buckets
+            for k in range(pool.max_units, demand - 1, -1):
+                if buckets[k]:
+                    return True
+        return False
 
     def _stranded(self) -> tuple[int, int]:
         """Free whole GPUs, and those on nodes with fewer free than any waiting worker needs."""
