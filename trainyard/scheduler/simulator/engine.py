@@ -200,6 +200,7 @@ class _Replay:
         # Cycles may be skipped when nothing fits (`_anything_fits`) only if no job can
         # preempt (a preemption admits without free room) and no quota ledger is kept
         # (its admission bookkeeping runs inside the cycle).
+        self._stranded_at: tuple[tuple[int, int] | None, tuple[int, int]] = (None, (0, 0))
         self.can_skip = self.ledger is None and not per_queue and not policy.preemption
         self.next_refresh = -math.inf
 
@@ -462,10 +463,18 @@ class _Replay:
 
     def _stranded(self) -> tuple[int, int]:
         """Free whole GPUs, and those on nodes with fewer free than any waiting worker needs."""
-        demand = min(
-            (lane.shape[0].gpus for lane in self.pending.active_lanes() if lane.shape[0].gpus),  # type: ignore[attr-defined]
-            default=1,
-        )
+        demand = 0
+        for lane in self.pending.lanes.values():
+            if lane.count:
+                gpus = lane.shape[0].gpus  # type: ignore[attr-defined]
+                if gpus and (not demand or gpus < demand):
+                    demand = gpus
+        demand = demand or 1
+        # The answer depends only on the buckets and the demand: kept while both hold
+        # (it is asked at every event, most of which change neither).
+        token = (self.index.changes, demand)
+        if self._stranded_at[0] == token:
+            return self._stranded_at[1]
         stranded = free = 0
         for pool in self.index.pools:
             if pool.key.accelerator != "gpu":
@@ -476,6 +485,7 @@ class _Replay:
                     free += k * size
                     if k < demand:
                         stranded += k * size
+        self._stranded_at = (token, (stranded, free))
         return stranded, free
 
 
