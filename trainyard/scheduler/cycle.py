@@ -100,8 +100,9 @@ def run_cycle(
 
     With a `quota` ledger, jobs of the queues it manages are admitted by quota (see
     quota_gate) and, under fair sharing, a queue's jobs are held back in the merged
-    order by its share (`order_key`), re-read whenever the queue comes up. A caller that keeps the
-    structures across cycles may keep `reservations` too (see ReservationCache)."""
+    order by its share (`order_key`), re-read whenever the queue comes up. A caller
+    that keeps the structures across cycles may keep `reservations` too (see
+    ReservationCache); a cache made for other structures is not used."""
     tiers_for = tiers_for or TierCache(index)
     if (
         reservations is None

@@ -107,6 +107,19 @@ class LasRank:
             append((-float(level), gpus * lost, p.job_id))
         return out
 
+    def victim_ranks(self, placed: list[Placed], now: float) -> list[float]:
+        """`running` of each (the first element of `victim_keys`), without the rest: a
+        cheap floor lets most asks skip building the victim order."""
+        thresholds, find = self.settings.thresholds, bisect.bisect_right
+        out: list[float] = []
+        append = out.append
+        for p in placed:
+            ran = now - p.start_time
+            if not ran > 0.0:
+                ran = 0.0
+            append(-float(find(thresholds, p.attained_before + p.gpus * ran)))
+        return out
+
     def admitted_service(self, job: PendingJob, now: float) -> float:
         """Service counted from here on: a promoted job starts again from zero."""
         return 0.0 if self.settings.starving(job, now) else job.attained_gpu_seconds

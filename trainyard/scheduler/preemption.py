@@ -62,7 +62,7 @@ class VictimPool:
         self._keys: list[tuple[float, float, str]] = []  # victim key of each, same order
         self._priorities: list[float] = []
         self._removals = running.removals
-        self._floor: float | None = None  # lowest priority of a preemptible job (no rank)
+        self._floor: float | None = None  # lowest priority (or rank) of a preemptible job
         # The victim order: `victim_key`, with the policy's rank in place of priority.
         self.key: Callable[[Placed], tuple[float, float, str]]
         if rank is None:
@@ -72,17 +72,15 @@ class VictimPool:
 
     def below(self, priority: float) -> list[Placed]:
         """Still-running candidates of priority (or rank) < `priority`, in victim order."""
-        if self._sorted is None and self.rank is None:
-            # Most cycles of a one-class workload ask only for what nobody is below:
-            # answer from the lowest priority without sorting every running job. The
+        if self._sorted is None:
+            # Most asks find nobody below (a one-class workload under `priority`; under
+            # LAS, jobs that have already received more than everything running): answer
+            # from the lowest priority or rank without building the victim order. The
             # order, when it is built later, comes from `running` as it is then; the jobs
             # that differ from an order built now are those admitted since, which the
             # caller protects (`try_preempt`'s `protected`), so candidates are the same.
             if self._floor is None:
-                self._floor = min(
-                    (p.priority for p in self.running.by_id.values() if p.preemptible),
-                    default=math.inf,
-                )
+                self._floor = self._lowest()
             if priority <= self._floor:
                 return []
         if self._sorted is None:
@@ -100,6 +98,17 @@ class VictimPool:
             self._drop_gone()
         end = bisect.bisect_left(self._priorities, priority)
         return self._sorted[:end]
+
+    def _lowest(self) -> float:
+        """The lowest priority (or rank) of a preemptible running job; -inf when the
+        rank has no cheap `victim_ranks` (then the order is always built)."""
+        candidates = [p for p in self.running.by_id.values() if p.preemptible]
+        if self.rank is None:
+            return min((p.priority for p in candidates), default=math.inf)
+        ranks = getattr(self.rank, "victim_ranks", None)
+        if ranks is None:
+            return -math.inf
+        return min(ranks(candidates, self.now), default=math.inf)
 
     def discard(self, victims: list[Placed]) -> None:
         """Forget jobs just removed from `running` (by bisection on their key)."""
