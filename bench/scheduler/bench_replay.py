@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,12 @@ from trainyard.scheduler.simulator.cli import repeat_trace
 from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, replay
 from trainyard.scheduler.simulator.loaders import load_philly, synthetic_nodes
 
-PHILLY = Path(__file__).resolve().parents[2].parent / "shared/traces/philly/philly-2017-sep-dec.csv"
+# ../shared/traces from a checkout, or where TRAINYARD_TRACES points (as the tests).
+TRACES = Path(
+    os.environ.get("TRAINYARD_TRACES")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "traces"
+)
+PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
 
 
 def digest(result: ReplayResult) -> str:
