@@ -5,20 +5,53 @@
 Prints, per policy, the jobs replayed, wall seconds and CPU seconds of the replay alone
 (trace loading excluded). CPU time is the figure to quote on a shared machine: wall time
 there mostly measures the neighbours.
+
+`--digest` also prints a fingerprint of everything the replay decided (every job's
+start, end, preemptions, service and estimates, and the run's totals), so that a speed
+change can be checked to change no decision: run the same command with
+`PYTHONPATH=<old checkout>` and compare the digests.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import os
 import time
 from pathlib import Path
 
 from trainyard.scheduler.policies import policy_names
 from trainyard.scheduler.simulator.cli import repeat_trace
-from trainyard.scheduler.simulator.engine import SimConfig, replay
+from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, replay
 from trainyard.scheduler.simulator.loaders import load_philly, synthetic_nodes
 
-PHILLY = Path(__file__).resolve().parents[2].parent / "shared/traces/philly/philly-2017-sep-dec.csv"
+# ../shared/traces from a checkout, or where TRAINYARD_TRACES points (as the tests).
+TRACES = Path(
+    os.environ.get("TRAINYARD_TRACES")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "traces"
+)
+PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
+
+
+def digest(result: ReplayResult) -> str:
+    """Every job's record and the run's totals, hashed (floats by repr: bit-exact)."""
+    h = hashlib.sha256()
+    for r in sorted(result.records, key=lambda r: r.id):
+        h.update(repr(tuple(getattr(r, f.name) for f in dataclasses.fields(r))).encode())
+    totals = (
+        result.busy_gpu_seconds,
+        result.fragmentation_weighted,
+        result.fragmentation_time,
+        result.preemptions,
+        result.unschedulable,
+        result.cycles,
+        result.lost_gpu_seconds,
+        result.forecasts,
+        result.timeline,
+    )
+    h.update(repr(totals).encode())
+    return h.hexdigest()[:16]
 
 
 def main() -> None:
@@ -27,6 +60,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--nodes", type=int, default=40)
     parser.add_argument("--policy", default=",".join(policy_names()))
+    parser.add_argument("--digest", action="store_true", help="print a fingerprint of decisions")
     args = parser.parse_args()
     jobs = repeat_trace(load_philly(args.trace), args.repeat)
     print(f"{len(jobs)} jobs on {args.nodes} x 8 GPUs")
@@ -35,7 +69,8 @@ def main() -> None:
         result = replay(synthetic_nodes(args.nodes, 8), jobs, SimConfig(name))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         done = sum(1 for r in result.records if r.end is not None)
-        print(f"{name:16s} {done:7d} jobs  wall {wall:6.1f} s  cpu {cpu:6.1f} s", flush=True)
+        extra = f"  digest {digest(result)}" if args.digest else ""
+        print(f"{name:16s} {done:7d} jobs  wall {wall:6.1f} s  cpu {cpu:6.1f} s{extra}", flush=True)
 
 
 if __name__ == "__main__":

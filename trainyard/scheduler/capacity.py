@@ -176,6 +176,9 @@ class ClusterIndex:
             self.node_leaf[i] = leaf_ids[node_leaves[i]]
         self.total_gpus = sum(max(nd.gpus - nd.used_gpus, 0) for nd in self.nodes)
         self.version = 0  # bumped by every release: lets callers know capacity grew
+        # Bumped by every take, release and restore: equal counts mean equal free
+        # capacity, so results derived from it (reservation plans) may be kept.
+        self.changes = 0
         self.empty_twin: ClusterIndex | None = None  # same nodes, nothing running (lazy)
         self.fits_empty_by_shape: dict[tuple, bool] = {}  # answers on empty_twin, by shape
         self.bucketed = False
@@ -302,6 +305,7 @@ class ClusterIndex:
             slots = tuple(self._take_share(i, request.gpu_share_milli) for _ in range(count))
         self.free_cpu[i] -= cpu
         self.free_mem[i] -= mem
+        self.changes += 1
         return Allocation(i, count, request, slots)
 
     def _take_share(self, i: int, share: int) -> int:
@@ -352,6 +356,7 @@ class ClusterIndex:
             slots[slot] = FULL_GPU_MILLI - request.gpu_share_milli
         self.free_cpu[i] -= cpu
         self.free_mem[i] -= mem
+        self.changes += 1
         return allocation
 
     def release(self, allocation: Allocation) -> None:
@@ -374,6 +379,7 @@ class ClusterIndex:
                     if self.bucketed:
                         self.node_pool[i].partial_nodes.remove(i)
         self.version += 1
+        self.changes += 1
 
     def release_all(self, allocations: Iterable[Allocation]) -> None:
         for allocation in allocations:

@@ -32,7 +32,7 @@ from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.preemption import VictimPool, try_preempt
 from trainyard.scheduler.queueing import Lane, PendingSet
 from trainyard.scheduler.quota_gate import USER_LIMITS, QuotaLedger, quota_attempt
-from trainyard.scheduler.reservation import ReservationPlan, plan_reservation
+from trainyard.scheduler.reservation import ReservationCache, ReservationPlan
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
     CapacityView,
@@ -94,14 +94,23 @@ def run_cycle(
     explain: bool = False,
     domain_name: str = "zone",
     quota: QuotaLedger | None = None,
+    reservations: ReservationCache | None = None,
 ) -> CycleOutcome:
     """Decide one cycle; admitted jobs move from `pending` to `running`, victims leave
     `running` (the caller puts them back in the queue with their original submit time).
 
     With a `quota` ledger, jobs of the queues it manages are admitted by quota (see
     quota_gate) and, under fair sharing, a queue's jobs are held back in the merged
-    order by its share (`order_key`), re-read whenever the queue comes up."""
+    order by its share (`order_key`), re-read whenever the queue comes up. A caller
+    that keeps the structures across cycles may keep `reservations` too (see
+    ReservationCache); a cache made for other structures is not used."""
     tiers_for = tiers_for or TierCache(index)
+    if (
+        reservations is None
+        or reservations.index is not index
+        or reservations.running is not running
+    ):
+        reservations = ReservationCache(index, running)
     out = CycleOutcome()
     blocked: dict[str, str] = {}  # strict queue -> id of its blocked head
     reserved: dict[str, PendingJob] = {}  # backfill queue -> its highest-ranked blocked job
@@ -126,7 +135,7 @@ def run_cycle(
     # is over (admitted jobs leave `pending` at the end).
     heap: list[tuple[object, int, PendingJob, Iterator[tuple[object, PendingJob]], Lane]] = []
     for active in pending.active_lanes():
-        entries = iter(active.entries)
+        entries = pending.ranked(active)
         first_key, first_job = next(entries)
         key = (order(active.queue), first_key) if order else first_key
         heap.append((key, active.number, first_job, entries, active))
@@ -165,8 +174,8 @@ def run_cycle(
                     lane_reason[number] = _capacity_reason(index, tiers_for(job), job, reason)
                 continue  # drops the lane: nothing of this shape fits now
             if queue not in plans:
-                plans[queue] = plan_reservation(
-                    index, running, head, tiers_for(head), now, want_nodes=explain
+                plans[queue] = reservations.plan(
+                    queue, head, tiers_for(head), now, want_nodes=explain
                 )
             plan = plans[queue]
             if plan is not None and not plan.ends_in_time(job, now, policy.estimates):
@@ -293,9 +302,7 @@ def run_cycle(
             lane_reason[number] = _capacity_reason(index, tiers, job, reason)
     for queue, head in reserved.items():
         if queue not in plans:
-            plans[queue] = plan_reservation(
-                index, running, head, tiers_for(head), now, want_nodes=explain
-            )
+            plans[queue] = reservations.plan(queue, head, tiers_for(head), now, want_nodes=explain)
         plan = plans[queue]
         if plan is not None:
             out.reservations.append(plan)

@@ -23,6 +23,7 @@ from trainyard.scheduler.capacity import ClusterIndex
 from trainyard.scheduler.cycle import TierCache, run_cycle
 from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.queueing import PendingSet
+from trainyard.scheduler.reservation import ReservationCache
 from trainyard.scheduler.types import ClusterSnapshot, PendingJob, RunningJob
 
 DEFAULT_RUNTIME = 3600.0  # seconds, for a job with neither an estimate nor a limit
@@ -85,6 +86,7 @@ def forecast_starts(
     seq = len(ends)
     starts: dict[str, float] = {}
     tiers = TierCache(index)
+    reservations = ReservationCache(index, running)
     intervals = [policy_for(job.queue).ordering.refresh_interval for job in snapshot.pending]
     interval = min((r for r in intervals if r is not None), default=None)
     next_refresh = now + interval if interval is not None else math.inf
@@ -93,7 +95,9 @@ def forecast_starts(
         if t >= next_refresh:
             pending.refresh(ordering_context(index, running, t))
             next_refresh = t + interval  # type: ignore[operator]
-        out = run_cycle(index, pending, running, policy_for, t, tiers_for=tiers)
+        out = run_cycle(
+            index, pending, running, policy_for, t, tiers_for=tiers, reservations=reservations
+        )
         cycles += 1
         for admitted in out.admitted:
             for victim in admitted.victims:

@@ -92,13 +92,32 @@ class LasRank:
         """(rank, GPU-seconds lost, id) of each, as `VictimPool.key`, in one pass."""
         thresholds, find = self.settings.thresholds, bisect.bisect_right
         out: list[tuple[float, float, str]] = []
+        append = out.append
+        for p in placed:
+            start = p.start_time
+            gpus = p.gpus
+            ran = now - start
+            if not ran > 0.0:  # exactly `ran if ran > 0.0 else 0.0`
+                ran = 0.0
+            checkpoint = p.last_checkpoint
+            lost = now - (start if checkpoint is None else checkpoint)
+            if not lost > 0.0:
+                lost = 0.0
+            level = find(thresholds, p.attained_before + gpus * ran)
+            append((-float(level), gpus * lost, p.job_id))
+        return out
+
+    def victim_ranks(self, placed: list[Placed], now: float) -> list[float]:
+        """`running` of each (the first element of `victim_keys`), without the rest: a
+        cheap floor lets most asks skip building the victim order."""
+        thresholds, find = self.settings.thresholds, bisect.bisect_right
+        out: list[float] = []
+        append = out.append
         for p in placed:
             ran = now - p.start_time
-            ran = ran if ran > 0.0 else 0.0
-            since = p.last_checkpoint if p.last_checkpoint is not None else p.start_time
-            lost = now - since
-            level = find(thresholds, p.attained_before + p.gpus * ran)
-            out.append((-float(level), p.gpus * (lost if lost > 0.0 else 0.0), p.job_id))
+            if not ran > 0.0:
+                ran = 0.0
+            append(-float(find(thresholds, p.attained_before + p.gpus * ran)))
         return out
 
     def admitted_service(self, job: PendingJob, now: float) -> float:

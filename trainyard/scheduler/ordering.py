@@ -12,7 +12,7 @@ priority + rate * (now - submit) ranks jobs exactly as priority - rate * submit 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,6 +37,19 @@ class QueueOrdering(Protocol):
     refresh_interval: float | None  # None: keys never change while a job waits
 
     def key(self, job: PendingJob, ctx: OrderingContext) -> RankKey: ...
+
+
+class StableLaneOrdering(QueueOrdering, Protocol):
+    """Optional refinement: keys change with the context (age, usage), but within one
+    lane and one `stable_group` the order is `stable_key` order at every context, as long
+    as `stable_lanes` is True. Lets a refresh cost nothing: see `PendingSet`."""
+
+    @property
+    def stable_lanes(self) -> bool: ...
+
+    def stable_group(self, job: PendingJob) -> Hashable: ...
+
+    def stable_key(self, job: PendingJob) -> tuple[float, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +190,31 @@ class MultifactorOrder:
             age = 0.0 if age < 0.0 else 1.0 if age > 1.0 else age
             append((-(class_term + w_age * age + size_term + usage), submit, job.id))
         return out
+
+    @property
+    def stable_lanes(self) -> bool:
+        """True when, within one lane and one priority value, the rank order is
+        (submit time, id) at EVERY context, so the pending set may keep such groups
+        sorted once and compute keys only for the jobs a cycle visits (see queueing).
+
+        Why it holds: in one lane the size and usage terms are equal and so is the class
+        term for one priority, so jobs differ only in their age term. With a non-negative
+        age weight and a positive max age, the score is a chain of correctly rounded
+        IEEE operations each monotone in the submit time (now - submit, / max_age, the
+        clamp, x weight, + a term equal for all), so an earlier submit never scores
+        lower; equal scores fall back to the key's submit time, then id."""
+        w = self.weights
+        return w.age >= 0.0 and w.max_age_seconds > 0.0
+
+    @staticmethod
+    def stable_group(job: PendingJob) -> int:
+        """The group within a lane whose order never changes (see `stable_lanes`)."""
+        return job.priority
+
+    @staticmethod
+    def stable_key(job: PendingJob) -> tuple[float, str]:
+        """That order: submit time, then id (as the rank key breaks ties)."""
+        return (job.submit_time, job.id)
 
     def _usage_term(self, queue: str, ctx: OrderingContext) -> float:
         share = ctx.queue_gpu_share.get(queue, 0.0)

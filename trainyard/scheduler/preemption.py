@@ -10,6 +10,7 @@ room, nothing is evicted: never preempt for a job that would still not fit.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -61,6 +62,7 @@ class VictimPool:
         self._keys: list[tuple[float, float, str]] = []  # victim key of each, same order
         self._priorities: list[float] = []
         self._removals = running.removals
+        self._floor: float | None = None  # lowest priority (or rank) of a preemptible job
         # The victim order: `victim_key`, with the policy's rank in place of priority.
         self.key: Callable[[Placed], tuple[float, float, str]]
         if rank is None:
@@ -70,6 +72,17 @@ class VictimPool:
 
     def below(self, priority: float) -> list[Placed]:
         """Still-running candidates of priority (or rank) < `priority`, in victim order."""
+        if self._sorted is None:
+            # Most asks find nobody below (a one-class workload under `priority`; under
+            # LAS, jobs that have already received more than everything running): answer
+            # from the lowest priority or rank without building the victim order. The
+            # order, when it is built later, comes from `running` as it is then; the jobs
+            # that differ from an order built now are those admitted since, which the
+            # caller protects (`try_preempt`'s `protected`), so candidates are the same.
+            if self._floor is None:
+                self._floor = self._lowest()
+            if priority <= self._floor:
+                return []
         if self._sorted is None:
             key = self.key
             candidates = [p for p in self.running.by_id.values() if p.preemptible]
@@ -85,6 +98,17 @@ class VictimPool:
             self._drop_gone()
         end = bisect.bisect_left(self._priorities, priority)
         return self._sorted[:end]
+
+    def _lowest(self) -> float:
+        """The lowest priority (or rank) of a preemptible running job; -inf when the
+        rank has no cheap `victim_ranks` (then the order is always built)."""
+        candidates = [p for p in self.running.by_id.values() if p.preemptible]
+        if self.rank is None:
+            return min((p.priority for p in candidates), default=math.inf)
+        ranks = getattr(self.rank, "victim_ranks", None)
+        if ranks is None:
+            return -math.inf
+        return min(ranks(candidates, self.now), default=math.inf)
 
     def discard(self, victims: list[Placed]) -> None:
         """Forget jobs just removed from `running` (by bisection on their key)."""
@@ -141,6 +165,8 @@ def try_preempt(
     ]
     if not candidates:
         return None  # `candidates` is already in victim order (see VictimPool)
+    if not _room_after_all(index, walk, candidates):
+        return None  # the walk below would release everything, fail and roll back
     chosen = None
     for placed in candidates:
         chosen = walk.release(placed)
@@ -166,6 +192,41 @@ def try_preempt(
     pool.discard(needed)
     needed.sort(key=pool.key)
     return PreemptionResult(allocations, needed)
+
+
+def _room_after_all(index: ClusterIndex, walk: FreeingWalk, candidates: list[Placed]) -> bool:
+    """Could releasing every candidate make room for the job? False only when the walk
+    surely fails, so skipping it decides exactly the same, without releasing and
+    restoring dozens of jobs (what most failed attempts of LAS and SRTF cost).
+
+    The bound is on whole accelerator units, which is what the walk itself tests before
+    it tries a placement (`FreeingWalk.release`): a one-worker job needs a touched node
+    with room for one worker, a gang needs room for all its workers summed over the
+    eligible nodes. Units only grow as jobs are released, so the room with everything
+    released bounds the room at every step. A released GPU share may give back a whole
+    GPU: each distinct shared slot counts as one (an upper bound). Requests without
+    whole units (CPU-only, GPU shares) are not bounded here."""
+    units = walk.units
+    if not units:
+        return True
+    node_pool, eligible, free_units = index.node_pool, walk.eligible, index.free_units
+    extra: dict[int, int] = {}
+    for placed in candidates:
+        for a in placed.allocations:
+            node = a.node
+            if node_pool[node].id not in eligible:
+                continue
+            r = a.request
+            freed = (r.gpus or r.tpu_chips) * a.count + len(set(a.share_slots))
+            if freed:
+                extra[node] = extra.get(node, 0) + freed
+    if walk.workers == 1:
+        return any((free_units[n] + got) // units >= 1 for n, got in extra.items())
+    total = walk.total
+    for node, got in extra.items():
+        free = free_units[node]
+        total += (free + got) // units - free // units
+    return total >= walk.workers
 
 
 def _fits(

@@ -8,6 +8,15 @@ gang size, kind, tolerations), in rank order. Two facts make lanes pay off:
   the whole lane after one try instead of retrying thousands of identical jobs.
 - Rank keys that do not depend on time stay valid while jobs wait, so arrivals are
   inserted in O(log n) and nothing is re-sorted per cycle.
+- Keys that DO depend on time (multifactor's age and usage) may still leave the order
+  within a lane unchanged: a `StableLaneOrdering` says for which jobs. Such a lane keeps
+  one group per `stable_group`, each sorted by its `stable_key` once, and rank keys are
+  computed only for the jobs a cycle actually visits (`ranked`), from the context of the
+  last `refresh`. A refresh then costs nothing instead of re-ranking every pending job,
+  and a cycle, which drops a lane at its first failure, ranks a handful of jobs per lane.
+  The walk is the same: the keys are the ones a full re-rank would have stored (each
+  job's `key` in the set's context) and the groups, each in rank order, are merged by
+  them, so jobs come out in exactly the order of the fully re-ranked lane.
 
 The cycle walks lanes with a k-way merge on their heads, which visits jobs in exactly
 the global rank order.
@@ -15,11 +24,12 @@ the global rank order.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from sortedcontainers import SortedList
 
-from trainyard.scheduler.ordering import OrderingContext, RankKey
+from trainyard.scheduler.ordering import OrderingContext, RankKey, StableLaneOrdering
 from trainyard.scheduler.policies import Policy
 from trainyard.scheduler.types import PendingJob
 
@@ -33,30 +43,48 @@ def shape_of(job: PendingJob) -> Shape:
 
 
 class Lane:
-    """Jobs of one (queue, shape), ordered by rank key; hashed by identity."""
+    """Jobs of one (queue, shape), ordered by rank key; hashed by identity.
 
-    __slots__ = ("entries", "number", "queue", "shape", "shape_id")
+    `entries` holds (rank key, job) pairs; for a stable ordering (`stable` set) the jobs
+    are instead in `groups`, each a sorted list of (stable key, job), and `entries` is
+    unused. `count` is the number of jobs either way."""
 
-    def __init__(self, number: int, queue: str, shape: Shape, shape_id: int) -> None:
+    __slots__ = ("count", "entries", "groups", "number", "queue", "shape", "shape_id", "stable")
+
+    def __init__(
+        self,
+        number: int,
+        queue: str,
+        shape: Shape,
+        shape_id: int,
+        stable: StableLaneOrdering | None = None,
+    ) -> None:
         self.number = number
         self.queue = queue
         self.shape = shape
         self.shape_id = shape_id  # small int: cheap to hash in per-cycle caches
         self.entries: SortedList = SortedList()  # (rank key, job)
+        self.stable = stable
+        self.groups: dict[Hashable, SortedList] = {}  # stable group -> (stable key, job)
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.count
 
 
 class PendingSet:
-    """All pending jobs, by id and by lane."""
+    """All pending jobs, by id and by lane.
+
+    `jobs` maps an id to (the key its lane sorts it by, job, lane): the rank key, or the
+    stable key in a stable lane (`rank_key` gives the rank key of any job)."""
 
     def __init__(self, policy_for: Callable[[str], Policy], ctx: OrderingContext) -> None:
         self.policy_for = policy_for
         self.ctx = ctx
         self.lanes: dict[tuple[str, Shape], Lane] = {}
         self.shape_ids: dict[Shape, int] = {}
-        self.jobs: dict[str, tuple[RankKey, PendingJob, Lane]] = {}
+        self.jobs: dict[str, tuple[tuple, PendingJob, Lane]] = {}
+        self._stable: dict[str, StableLaneOrdering | None] = {}  # queue -> its stable ordering
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -64,17 +92,39 @@ class PendingSet:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.jobs
 
+    def _stable_ordering(self, queue: str) -> StableLaneOrdering | None:
+        try:
+            return self._stable[queue]
+        except KeyError:
+            ordering = self.policy_for(queue).ordering
+            stable = ordering if getattr(ordering, "stable_lanes", False) else None
+            self._stable[queue] = stable  # type: ignore[assignment]
+            return stable  # type: ignore[return-value]
+
+    def _lane(self, queue: str, shape: Shape) -> Lane:
+        lane = self.lanes.get((queue, shape))
+        if lane is None:
+            shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
+            lane = Lane(len(self.lanes), queue, shape, shape_id, self._stable_ordering(queue))
+            self.lanes[(queue, shape)] = lane
+        return lane
+
     def add(self, job: PendingJob) -> None:
         if job.id in self.jobs:
             raise ValueError(f"job {job.id} is already pending")
-        shape = shape_of(job)
-        lane = self.lanes.get((job.queue, shape))
-        if lane is None:
-            shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
-            lane = Lane(len(self.lanes), job.queue, shape, shape_id)
-            self.lanes[(job.queue, shape)] = lane
-        key = self.policy_for(job.queue).ordering.key(job, self.ctx)
-        lane.entries.add((key, job))
+        lane = self._lane(job.queue, shape_of(job))
+        stable = lane.stable
+        if stable is not None:
+            key: tuple = stable.stable_key(job)
+            group = stable.stable_group(job)
+            members = lane.groups.get(group)
+            if members is None:
+                members = lane.groups[group] = SortedList()
+            members.add((key, job))
+        else:
+            key = self.policy_for(job.queue).ordering.key(job, self.ctx)
+            lane.entries.add((key, job))
+        lane.count += 1
         self.jobs[job.id] = (key, job, lane)
 
     def extend(self, jobs: Iterable[PendingJob]) -> None:
@@ -91,6 +141,10 @@ class PendingSet:
                 del known[job_id]
             raise
         for lane, members in grouped.items():
+            lane.count += len(members)
+            if lane.stable is not None:
+                self._extend_stable(lane, members)
+                continue
             entries = list(zip(self._keys(lane.queue, members), members, strict=True))
             for key, job in entries:
                 known[job.id] = (key, job, lane)
@@ -98,6 +152,21 @@ class PendingSet:
                 lane.entries.update(entries)
             else:
                 lane.entries = SortedList(entries)
+
+    def _extend_stable(self, lane: Lane, members: list[PendingJob]) -> None:
+        stable, known = lane.stable, self.jobs
+        assert stable is not None
+        by_group: dict[Hashable, list[tuple[tuple, PendingJob]]] = {}
+        for job in members:
+            key = stable.stable_key(job)
+            known[job.id] = (key, job, lane)
+            by_group.setdefault(stable.stable_group(job), []).append((key, job))
+        for group, entries in by_group.items():
+            sorted_list = lane.groups.get(group)
+            if sorted_list is None:
+                lane.groups[group] = SortedList(entries)
+            else:
+                sorted_list.update(entries)
 
     def _group(self, jobs: Iterable[PendingJob]) -> dict[Lane, list[PendingJob]]:
         """Jobs by lane (creating lanes as needed); each id is entered in `self.jobs`
@@ -111,9 +180,7 @@ class PendingSet:
             shape = (job.request, job.workers, job.kind, job.tolerations)
             lane = lanes.get((queue, shape))
             if lane is None:
-                shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
-                lane = Lane(len(lanes), queue, shape, shape_id)
-                lanes[(queue, shape)] = lane
+                lane = self._lane(queue, shape)
                 grouped[lane] = [job]
             else:
                 members = grouped.get(lane)
@@ -136,31 +203,67 @@ class PendingSet:
 
     def remove(self, job_id: str) -> PendingJob:
         key, job, lane = self.jobs.pop(job_id)
-        lane.entries.remove((key, job))
+        stable = lane.stable
+        if stable is not None:
+            lane.groups[stable.stable_group(job)].remove((key, job))
+        else:
+            lane.entries.remove((key, job))
+        lane.count -= 1
         return job
 
     def get(self, job_id: str) -> PendingJob | None:
         entry = self.jobs.get(job_id)
         return entry[1] if entry else None
 
+    def rank_key(self, job_id: str) -> RankKey:
+        """The job's rank key in the current context."""
+        key, job, lane = self.jobs[job_id]
+        if lane.stable is None:
+            return key  # type: ignore[return-value]
+        return lane.stable.key(job, self.ctx)
+
     def refresh(self, ctx: OrderingContext) -> None:
         """Recompute every rank key (for time- or usage-dependent orderings).
 
         Lanes are rebuilt in bulk (one C-level sort each), several times cheaper than
-        re-inserting every job."""
+        re-inserting every job. Stable lanes need nothing: their keys are computed from
+        `ctx` when a cycle walks them, and their groups' order does not change."""
         self.ctx = ctx
         known = self.jobs
         for lane in self.lanes.values():
-            if not len(lane.entries):
+            if not lane.count or lane.stable is not None:
                 continue
             jobs = [job for _key, job in lane.entries]
             pairs = list(zip(self._keys(lane.queue, jobs), jobs, strict=True))
             lane.entries = SortedList(pairs)
             known.update((job.id, (key, job, lane)) for key, job in pairs)
 
+    def ranked(self, lane: Lane) -> Iterator[tuple[RankKey, PendingJob]]:
+        """The lane's (rank key, job) pairs in rank order, computed as they are consumed.
+
+        A stable lane's groups are each in rank order (`StableLaneOrdering`), so merging
+        them by the keys of the current context yields exactly the order of the lane
+        fully re-ranked; keys end with the job id, so the merge never compares jobs."""
+        stable = lane.stable
+        if stable is None:
+            return iter(lane.entries)
+        runs = [_keyed(stable, group, self.ctx) for group in lane.groups.values() if group]
+        if len(runs) == 1:
+            return runs[0]
+        return heapq.merge(*runs)
+
     def active_lanes(self) -> Iterator[Lane]:
-        return (lane for lane in self.lanes.values() if len(lane))
+        return (lane for lane in self.lanes.values() if lane.count)
 
     def ordered(self) -> list[PendingJob]:
         """All pending jobs in global rank order (for inspection and tests)."""
-        return [job for _key, job, _lane in sorted(self.jobs.values(), key=lambda e: e[0])]
+        keyed = [(self.rank_key(job_id), job) for job_id, (_k, job, _l) in self.jobs.items()]
+        return [job for _key, job in sorted(keyed, key=lambda e: e[0])]
+
+
+def _keyed(
+    ordering: StableLaneOrdering, group: SortedList, ctx: OrderingContext
+) -> Iterator[tuple[RankKey, PendingJob]]:
+    key = ordering.key
+    for _stable_key, job in group:
+        yield key(job, ctx), job

@@ -40,6 +40,49 @@ class ReservationPlan:
         return runtime is not None and now + runtime <= self.start_time
 
 
+class ReservationCache:
+    """Reservation plans kept across cycles while nothing they depend on has changed.
+
+    A replay runs a cycle at every arrival, and on a full cluster most cycles change
+    nothing (no capacity came free, nothing was admitted) before a backfill queue's plan
+    is needed again, which then walks the running jobs by end all over again. A plan
+    depends on the head job, the free capacity (`ClusterIndex.changes` counts every
+    take, release and restore), the running jobs and their expected ends
+    (`RunningSet.changes`), and on `now` only through start = max(end of the last job it
+    waits for, now): with equal counters and a later `now`, the kept plan's start moved
+    forward to `now` is exactly what `plan_reservation` would return."""
+
+    __slots__ = ("index", "plans", "running")
+
+    def __init__(self, index: ClusterIndex, running: RunningSet) -> None:
+        self.index = index
+        self.running = running
+        self.plans: dict[
+            str, tuple[PendingJob, tuple[int, int, bool], float, ReservationPlan | None]
+        ] = {}
+
+    def plan(
+        self,
+        queue: str,
+        job: PendingJob,
+        tiers: Sequence[Tier],
+        now: float,
+        *,
+        want_nodes: bool = True,
+    ) -> ReservationPlan | None:
+        """`plan_reservation(index, running, job, tiers, now)`, from the cache when valid."""
+        state = (self.index.changes, self.running.changes, want_nodes)
+        kept = self.plans.get(queue)
+        if kept is not None and kept[0] is job and kept[1] == state and now >= kept[2]:
+            plan = kept[3]
+            if plan is None or plan.start_time >= now:
+                return plan
+            return ReservationPlan(job, now, plan.chosen)
+        plan = plan_reservation(self.index, self.running, job, tiers, now, want_nodes=want_nodes)
+        self.plans[queue] = (job, state, now, plan)
+        return plan
+
+
 def plan_reservation(
     index: ClusterIndex,
     running: RunningSet,

@@ -51,6 +51,7 @@ class RunningSet:
         self.by_id: dict[str, Placed] = {}
         self.by_end: SortedList = SortedList()  # (expected_end, job_id)
         self.removals = 0  # lets derived views (VictimPool) tell whether they are stale
+        self.changes = 0  # bumped by every add, remove and end change (see ReservationCache)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -59,12 +60,23 @@ class RunningSet:
         if placed.job_id in self.by_id:
             raise ValueError(f"job {placed.job_id} is already running")
         self.by_id[placed.job_id] = placed
+        self.changes += 1
         if placed.expected_end is not None:
             self.by_end.add((placed.expected_end, placed.job_id))
 
     def remove(self, job_id: str) -> Placed:
         placed = self.by_id.pop(job_id)
         self.removals += 1
+        self.changes += 1
         if placed.expected_end is not None:
             self.by_end.remove((placed.expected_end, job_id))
         return placed
+
+    def move_end(self, job_id: str, expected_end: float) -> None:
+        """Change a running job's expected end (a job that outlived its estimate)."""
+        placed = self.by_id[job_id]
+        if placed.expected_end is not None:
+            self.by_end.remove((placed.expected_end, job_id))
+        placed.expected_end = expected_end
+        self.by_end.add((expected_end, job_id))
+        self.changes += 1

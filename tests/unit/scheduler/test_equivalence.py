@@ -28,6 +28,7 @@ from trainyard.scheduler import (
 from trainyard.scheduler.ordering import (
     FifoOrder,
     MultifactorOrder,
+    MultifactorWeights,
     OrderingContext,
     PriorityAgingOrder,
 )
@@ -168,3 +169,45 @@ def test_a_duplicate_in_a_batch_leaves_the_pending_set_as_it_was() -> None:
         pending.extend(batch)
     assert list(pending.jobs) == ["a"]
     assert pending.ordered() == [first]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jobs_strategy,
+    st.floats(0, 2e7, allow_nan=False),
+    st.integers(0, 64),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.floats(-0.5, 1.5, allow_nan=False)),
+)
+def test_stable_multifactor_lanes_walk_in_the_order_of_a_full_re_rank(
+    jobs: list[PendingJob], now: float, total_gpus: int, shares: dict[str, float]
+) -> None:
+    """Multifactor lanes keep priority groups sorted by submit time and rank lazily; the
+    walk must equal sorting the lane by the keys a full re-rank would compute."""
+    policy_for = SchedulerConfig("multifactor").resolver()
+    unique = list({job.id: job for job in jobs}.values())
+    pending = PendingSet(policy_for, OrderingContext(now=0.0))
+    pending.extend(unique[: len(unique) // 2])
+    for job in unique[len(unique) // 2 :]:
+        pending.add(job)
+    ctx = OrderingContext(now=now, total_gpus=total_gpus, queue_gpu_share=shares)
+    pending.refresh(ctx)
+    ordering = MultifactorOrder()
+    for lane in pending.lanes.values():
+        assert lane.stable is not None
+        members = [job for _k, job, owner in pending.jobs.values() if owner is lane]
+        expected = sorted((ordering.key(job, ctx), job.id) for job in members)
+        assert [(key, job.id) for key, job in pending.ranked(lane)] == expected
+    full = sorted(unique, key=lambda job: ordering.key(job, ctx))
+    assert [job.id for job in pending.ordered()] == [job.id for job in full]
+    if unique:
+        pending.remove(unique[0].id)
+        assert unique[0].id not in pending
+        assert len(pending) == len(unique) - 1
+
+
+def test_a_negative_age_weight_is_not_stable_within_a_lane() -> None:
+    """Younger-first ages reverse the order between saturated and unsaturated jobs, so
+    such a multifactor must be re-ranked in full (the stable path would be wrong)."""
+    assert MultifactorOrder().stable_lanes
+    assert not MultifactorOrder(MultifactorWeights(age=-1.0)).stable_lanes
+    assert not MultifactorOrder(MultifactorWeights(max_age_seconds=0.0)).stable_lanes

@@ -38,6 +38,7 @@ from trainyard.scheduler.policies import PolicySettings, get_policy
 from trainyard.scheduler.queueing import PendingSet
 from trainyard.scheduler.quota import QuotaConfig
 from trainyard.scheduler.quota_gate import QuotaLedger
+from trainyard.scheduler.reservation import ReservationCache
 from trainyard.scheduler.running import Placed, RunningSet
 from trainyard.scheduler.types import (
     DEFAULT_RACK_LABEL,
@@ -160,6 +161,7 @@ class _Replay:
         self.index = ClusterIndex(nodes, config.rack_label, pool_keys=keys)
         self.tiers = TierCache(self.index)
         self.running = RunningSet()
+        self.reservations = ReservationCache(self.index, self.running)
         self.ledger = QuotaLedger(quotas, self.index) if quotas is not None else None
         self.half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
         policy = self.policy
@@ -195,6 +197,11 @@ class _Replay:
         self.result = ReplayResult(config.policy, [], self.index.total_gpus)
         self.busy_gpus = 0.0
         self.refresh_interval = policy.ordering.refresh_interval
+        # Cycles may be skipped when nothing fits (`_anything_fits`) only if no job can
+        # preempt (a preemption admits without free room) and no quota ledger is kept
+        # (its admission bookkeeping runs inside the cycle).
+        self._stranded_at: tuple[tuple[int, int] | None, tuple[int, int]] = (None, (0, 0))
+        self.can_skip = self.ledger is None and not per_queue and not policy.preemption
         self.next_refresh = -math.inf
 
     def run(self) -> ReplayResult:
@@ -293,6 +300,13 @@ class _Replay:
         if self.refresh_interval is not None and t >= self.next_refresh:
             self.pending.refresh(ordering_context(self.index, self.running, t))
             self.next_refresh = t + self.refresh_interval
+        if self.can_skip and not self._anything_fits():
+            # Nothing pending fits any node and nothing may preempt: the cycle would
+            # admit nothing and change nothing, so it is counted and not run.
+            self.result.cycles += 1
+            if self.unforecast and t >= self.next_forecast:
+                self._forecast(t)
+            return
         out = run_cycle(
             self.index,
             self.pending,
@@ -301,6 +315,7 @@ class _Replay:
             t,
             tiers_for=self.tiers,
             quota=self.ledger,
+            reservations=self.reservations,
         )
         self.result.cycles += 1
         for admitted in out.admitted:
@@ -337,13 +352,11 @@ class _Replay:
         """Backfill by estimate: a job that outlived its estimate keeps running (only
         max_runtime kills) and is now expected to run as long again as it has, so that
         reservations are planned with a future end instead of a past one."""
-        by_end, by_id = self.running.by_end, self.running.by_id
+        running = self.running
+        by_end, by_id = running.by_end, running.by_id
         while by_end and by_end[0][0] < t:
-            end, job_id = by_end[0]
-            placed = by_id[job_id]
-            by_end.remove((end, job_id))
-            placed.expected_end = t + max(t - placed.start_time, 60.0)
-            by_end.add((placed.expected_end, job_id))
+            job_id = by_end[0][1]
+            running.move_end(job_id, t + max(t - by_id[job_id].start_time, 60.0))
 
     def _preempted(self, victim: Placed, t: float) -> None:
         """Keep the checkpointed work, lose the rest, requeue with the original submit
@@ -426,12 +439,42 @@ class _Replay:
                 self.result.fragmentation_weighted += span * stranded / free
                 self.result.fragmentation_time += span
 
+    def _anything_fits(self) -> bool:
+        """False only when no pending job can start: every lane needs whole accelerator
+        units per worker, more than the freest node of any pool has. A job of any other
+        kind (CPU-only, GPU shares) is never ruled out here."""
+        demand = None
+        for lane in self.pending.lanes.values():
+            if lane.count:
+                request = lane.shape[0]
+                units = request.gpus or request.tpu_chips  # type: ignore[attr-defined]
+                if not units:
+                    return True
+                if demand is None or units < demand:
+                    demand = units
+        if demand is None:
+            return False
+        for pool in self.index.pools:
+            buckets = pool.buckets
+            for k in range(pool.max_units, demand - 1, -1):
+                if buckets[k]:
+                    return True
+        return False
+
     def _stranded(self) -> tuple[int, int]:
         """Free whole GPUs, and those on nodes with fewer free than any waiting worker needs."""
-        demand = min(
-            (lane.shape[0].gpus for lane in self.pending.active_lanes() if lane.shape[0].gpus),  # type: ignore[attr-defined]
-            default=1,
-        )
+        demand = 0
+        for lane in self.pending.lanes.values():
+            if lane.count:
+                gpus = lane.shape[0].gpus  # type: ignore[attr-defined]
+                if gpus and (not demand or gpus < demand):
+                    demand = gpus
+        demand = demand or 1
+        # The answer depends only on the buckets and the demand: kept while both hold
+        # (it is asked at every event, most of which change neither).
+        token = (self.index.changes, demand)
+        if self._stranded_at[0] == token:
+            return self._stranded_at[1]
         stranded = free = 0
         for pool in self.index.pools:
             if pool.key.accelerator != "gpu":
@@ -442,6 +485,7 @@ class _Replay:
                     free += k * size
                     if k < demand:
                         stranded += k * size
+        self._stranded_at = (token, (stranded, free))
         return stranded, free
 
 
