@@ -186,15 +186,39 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _die_with_parent()
     stop = threading.Event()
+    _stop_on_signals(stop)
+    run_loop(Settings(), stop)
+    _exit_if_shutdown_hangs()
 
-    def request_stop(*_: object) -> None:
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set `stop`, from a thread of their own, never from a handler.
+
+    A Python signal handler runs in the main thread between two bytecodes of whatever it
+    interrupted. One that called `stop.set()` took the Event's lock there, and a second
+    SIGTERM arriving while the first handler held it (the serve's terminate and the
+    parent-death signal come together) ran a nested handler that waited on that lock
+    forever: the orphaned loop stuck "in shutdown" (seen with py-spy: four nested
+    request_stop frames blocked in Condition.__enter__, so even the shutdown deadline,
+    started after stop.set(), never began). Here the C-level handler only writes the
+    signal number to a pipe (signal.set_wakeup_fd); the Python-level handler does
+    nothing; a thread reads the pipe and does the rest, however many signals come."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _ignore_here)
+
+    def on_signal() -> None:
+        os.read(read_fd, 1)
         stop.set()
         _exit_if_shutdown_hangs()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, request_stop)
-    run_loop(Settings(), stop)
-    _exit_if_shutdown_hangs()
+    threading.Thread(target=on_signal, name="signals", daemon=True).start()
+
+
+def _ignore_here(*_: object) -> None:
+    """The Python-level handler: the wakeup fd carries the signal (see _stop_on_signals)."""
 
 
 SHUTDOWN_DEADLINE_SECONDS = 15.0

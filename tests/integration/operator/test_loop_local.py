@@ -255,6 +255,27 @@ def test_loop_killed_while_a_gang_is_half_launched_launches_each_worker_once(
             assert log.count("==== trainyard: job") == 1, log
 
 
+
+def test_a_burst_of_sigterms_stops_the_loop_process(tmp_path: Path) -> None:
+    """Several SIGTERMs at once (a serve's terminate and the parent-death signal arrive
+    together) end the loop process. A handler that took a lock once deadlocked on the
+    second signal, leaving an orphaned loop; the burst makes that interleaving likely
+    rather than certain for such a handler, while any correct one exits every time."""
+    home = tmp_path / "home"
+    with serve(home, loop="false") as server:
+        job = server.submit({"name": "first", "workload": {"command": [PY, "-c", "pass"]}})
+        loop = subprocess.Popen([PY, "-m", "trainyard.operator"], env=serve_env(home))
+        try:
+            server.wait_state(job["id"], "SUCCEEDED", timeout=120)  # it leads and cycles
+            for _ in range(200):
+                loop.send_signal(signal.SIGTERM)
+            assert loop.wait(timeout=60) == 0
+        finally:
+            if loop.poll() is None:
+                loop.kill()
+                loop.wait(timeout=30)
+
+
 def test_two_hundred_jobs_never_overlap_beyond_the_nodes_capacity(tmp_path: Path) -> None:
     with serve(tmp_path / "home") as server:
         ids = []
