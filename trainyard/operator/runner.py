@@ -226,8 +226,8 @@ SHUTDOWN_DEADLINE_SECONDS = 15.0
 
 def _exit_if_shutdown_hangs() -> None:
     """A safety net: leave the process after SHUTDOWN_DEADLINE_SECONDS even if an orderly
-    shutdown hangs (seen: LocalBackend.close() waiting on a lock while its fork server was
-    still up, which left orphaned loop processes behind the tests). Exiting loses nothing:
+    shutdown hangs (the orphaned loops once seen were a signal handler deadlocked on a
+    lock, see _stop_on_signals; this stays against any other hang). Exiting loses nothing:
     workers outlive the loop by design and are adopted by the next one; the lease expires."""
 
     def exit_now() -> None:
