@@ -307,6 +307,9 @@ def test_configmap_and_env_parse_as_the_settings_they_configure(
     assert (settings.loop_period_seconds, settings.stop_grace_seconds) == (0.5, 120)
     assert (settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (15, 600)
     assert settings.lease_ttl_seconds == 20
+    assert settings.checkpoint_storage_class == "shared-rwx"
+    assert settings.checkpoint_node_path == "/var/lib/trainyard-checkpoints"
+    assert settings.checkpoint_retention_seconds == 86400
     # What `trainyard serve` checks at start: every policy named exists.
     config = scheduler_config(settings)
     assert (
