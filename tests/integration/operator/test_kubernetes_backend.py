@@ -401,3 +401,27 @@ def test_events_name_the_node(kube_cluster: Cluster, namespace: str) -> None:
         ]
         assert event.source.component == "trainyard"
         assert json.dumps(event.message).count("gpu-h100-3") == 1
+
+
+def test_launches_and_stops_reuse_the_clients_connections(
+    kube_cluster: Cluster, namespace: str
+) -> None:
+    """Every raw reply is read, so its connection goes back to the pool: an unread Binding
+    or Event reply once made the next request open a new TLS connection (a client
+    certificate handshake on both sides), which was most of the client's CPU per pod."""
+    with running_backend(kube_cluster.kubeconfig, namespace, launch_concurrency=1) as backend:
+        gangs = [
+            make_gang(backend, ("gpu-h100-0",), gpus=1, annotations={SIM_DURATION: "60"})
+            for _ in range(6)
+        ]
+        for gang in gangs:
+            backend.launch(gang)
+        backend.events.flush()
+        for gang in gangs:
+            backend.stop(gang.job_id, grace_seconds=0, reason="test")
+        pools = backend._core.api_client.rest_client.pool_manager.pools
+        (pool,) = [pools[key] for key in list(pools.keys())]
+        # 6 creates, 6 bindings, 6 events, 6 deletes (at least), on the connections of
+        # the two watches, one launch thread, the events thread and the caller.
+        assert pool.num_requests >= 24
+        assert pool.num_connections <= 6, (pool.num_connections, pool.num_requests)

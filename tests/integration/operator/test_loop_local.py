@@ -255,7 +255,6 @@ def test_loop_killed_while_a_gang_is_half_launched_launches_each_worker_once(
             assert log.count("==== trainyard: job") == 1, log
 
 
-
 def test_a_burst_of_sigterms_stops_the_loop_process(tmp_path: Path) -> None:
     """Several SIGTERMs at once (a serve's terminate and the parent-death signal arrive
     together) end the loop process. A handler that took a lock once deadlocked on the

@@ -42,6 +42,7 @@ from trainyard.operator.backend import (
     WorkerStatus,
 )
 from trainyard.operator.kubernetes.config import KubernetesConfig
+from trainyard.operator.kubernetes.connection import discard
 from trainyard.operator.kubernetes.events import EventRecorder, PodEvent
 from trainyard.operator.kubernetes.informer import WatchCache
 from trainyard.operator.kubernetes.manifests import (
@@ -501,8 +502,10 @@ class KubernetesBackend:
             checked = self._claim_seen.get(claim)
             if checked is None or now - checked[0] > CLAIM_CHECK_SECONDS:
                 try:
-                    self._core.read_namespaced_persistent_volume_claim(
-                        claim, self._namespace, _preload_content=False
+                    discard(
+                        self._core.read_namespaced_persistent_volume_claim(
+                            claim, self._namespace, _preload_content=False
+                        )
                     )
                     exists = True
                 except ApiException as exc:
@@ -568,11 +571,13 @@ class KubernetesBackend:
         """Delete the job's checkpoint claim (its pods, if any are left, go with it)."""
         self._claims.pop(job_id, None)
         try:
-            self._core.delete_namespaced_persistent_volume_claim(
-                checkpoint_claim_name(job_id),
-                self._namespace,
-                body=client.V1DeleteOptions(propagation_policy="Background"),
-                _preload_content=False,
+            discard(
+                self._core.delete_namespaced_persistent_volume_claim(
+                    checkpoint_claim_name(job_id),
+                    self._namespace,
+                    body=client.V1DeleteOptions(propagation_policy="Background"),
+                    _preload_content=False,
+                )
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -637,8 +642,10 @@ class KubernetesBackend:
         apiserver answers a Status that the generated client cannot read as V1Binding)."""
         name = pod["metadata"]["name"]
         try:
-            self._core.create_namespaced_pod_binding(
-                name, self._namespace, binding(name, worker.node), _preload_content=False
+            discard(
+                self._core.create_namespaced_pod_binding(
+                    name, self._namespace, binding(name, worker.node), _preload_content=False
+                )
             )
         except ApiException as exc:
             if exc.status == 409:  # already bound: fine if to the same node
@@ -681,8 +688,10 @@ class KubernetesBackend:
                     if existing.worker.attempt != attempt:
                         return
                     body.preconditions = client.V1Preconditions(uid=existing.uid)
-            self._core.delete_namespaced_pod(
-                name, self._namespace, body=body, _preload_content=False
+            discard(
+                self._core.delete_namespaced_pod(
+                    name, self._namespace, body=body, _preload_content=False
+                )
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
@@ -763,8 +772,10 @@ class KubernetesBackend:
 
     def _delete_service_now(self, job_id: str) -> None:
         try:
-            self._core.delete_namespaced_service(
-                service_name(job_id), self._namespace, _preload_content=False
+            discard(
+                self._core.delete_namespaced_service(
+                    service_name(job_id), self._namespace, _preload_content=False
+                )
             )
         except ApiException as exc:
             if exc.status != 404:

@@ -19,6 +19,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from trainyard.operator.kubernetes.connection import discard
+
 log = logging.getLogger(__name__)
 
 COMPONENT = "trainyard"
@@ -100,8 +102,10 @@ class EventRecorder:
             try:
                 if event is None:
                     return
-                self._core.create_namespaced_event(
-                    event.namespace, event_body(event), _preload_content=False
+                discard(
+                    self._core.create_namespaced_event(
+                        event.namespace, event_body(event), _preload_content=False
+                    )
                 )
                 self.posted += 1
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
