@@ -78,27 +78,11 @@ class RemainingWorkRank:
         return -(left * max(placed.gpus, 1.0e-3) if self.by_gpu_time else left)
 
     def victim_keys(self, placed: list[Placed], now: float) -> list[tuple[float, float, str]]:
-        """(rank, GPU-seconds lost, id) of each, as `VictimPool.key`, in one pass.
-
-        `running` inlined (every cycle that tries a preemption ranks every running job):
-        `if a < b: a = b` is exactly what `max(a, b)` returns, signed zeros included."""
+        """(rank, GPU-seconds lost, id) of each, as `VictimPool.key`: the ranks from
+        `victim_ranks` (one copy of that arithmetic), the loss beside them."""
         out: list[tuple[float, float, str]] = []
-        append, by_gpu_time = out.append, self.by_gpu_time
-        for p in placed:
-            end = p.estimated_end if p.estimated_end is not None else p.expected_end
-            if end is None:
-                left = UNKNOWN_RUNTIME
-            else:
-                left = end - now
-                if left < 0.0:
-                    left = 0.0
-            if by_gpu_time:
-                gpus = p.gpus
-                if gpus < 1.0e-3:
-                    gpus = 1.0e-3
-                rank = -(left * gpus)
-            else:
-                rank = -left
+        append = out.append
+        for p, rank in zip(placed, self.victim_ranks(placed, now), strict=True):
             since = p.last_checkpoint if p.last_checkpoint is not None else p.start_time
             lost = now - since
             append((rank, p.gpus * (lost if lost > 0.0 else 0.0), p.job_id))
@@ -106,7 +90,9 @@ class RemainingWorkRank:
 
     def victim_ranks(self, placed: list[Placed], now: float) -> list[float]:
         """`running` of each (the first element of `victim_keys`), without the rest: a
-        cheap floor lets most asks skip building the victim order."""
+        cheap floor lets most asks skip building the victim order. `running` inlined
+        (every cycle that tries a preemption ranks every running job): `if a < b: a = b`
+        is exactly what `max(a, b)` returns, signed zeros included."""
         out: list[float] = []
         append, by_gpu_time = out.append, self.by_gpu_time
         for p in placed:
