@@ -98,6 +98,9 @@ def test_a_window_after_the_history_has_no_usage(server: ApiServer) -> None:
         ({"since": "yesterday"}, "since"),
         ({"since": "2999-01-01T00:00:00Z"}, "since"),
         ({"since": "7y"}, "since"),
+        ({"since": "abc"}, "since"),
+        ({"since": "2026-13-01"}, "since"),
+        ({"group_by": "x"}, "group_by"),
         ({"bogus": "1"}, "bogus"),
     ],
 )
@@ -108,6 +111,11 @@ def test_bad_usage_parameters_are_422_naming_them(
         response = client.get("/v1/usage", params=params)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
+    if field == "since":  # the rule in words, not the published regex
+        (error,) = response.json()["errors"]
+        assert error["rule"] == "since_format", error
+        assert "ISO 8601" in error["message"] and "24h" in error["message"], error
+        assert "(?:" not in response.json()["detail"], response.text
 
 
 def test_usage_needs_a_token(server: ApiServer) -> None:

@@ -83,7 +83,7 @@ def test_a_training_worker_declares_one_metrics_port_per_local_rank() -> None:
 
 
 def test_a_cpu_worker_has_one_rank() -> None:
-    pod = _pod({"kind": "training", "workload": {"builtin": "mlp"}})
+    pod = _pod({"kind": "training", "workload": {"builtin": "cnn"}})
     assert {n for n in _ports(pod) if _kept_by_the_pod_monitor(n)} == {"metrics-0"}
 
 

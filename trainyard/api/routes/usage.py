@@ -6,17 +6,24 @@ call (see trainyard.observability.accounting for the rules).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
 from trainyard.observability.accounting import SINCE_PATTERN, GroupBy, aggregate, parse_since
 from trainyard.store import now_us, read_transaction
 from trainyard.store.telemetry import usage_rows
+
+SINCE_RULE = (
+    "must be an ISO 8601 time (2026-12-01 or 2026-12-01T00:00:00Z, years 1900-2199) "
+    "or a span back from now of at most 6 digits and a unit s, m, h, d or w (90m, 24h, 7d)"
+)
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=ERRORS)
 
@@ -31,6 +38,14 @@ class UsageQuery(BaseModel):
         pattern=SINCE_PATTERN,
         description="Start of the window: ISO 8601 time, or a span back from now (24h, 7d).",
     )
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since_is_a_time_or_a_span(cls, value: object) -> object:
+        """Say the rule in words: the published pattern alone would answer with a regex."""
+        if isinstance(value, str) and not re.match(SINCE_PATTERN, value):
+            raise PydanticCustomError("since_format", SINCE_RULE)
+        return value
 
     @field_validator("since")
     @classmethod
