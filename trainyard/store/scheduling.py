@@ -314,7 +314,10 @@ _ATTEMPT_ENDED = (
         )
     )
     .values(
-        ended_at=bindparam("b_at"), outcome=bindparam("b_outcome"), reason=bindparam("b_reason")
+        ended_at=bindparam("b_at"),
+        outcome=bindparam("b_outcome"),
+        reason=bindparam("b_reason"),
+        energy_joules=bindparam("b_energy"),  # the ranks' NVML readings (None: unmeasured)
     )
 )
 _UPDATES: dict[tuple[str, ...], Any] = {}
