@@ -1,5 +1,6 @@
-"""Usage accounting in the manner of Slurm's `sreport`: resource-hours per queue, owner
-or accelerator model over a window, from the stored attempts (`job_attempts`).
+"""Usage accounting in the manner of Slurm's `sreport`: resource-hours per queue, owner,
+accelerator model, job or attempt (`<job id>/<n>`) over a window, from the stored
+attempts (`job_attempts`).
 
 Pure functions over rows: the window clips every attempt (an attempt that started before
 `since` counts only from `since`; a running one up to now), so two adjacent windows add
@@ -18,8 +19,8 @@ from typing import Literal
 
 from trainyard.store.telemetry import UsageRow
 
-GroupBy = Literal["queue", "owner", "model", "job"]
-GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job")
+GroupBy = Literal["queue", "owner", "model", "job", "attempt"]
+GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job", "attempt")
 NO_ACCELERATOR = "none"
 _RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
 # What parse_since accepts, as the API publishes it (JSON Schema `pattern`): a span, or a
@@ -95,6 +96,8 @@ def _key(row: UsageRow, group_by: str) -> str:
         if row.gpus or row.tpu_chips:
             return row.accelerator_model or "unknown"
         return NO_ACCELERATOR
+    if group_by == "attempt":
+        return f"{row.job_id}/{row.attempt}"
     return row.job_id
 
 
@@ -117,7 +120,9 @@ def aggregate(
             group._job_ids.add(row.job_id)
             group.jobs += 1
             started = row.job_started_at
-            if started is not None and since_us <= started <= now_us:
+            # per attempt, the job's wait (submit -> first RUNNING) belongs to its first
+            first = group_by != "attempt" or row.attempt == 1
+            if first and started is not None and since_us <= started <= now_us:
                 group.wait_seconds_total += max(0, started - row.job_created_at) / 1e6
                 group.waited_jobs += 1
         if row.started_at is None:

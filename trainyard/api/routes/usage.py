@@ -1,4 +1,4 @@
-"""/v1/usage: resource-hours and cost per queue, owner, accelerator model or job.
+"""/v1/usage: resource-hours and cost per queue, owner, accelerator model, job or attempt.
 
 Users see their own usage, admins everyone's. Computed from the stored attempts on each
 call (see trainyard.observability.accounting for the rules).
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=ERRORS)
 class UsageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    group_by: GroupBy = Field(default="queue", description="queue, owner, model or job.")
+    group_by: GroupBy = Field(default="queue", description="queue, owner, model, job or attempt.")
     since: str = Field(
         default="30d",
         max_length=64,
@@ -55,7 +55,10 @@ class UsageQuery(BaseModel):
 
 
 class UsageGroupPublic(BaseModel):
-    key: str = Field(description="The queue, owner, accelerator model ('none': CPU) or job id.")
+    key: str = Field(
+        description="The queue, owner, accelerator model ('none': CPU), job id or "
+        "'<job id>/<attempt>'."
+    )
     jobs: int
     attempts: int
     gpu_hours: float
