@@ -23,6 +23,8 @@ Pure: no I/O and no wall clock; progress is reported through a callback.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -131,6 +133,29 @@ class ReplayResult:
     lost_gpu_seconds: float = 0.0
     forecasts: int = 0
     timeline: list[tuple[float, int, float]] = field(default_factory=list)  # t, queued, busy GPUs
+
+    def fingerprint(self) -> str:
+        """Every job's record and the replay's totals hashed, floats by repr (bit-exact).
+
+        Why: speed work on the core must not change a decision; the equivalence tests and
+        `bench_replay.py --digest` compare these before and after.
+        """
+        h = hashlib.sha256()
+        for r in sorted(self.records, key=lambda r: r.id):
+            h.update(repr(dataclasses.astuple(r)).encode())
+        totals = (
+            self.busy_gpu_seconds,
+            self.fragmentation_weighted,
+            self.fragmentation_time,
+            self.preemptions,
+            self.unschedulable,
+            self.cycles,
+            self.lost_gpu_seconds,
+            self.forecasts,
+            self.timeline,
+        )
+        h.update(repr(totals).encode())
+        return h.hexdigest()[:16]
 
 
 ProgressCallback = Callable[[int, int], None]
