@@ -366,7 +366,9 @@ class PendingReason:
         if self.code == ReasonCode.QUOTA and self.quota is not None:
             return f"{need}; {self.quota.message}"
         if self.code == ReasonCode.RESERVED:
-            return f"{need}; holds the backfill reservation starting at t={self.reservation_time:.0f}"
+            return (
+                f"{need}; holds the backfill reservation starting at t={self.reservation_time:.0f}"
+            )
         if self.code == ReasonCode.WOULD_DELAY_RESERVATION:
             return (
                 f"{need}; fits now but would delay the reservation of {self.blocking_job} "
