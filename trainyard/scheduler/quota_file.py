@@ -37,6 +37,7 @@ Durations: seconds as a number, or `30s`, `15m`, `12h`, `7d`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -44,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from trainyard.scheduler.policies import policy_names
 from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes, parse_quantity
 from trainyard.scheduler.quota import (
     RESOURCES,
@@ -136,9 +138,16 @@ def _queue(name: str, spec: Any, path: str, flavors: list[str]) -> QueueQuota:
     weight = body.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         raise QuotaFileError(f"{path}.weight", "must be a number >= 0")
+    if not math.isfinite(weight):
+        raise QuotaFileError(f"{path}.weight", f"must be a finite number, got {weight}")
     policy = body.get("policy")
     if policy is not None and not isinstance(policy, str):
         raise QuotaFileError(f"{path}.policy", "must be a policy name")
+    if policy is not None and policy not in policy_names():
+        raise QuotaFileError(
+            f"{path}.policy",
+            f"unknown policy {policy!r}; known policies: {', '.join(policy_names())}",
+        )
     return QueueQuota(
         name,
         cohort=_optional_name(body.get("cohort"), f"{path}.cohort"),
@@ -257,6 +266,8 @@ def _fair_sharing(spec: Any, path: str) -> FairSharing:
         raise QuotaFileError(f"{path}.enabled", "must be true or false")
     half_life = body.get("usage_half_life")
     seconds = None if half_life is None else _duration(half_life, f"{path}.usage_half_life")
+    if seconds is not None and not math.isfinite(seconds):
+        raise QuotaFileError(f"{path}.usage_half_life", f"must be a finite duration, got {seconds}")
     if seconds is not None and seconds <= 0:
         raise QuotaFileError(f"{path}.usage_half_life", "must be > 0")
     return FairSharing(enabled, seconds)

@@ -145,6 +145,21 @@ BROKEN = [
         "share this name",
     ),
     ("not a mapping", "queues: [a, b]", "queues", "must be a mapping"),
+    ("weight not a number", "queues: {a: {weight: .nan}}", "queues.a.weight", "finite"),
+    ("infinite weight", "queues: {a: {weight: .inf}}", "queues.a.weight", "finite"),
+    (
+        "infinite half-life",
+        "fair_sharing: {usage_half_life: .inf}",
+        "fair_sharing.usage_half_life",
+        "finite",
+    ),
+    (
+        "half-life not a number",
+        "fair_sharing: {usage_half_life: .nan}",
+        "fair_sharing.usage_half_life",
+        "finite",
+    ),
+    ("unknown policy", "queues: {a: {policy: fastest}}", "queues.a.policy", "unknown policy"),
 ]
 
 
