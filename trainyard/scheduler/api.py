@@ -119,10 +119,14 @@ def schedule(
     index.build_buckets()
     ledger = None
     if quotas is not None:
-        ledger = QuotaLedger(quotas, index, snapshot.queue_usage)
+        ledger = QuotaLedger(quotas, index, snapshot.queue_usage, snapshot.user_usage)
         for job in snapshot.running:
             ledger.charge_placed(running.by_id[job.id], user=job.user, submit_time=job.submit_time)
-    pending = PendingSet(policy_for, ordering_context(index, running, now))
+    pending = PendingSet(
+        policy_for,
+        ordering_context(index, running, now),
+        ledger.user_ordered if ledger is not None else frozenset(),
+    )
     pending.extend(snapshot.pending)
     domain = "rack" if index.has_racks else "zone"
     out = run_cycle(
@@ -139,6 +143,7 @@ def schedule(
     result = CycleResult(pending=out.reasons, examined=out.examined)
     if ledger is not None and quotas is not None and quotas.fair_sharing.usage_half_life:
         result.queue_usage = ledger.usage_shares()
+        result.user_usage = ledger.user_usage_shares()
     for admitted in out.admitted:
         result.admissions.append(
             Admission(

@@ -250,6 +250,10 @@ class ClusterSnapshot:
     # Decayed past usage per queue (see scheduler.fairshare.decay_usage), kept by the
     # caller between cycles; read only when quotas enable fair sharing with a half-life.
     queue_usage: Mapping[str, float] = field(default_factory=lambda: _EMPTY_USAGE)
+    # The same per (queue, user), for the queues that order users by usage.
+    user_usage: Mapping[tuple[str, str], float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 class Outcome(enum.IntEnum):
@@ -438,6 +442,8 @@ class CycleResult:
     # With quotas: each queue's usage share after the cycle (what a caller that keeps a
     # decayed usage history integrates, see scheduler.fairshare.decay_usage).
     queue_usage: dict[str, float] = field(default_factory=dict)
+    # The same per (queue, user), for the queues that order users by usage.
+    user_usage: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def preempted(self) -> list[str]:

@@ -344,3 +344,72 @@ def test_usage_history_decays_by_half_each_half_life() -> None:
     history.after_cycle({"a": 1.0}, 0.0)
     assert history.before_cycle(config, 100.0)["a"] > 0
     assert history.before_cycle(SchedulerConfig("fifo"), 200.0) == {}  # no half-life, no memory
+
+
+@pytest.mark.parametrize("fair_sharing", [True, False], ids=["fair sharing", "no fair sharing"])
+def test_users_of_a_queue_are_ordered_by_decayed_usage_when_it_asks(fair_sharing: bool) -> None:
+    """alice used a lot recently, bob little: bob's later job takes the one free node;
+    each user's own jobs keep the policy's order; a queue that does not ask keeps FIFO."""
+
+    def config(order_users: bool) -> QuotaConfig:
+        return (
+            quotas()
+            .flavor("h100", H100)
+            .queue("team", order_users=order_users, h100={"gpu": 16})
+            .fair(half_life=3600.0, enabled=fair_sharing)
+            .build()
+        )
+
+    pending = (
+        job("alice-1").gpus(8).queue("team").user("alice").submitted(0).build(),
+        job("alice-2").gpus(8).queue("team").user("alice").submitted(1).build(),
+        job("bob-2").gpus(8).queue("team").user("bob").submitted(20).build(),
+        job("bob-1").gpus(8).queue("team").user("bob").submitted(10).build(),
+    )
+    usage = {("team", "alice"): 900.0, ("team", "bob"): 5.0}
+    ordered = ClusterSnapshot(tuple(h100_nodes(1)), (), pending, user_usage=usage)
+    result = schedule(ordered, 100.0, SchedulerConfig("fifo-besteffort", quotas=config(True)))
+    assert [a.job_id for a in result.admissions] == ["bob-1"]
+    two = ClusterSnapshot(tuple(h100_nodes(2)), (), pending, user_usage=usage)
+    result = schedule(two, 100.0, SchedulerConfig("fifo-besteffort", quotas=config(True)))
+    assert [a.job_id for a in result.admissions] == ["bob-1", "bob-2"]
+    result = schedule(ordered, 100.0, SchedulerConfig("fifo-besteffort", quotas=config(False)))
+    assert [a.job_id for a in result.admissions] == ["alice-1"]
+
+
+def test_the_cycle_reports_each_users_usage_for_the_history() -> None:
+    config = (
+        quotas()
+        .flavor("h100", H100)
+        .queue("team", order_users=True, h100={"gpu": 32})
+        .queue("other", h100={"gpu": 32})
+        .fair(half_life=3600.0)
+        .build()
+    )
+    running = (
+        job("a").gpus(8).queue("team").user("alice").running_on("h0"),
+        job("b").gpus(8).queue("team").user("bob").running_on("h1"),
+        job("c").gpus(8).queue("team").user("bob").running_on("h2"),
+        job("o").gpus(8).queue("other").user("carol").running_on("h3"),
+    )
+    snapshot = ClusterSnapshot(tuple(h100_nodes(4)), running, ())
+    result = schedule(snapshot, 0.0, SchedulerConfig("fifo", quotas=config))
+    # Over the queue's own quota tree (a queue without a cohort is its own root: 32 GPUs).
+    assert result.user_usage == {("team", "alice"): 8 / 32, ("team", "bob"): 16 / 32}
+
+
+def test_usage_history_keeps_each_users_decayed_usage_too() -> None:
+    from trainyard.scheduler.fairshare import UsageHistory
+
+    config = SchedulerConfig(
+        "fifo", quotas=quotas().flavor("h100", H100).queue("a").fair(half_life=100.0).build()
+    )
+    history = UsageHistory()
+    history.before_cycle(config, 0.0)
+    history.after_cycle({"a": 1.0}, 0.0, {("a", "alice"): 1.0})
+    history.before_cycle(config, 100.0)
+    first = history.user_history[("a", "alice")]
+    assert first > 0 and ("a", "bob") not in history.user_history
+    history.after_cycle({"a": 0.0}, 100.0, {})
+    history.before_cycle(config, 200.0)
+    assert history.user_history[("a", "alice")] == first / 2  # one half-life, no new use
