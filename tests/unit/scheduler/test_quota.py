@@ -413,3 +413,34 @@ def test_usage_history_keeps_each_users_decayed_usage_too() -> None:
     history.after_cycle({"a": 0.0}, 100.0, {})
     history.before_cycle(config, 200.0)
     assert history.user_history[("a", "alice")] == first / 2  # one half-life, no new use
+
+
+def test_a_ranked_preemption_beside_fair_sharing_keeps_the_merged_order_intact() -> None:
+    """A LAS queue outside the quota file preempts while fair sharing orders the queues:
+    the lane's next job went back into the merge without the queue-order prefix, and the
+    cycle failed comparing a float with a tuple (TypeError: every cycle of the loop)."""
+    config = (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org")
+        .queue("q", "org", h100={"gpu": 8})
+        .queue("r", "org", h100={"gpu": 8})
+        .fair()
+        .build()
+    )
+    running = (
+        job("old").gpus(8).queue("free").running_on("h0", start=0.0),
+        job("old2").gpus(8).queue("free").running_on("h1", start=0.0),
+    )
+    pending = (
+        *[job(f"n{i}").gpus(8).queue("free").submitted(500.0 + i).build() for i in range(3)],
+        *[job(f"m{i}").gpus(4).queue("free").submitted(600.0 + i).build() for i in range(3)],
+        job("q0").gpus(8).queue("q").submitted(1).build(),
+    )
+    snapshot = ClusterSnapshot(tuple(h100_nodes(2)), running, pending)
+    config_all = SchedulerConfig("fifo", queue_policies={"free": "las"}, quotas=config)
+    result = schedule(snapshot, 100_000.0, config_all)
+    assert [(a.job_id, a.preempts) for a in result.admissions] == [
+        ("n0", ("old",)),
+        ("n1", ("old2",)),
+    ]
