@@ -444,3 +444,30 @@ def test_a_ranked_preemption_beside_fair_sharing_keeps_the_merged_order_intact()
         ("n0", ("old",)),
         ("n1", ("old2",)),
     ]
+
+
+def test_quota_status_shows_pending_demand_in_the_flavor_a_job_would_try_first() -> None:
+    """Pending demand per queue, flavor and resource: each waiting job counted once, in
+    the first of its queue's flavors whose nodes can hold it (an H100-only job in h100
+    even when a100 comes first); a job no flavor of its queue can hold counts nowhere."""
+    from trainyard.scheduler.quota_status import quota_status
+
+    config = (
+        quotas()
+        .flavor("h100", H100)
+        .flavor("a100", A100)
+        .queue("a", a100={"gpu": 8, "cpu": 64}, h100={"gpu": 8})
+        .queue("b", h100={"gpu": 8})
+        .build()
+    )
+    nodes = [*h100_nodes(1), node("x0").gpus(8, A100).build()]
+    pending = [
+        job("any").gpus(2).cpu(4000).workers(2).queue("a").build(),
+        job("h").gpus(8, "H100").queue("a").build(),
+        job("bh").gpus(1).queue("b").build(),
+        job("nowhere").gpus(8, "B200").queue("b").build(),  # no B200 node
+    ]
+    status = {s.queue: s for s in quota_status(config, nodes, [], pending)}
+    rows = {(r.flavor, r.resource): r.pending for r in status["a"].resources}
+    assert rows == {("a100", "gpu"): 4, ("a100", "cpu"): 8, ("h100", "gpu"): 8}
+    assert [(r.flavor, r.pending) for r in status["b"].resources] == [("h100", 1)]
