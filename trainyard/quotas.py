@@ -96,6 +96,16 @@ def quota_file(settings: Settings) -> QuotaFile | None:
     return known
 
 
+def effective_priority_classes(settings: Settings) -> dict[str, int]:
+    """The settings' priority classes, with the quota file's added (the file's value wins
+    for a name both define), so the file's `priority_classes` are what submits accept."""
+    classes = dict(settings.priority_classes)
+    source = quota_file(settings)
+    if source is not None:
+        classes.update(source.current().priority_classes)
+    return classes
+
+
 def effective_queues(settings: Settings) -> list[QueueConfig]:
     """The settings' queues, then the quota file's (with their policy, if it sets one)."""
     queues = list(settings.queues)

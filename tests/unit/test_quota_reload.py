@@ -53,3 +53,31 @@ def test_a_new_version_that_breaks_a_rule_is_refused_and_the_old_one_kept(
     reloaded = source.current()
     assert reloaded is not first and source.reloads == 1 and source.last_error is None
     assert reloaded.queues[0].quotas["local"]["cpu"].nominal == 1000
+
+
+def test_the_files_priority_classes_are_accepted_by_submits(tmp_path: Path) -> None:
+    """`priority_classes` in the quota file add to (and override) the settings' classes:
+    a submit naming one gets its value; an unknown one is a 422 naming `priority`."""
+    from trainyard.api.errors import FieldRuleError
+    from trainyard.api.routes.jobs import _check_queue_and_priority
+    from trainyard.api.schemas import JobCreate
+    from trainyard.config import Settings
+    from trainyard.quotas import effective_priority_classes
+
+    path = tmp_path / "q.yaml"
+    path.write_text("priority_classes: {urgent: 5000, high: 2000}\nqueues: {team: {}}\n")
+    settings = Settings(home=tmp_path / "home", quota_file=path)
+    classes = effective_priority_classes(settings)
+    assert classes["urgent"] == 5000 and classes["high"] == 2000 and "low" in classes
+
+    def submit(priority: str) -> int:
+        job = JobCreate.model_validate(
+            {"name": "x", "queue": "team", "priority": priority, "workload": {"builtin": "gpt"}}
+        )
+        return _check_queue_and_priority(job, settings)
+
+    assert submit("urgent") == 5000
+    assert submit("high") == 2000
+    with pytest.raises(FieldRuleError) as caught:
+        submit("whenever")
+    assert caught.value.field == "priority" and "urgent" in caught.value.message
