@@ -471,3 +471,142 @@ def test_quota_status_shows_pending_demand_in_the_flavor_a_job_would_try_first()
     rows = {(r.flavor, r.resource): r.pending for r in status["a"].resources}
     assert rows == {("a100", "gpu"): 4, ("a100", "cpu"): 8, ("h100", "gpu"): 8}
     assert [(r.flavor, r.pending) for r in status["b"].resources] == [("h100", 1)]
+
+
+def _decide(
+    nodes: list[Node],
+    config: QuotaConfig,
+    running: tuple[RunningJob, ...],
+    pending: tuple[PendingJob, ...],
+) -> tuple[set[str], set[str]]:
+    snapshot = ClusterSnapshot(tuple(nodes), running, pending)
+    result = schedule(snapshot, 1000.0, SchedulerConfig("fifo-besteffort", quotas=config))
+    return {a.job_id for a in result.admissions}, set(result.preempted)
+
+
+def borrow_world(borrow: str, threshold: int | None) -> QuotaConfig:
+    """a and b own 8 GPUs each, the cohort 16 of its own; b borrows the cohort's 16."""
+    return (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org", h100={"gpu": 16})
+        .queue("a", "org", borrow=borrow, borrow_max_priority=threshold, h100={"gpu": 8})
+        .queue("b", "org", h100={"gpu": 8})
+        .build()
+    )
+
+
+@pytest.mark.parametrize(
+    ("borrow", "threshold", "want"),
+    [
+        ("lower_priority", None, ({"hi"}, {"run-b2"})),  # least work lost of b's borrowers
+        ("lower_priority", 0, ({"hi"}, {"run-b2"})),  # victims at priority 0 <= 0
+        ("lower_priority", -1, (set(), set())),  # the threshold spares priority 0
+        ("never", None, (set(), set())),
+    ],
+    ids=["lower_priority", "at the threshold", "above the threshold", "never"],
+)
+def test_borrow_within_cohort_preempts_lower_priority_borrowers_up_to_a_threshold(
+    borrow: str, threshold: int | None, want: tuple[set[str], set[str]]
+) -> None:
+    running = (
+        job("run-a0").gpus(8).queue("a").running_on("h0"),
+        *(job(f"run-b{i}").gpus(8).queue("b").running_on(f"h{i + 1}", start=i) for i in range(3)),
+    )
+    pending = (job("hi").gpus(8).queue("a").priority(10).build(),)  # a must borrow for it
+    assert _decide(h100_nodes(4), borrow_world(borrow, threshold), running, pending) == want
+
+
+def test_borrow_within_cohort_never_takes_from_an_equal_priority_borrower() -> None:
+    running = (
+        job("run-a0").gpus(8).queue("a").running_on("h0"),
+        *(job(f"run-b{i}").gpus(8).queue("b").running_on(f"h{i + 1}") for i in range(3)),
+    )
+    pending = (job("same").gpus(8).queue("a").build(),)
+    assert _decide(h100_nodes(4), borrow_world("lower_priority", None), running, pending) == (
+        set(),
+        set(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("within", "want"),
+    [
+        ("lower_or_newer_equal_priority", ({"x"}, {"run-new"})),
+        ("lower_priority", (set(), set())),
+        ("never", (set(), set())),
+    ],
+)
+def test_within_queue_newer_equal_priority_jobs_yield_to_older_ones(
+    within: str, want: tuple[set[str], set[str]]
+) -> None:
+    config = quotas().flavor("h100", H100).queue("a", within=within, h100={"gpu": 16}).build()
+    running = (
+        job("run-old").gpus(8).queue("a").submitted(0).running_on("h0", start=100),
+        job("run-new").gpus(8).queue("a").submitted(50).running_on("h1", start=100),
+    )
+    pending = (job("x").gpus(8).queue("a").submitted(10).build(),)  # older than run-new
+    assert _decide(h100_nodes(2), config, running, pending) == want
+
+
+def test_reclaim_takes_the_borrower_job_whose_checkpoint_loses_least_work() -> None:
+    """Both of a's borrowed jobs are equal but for checkpoints: the one that started
+    earlier but saved recently loses less, so it is the victim (not the newest)."""
+    from dataclasses import replace
+
+    running = (
+        *(job(f"run-a{i}").gpus(8).queue("a").running_on(f"h{i}", start=0) for i in range(2)),
+        replace(job("run-a2").gpus(8).queue("a").running_on("h2", start=100), last_checkpoint=None),
+        replace(job("run-a3").gpus(8).queue("a").running_on("h3", start=0), last_checkpoint=990.0),
+    )
+    config = two_queues(b={"opts": {"reclaim": "any"}})
+    pending = (job("b0").gpus(8).queue("b").build(),)
+    assert _decide(h100_nodes(4), config, running, pending) == ({"b0"}, {"run-a3"})
+
+
+def tree(research_lend: int | None, prod_lend: int | None, research_own: int = 0) -> QuotaConfig:
+    """org <- research (r1, r2: 8 each) and org <- prod (p1: 16); 4 nodes of 8."""
+    research = {"gpu": research_own}
+    if research_lend is not None:
+        research["gpu_lend"] = research_lend
+    prod = {"gpu": 0}
+    if prod_lend is not None:
+        prod["gpu_lend"] = prod_lend
+    return (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org")
+        .cohort("research", "org", h100=research)
+        .cohort("prod", "org", h100=prod)
+        .queue("r1", "research", h100={"gpu": 8})
+        .queue("r2", "research", h100={"gpu": 8})
+        .queue("p1", "prod", reclaim="any", h100={"gpu": 16})
+        .build()
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "admitted"),
+    [
+        (tree(None, None), 4),  # r1 borrows r2's 8 and, through org, prod's 16
+        (tree(None, 0), 2),  # prod lends nothing up the tree: research's 16 only
+        (tree(None, 0, research_own=8), 3),  # research's own 8 on top of r1 and r2's
+    ],
+    ids=["whole tree", "prod lends nothing", "research's own quota"],
+)
+def test_a_cohort_tree_lends_across_cohorts_within_each_cohorts_lending_limit(
+    config: QuotaConfig, admitted: int
+) -> None:
+    nodes = h100_nodes(4)
+    pending = tuple(job(f"r{i}").gpus(8).queue("r1").submitted(i).build() for i in range(5))
+    got, _ = _decide(nodes, config, (), pending)
+    assert got == {f"r{i}" for i in range(admitted)}
+
+
+def test_an_owner_in_another_cohort_reclaims_through_the_tree() -> None:
+    """r1 borrowed prod's quota through org; p1 reclaims it by preemption."""
+    running = tuple(
+        job(f"run-r{i}").gpus(8).queue("r1").running_on(f"h{i}", start=i) for i in range(4)
+    )
+    pending = (job("p").gpus(8).queue("p1").build(),)
+    assert _decide(h100_nodes(4), tree(None, None), running, pending) == ({"p"}, {"run-r3"})
