@@ -256,6 +256,8 @@ class QuotaLedger:
             kind = "nominal"
             if limit is not None and used + amount > nominal + limit:
                 kind = "borrowing_limit"
+            elif used + amount <= nominal:
+                kind = "lent"  # within its own quota, which the cohort is using
             return QuotaShortfall(
                 kind,
                 queue,
@@ -267,6 +269,7 @@ class QuotaLedger:
                 self.cohort_of[queue],
                 lendable / unit,
                 (limit or 0) / unit,
+                reclaim=self.queues[queue].preemption.reclaim_within_cohort.value,
             )
         return None
 

@@ -282,8 +282,11 @@ class QuotaShortfall:
     """Which quota holds a job back, in numbers, for the human message.
 
     `kind` says which limit: "nominal" (the queue is at its quota and nothing can be
-    borrowed), "borrowing_limit" (its borrowing limit is used up), "no_flavor" (the
-    queue has no quota in a flavor whose nodes fit the job), "user_jobs" / "user_gpus"
+    borrowed), "lent" (the job fits the queue's own quota, but other queues of the
+    cohort are using that unused quota and no reclaim freed it; `reclaim` is the
+    queue's reclaim_within_cohort), "borrowing_limit" (its borrowing limit is used up),
+    "no_flavor" (the queue has no quota in a flavor whose nodes fit the job), "user_jobs" /
+    "user_gpus"
     (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU chips,
     CPU cores, GiB)."""
 
@@ -298,6 +301,7 @@ class QuotaShortfall:
     lendable: float = 0.0
     limit: float = 0.0
     user: str = ""
+    reclaim: str = ""
 
     @property
     def message(self) -> str:
@@ -321,7 +325,15 @@ class QuotaShortfall:
             return f"{head}, borrowing limit {self.limit:g} reached"
         if self.cohort is None:
             return f"{head}, no cohort to borrow from"
-        return f"{head}, cohort {self.cohort} has {self.lendable:g} lendable"
+        tail = f"cohort {self.cohort} has {self.lendable:g} lendable"
+        if self.kind == "lent":
+            why = (
+                "and this queue does not reclaim (reclaim_within_cohort: never)"
+                if self.reclaim == "never"
+                else "and no borrower's job could be reclaimed for it"
+            )
+            return f"{head}, its unused quota is lent out: {tail} {why}"
+        return f"{head}, {tail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,10 @@ CASES = [
         eights("b", 1),
         set(),
         running=running_eights("a", 4),
-        want_messages={"b0": "queue b: 0/16 h100 GPUs used, cohort org has 0 lendable"},
+        want_messages={
+            "b0": "queue b: 0/16 h100 GPUs used, its unused quota is lent out: cohort org has "
+            "0 lendable and this queue does not reclaim (reclaim_within_cohort: never)"
+        },
     ),
     Case(
         "reclaim lower_priority spares a borrower of equal priority",
@@ -149,6 +152,10 @@ CASES = [
         set(),
         running=running_eights("a", 4),
         want_codes={"b0": ReasonCode.QUOTA},
+        want_messages={
+            "b0": "queue b: 0/16 h100 GPUs used, its unused quota is lent out: cohort org has "
+            "0 lendable and no borrower's job could be reclaimed for it"
+        },
     ),
     Case(
         "victims come only from borrowers",
