@@ -286,9 +286,8 @@ class QuotaShortfall:
     cohort are using that unused quota and no reclaim freed it; `reclaim` is the
     queue's reclaim_within_cohort), "borrowing_limit" (its borrowing limit is used up),
     "no_flavor" (the queue has no quota in a flavor whose nodes fit the job), "user_jobs" /
-    "user_gpus"
-    (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU chips,
-    CPU cores, GiB)."""
+    "user_gpus" (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU
+    chips, CPU cores, GiB)."""
 
     kind: str
     queue: str
