@@ -81,3 +81,19 @@ def test_the_files_priority_classes_are_accepted_by_submits(tmp_path: Path) -> N
     with pytest.raises(FieldRuleError) as caught:
         submit("whenever")
     assert caught.value.field == "priority" and "urgent" in caught.value.message
+
+
+def test_env_var_queues_keep_working_beside_the_files(tmp_path: Path) -> None:
+    from trainyard.config import QueueConfig, Settings
+    from trainyard.quotas import effective_queues
+
+    path = tmp_path / "q.yaml"
+    path.write_text("queues: {team: {policy: fifo}, batch: {}}\n")
+    settings = Settings(
+        home=tmp_path / "home",
+        quota_file=path,
+        queues=[QueueConfig(name="default", policy="backfill"), QueueConfig(name="batch")],
+    )
+    queues = {q.name: q.policy for q in effective_queues(settings)}
+    assert list(queues) == ["default", "batch", "team"]  # the settings' first, then the file's
+    assert queues["team"] == "fifo" and queues["default"] == "backfill"

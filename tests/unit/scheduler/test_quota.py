@@ -617,3 +617,21 @@ def test_an_owner_in_another_cohort_reclaims_through_the_tree() -> None:
     )
     pending = (job("p").gpus(8).queue("p1").build(),)
     assert _decide(h100_nodes(4), tree(None, None), running, pending) == ({"p"}, {"run-r3"})
+
+
+def test_fair_sharing_splits_borrowed_capacity_by_weight() -> None:
+    """Weight 3 against weight 1 over a cohort's own 32 GPUs: 24 and 8 (equal weighted
+    dominant shares), not 16 and 16."""
+    config = (
+        quotas()
+        .flavor("h100", H100)
+        .cohort("org", h100={"gpu": 32})
+        .queue("heavy", "org", weight=3.0, h100={"gpu": 0})
+        .queue("light", "org", weight=1.0, h100={"gpu": 0})
+        .fair()
+        .build()
+    )
+    pending = tuple(eights("heavy", 4) + eights("light", 4))
+    got, _ = _decide(h100_nodes(4), config, (), pending)
+    assert sum(j.startswith("heavy") for j in got) == 3
+    assert sum(j.startswith("light") for j in got) == 1
