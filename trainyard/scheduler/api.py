@@ -78,8 +78,23 @@ def _charge(index: ClusterIndex, i: int, job: RunningJob, count: int) -> Allocat
 
 def flavored_pool_keys(nodes: Sequence[Node], quotas: QuotaConfig) -> list[PoolKey]:
     """Pool keys of the ready nodes with their quota flavor, so that no pool straddles
-    two flavors (the order and the nodes are those `ClusterIndex` keeps)."""
-    return [node_pool_key(n)._replace(flavor=quotas.flavor_of(n.labels)) for n in nodes if n.ready]
+    two flavors (the order and the nodes are those `ClusterIndex` keeps).
+
+    A node's flavor depends only on the labels the flavors name, so it is looked up once
+    per distinct set of their values (thousands of nodes, a handful of GPU models)."""
+    label_keys = sorted({k for flavor in quotas.flavors for k in flavor.node_labels})
+    known: dict[tuple[str | None, ...], str] = {}
+    out: list[PoolKey] = []
+    for n in nodes:
+        if not n.ready:
+            continue
+        labels = n.labels
+        values = tuple(labels.get(k) for k in label_keys)
+        flavor = known.get(values)
+        if flavor is None:
+            flavor = known[values] = quotas.flavor_of(labels)
+        out.append(node_pool_key(n)._replace(flavor=flavor))
+    return out
 
 
 def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> OrderingContext:
