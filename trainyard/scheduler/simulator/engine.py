@@ -196,7 +196,11 @@ class _Replay:
             if q.policy is not None
         }
         self.policy_for = (lambda q: per_queue.get(q, policy)) if per_queue else (lambda _q: policy)
-        self.pending = PendingSet(self.policy_for, ordering_context(self.index, self.running, 0.0))
+        self.pending = PendingSet(
+            self.policy_for,
+            ordering_context(self.index, self.running, 0.0),
+            self.ledger.user_ordered if self.ledger is not None else frozenset(),
+        )
         self.jobs = sorted(jobs, key=lambda j: (j.submit_time, j.id))
         self.by_id = {j.id: j for j in self.jobs}
         self.records = {
@@ -457,6 +461,10 @@ class _Replay:
             ledger.history = decay_usage(
                 ledger.history, ledger.usage_shares(), span, self.half_life
             )
+            if ledger.user_ordered:
+                ledger.user_history = decay_usage(
+                    ledger.user_history, ledger.user_usage_shares(), span, self.half_life
+                )
         self.result.busy_gpu_seconds += self.busy_gpus * span
         if len(self.pending):
             stranded, free = self._stranded()
