@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,33 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_one_frame_scrapes_every_running_job_at_once(server: ApiServer) -> None:
+    """Workers that hang must not add up: the frame asks every running job's worker 0 at
+    the same time. The scrape waits at a barrier that only all of them together pass
+    (one at a time, the first would wait for the others and break it)."""
+    from trainyard.api.client import TrainyardClient
+    from trainyard.observability.top import WorkerSample, fetch
+
+    engine = server.engine
+    jobs = []
+    for i in range(4):
+        job = submit(engine, job_spec(f"hanging-{i}"))
+        attempt = admit(engine, job, at=1)
+        start(engine, job, attempt, at=2)
+        with write_transaction(engine) as conn:
+            set_metrics_targets(conn, job_id=job, attempt=attempt, targets={0: f"10.0.0.{i}:1"})
+        jobs.append(job)
+    barrier = threading.Barrier(len(jobs), timeout=30)
+
+    def scrape(address: str) -> WorkerSample:
+        barrier.wait()  # BrokenBarrierError unless all four are asked together
+        return WorkerSample(step=float(address.split(".")[-1].split(":")[0]))
+
+    with TrainyardClient(server.url, server.admin_token) as client:
+        frame = fetch(client, scrape=scrape)
+    assert frame.error is None
+    assert {job_id: sample.step for job_id, sample in frame.samples.items()} == {
+        job: float(i) for i, job in enumerate(jobs)
+    }
