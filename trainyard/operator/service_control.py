@@ -12,7 +12,8 @@ version-conditional writes:
    step. A replica to add becomes a one-worker pending job for the core (`add_growth`):
    placed by the same core as everything else, counted against the queue's quota, or
    left waiting with the core's reason, which the job's reason then shows. The other
-   replicas are never moved: they stay in the snapshot as the job's holds.
+   replicas are never moved: they stay in the snapshot as the job's holds; the new one
+   prefers a node none of them runs on (`PendingJob.avoid_nodes`, scoring in the core).
 3. after the core: the placement (index -> node) and the per-replica revisions change
    in the job's JobChange, with an event per replica added or retired.
 4. act, once that write applied: launch the added replica; stop (SIGTERM, grace) every
@@ -145,15 +146,6 @@ class ServiceControl:
             or (decision.change is not None and decision.change.transitions)
         ):
             return
-        if getattr(self.backend, "stop_worker", None) is None:
-            # Replacing or removing one replica needs a backend that stops one worker.
-            asked = int(spec.get("replicas") or spec.get("workers") or 1)
-            if revision_of(spec) != 1 or spec.get("autoscale") or asked != len(job.placement):
-                self.book.status[job.id] = (
-                    f"rolling updates and autoscaling are not available on the "
-                    f"{self.backend.name} backend yet"
-                )
-            return
         placement = dict(job.placement)
         current = [w for w in workers if w.attempt == job.attempt]
         by_index = {w.index: w for w in current}
@@ -167,7 +159,11 @@ class ServiceControl:
                 worker is not None
                 and worker.phase is WorkerPhase.RUNNING
                 and not worker.stopping
-                and worker.metrics_address in ready_addresses
+                and (
+                    worker.ready  # the backend's verdict (a pod's Ready condition)
+                    if worker.ready is not None
+                    else worker.metrics_address in ready_addresses  # the loop's probe
+                )
             )
             exited = worker is not None and worker.phase.exited
             replicas.append(Replica(index, revisions.get(index, 1), ready, exited))
@@ -259,6 +255,8 @@ class ServiceControl:
                     kind=shape.kind,
                     tolerations=shape.tolerations,
                     user=job.owner,
+                    # Spread: another node than the replicas it joins, when one has room.
+                    avoid_nodes=tuple(sorted(set(plan.placement.values()))),
                 )
             )
         if not growth:

@@ -119,6 +119,12 @@ def reconcile_service(
     service's replicas: each dead one is restarted on its own, and none ever succeeds."""
     current = [w for w in workers if w.attempt == job.attempt]
     stale = any(w.attempt != job.attempt for w in workers)
+    launch_failed = ""
+    if launch_error is not None and job.state is JobState.RUNNING and not launch_error[1]:
+        # A replica added to a running service (a surge, an autoscaled one, a restart)
+        # could not be created this time: the others serve on, and the next cycle
+        # tries again (it is still placed and missing). Never a reason to stop them.
+        launch_failed, launch_error = launch_error[0], None
     if (
         job.stop_target is not None
         or job.state is JobState.PENDING
@@ -200,6 +206,8 @@ def reconcile_service(
             (JobState.RUNNING, f"all {expected} replicas running on {', '.join(nodes)}")
         )
         change.attempt_running = job.attempt
+    if launch_failed:
+        reasons.append(f"launching a replica failed, retrying: {launch_failed}")
     if job.state is JobState.RUNNING:
         reason = "; ".join(reasons) or f"{len(running)} of {expected} replicas running"
         if book.status.get(job.id):

@@ -30,6 +30,7 @@ from trainyard.operator.kubernetes.names import (
     QUEUE_ANNOTATION,
     QUEUE_LABEL,
     RENDEZVOUS_PORT,
+    REVISION_LABEL,
     SCHEDULER_NAME,
     TARGET_NODE_ANNOTATION,
     WORKER_INDEX_LABEL,
@@ -52,6 +53,7 @@ from trainyard.scheduler.types import (
     TPU_RESOURCE,
     TPU_TOPOLOGY_LABEL,
 )
+from trainyard.service_revisions import revision_of
 
 _RESERVED_PREFIX = "trainyard.io/"
 TERMINATION_LOG = "/dev/termination-log"
@@ -211,6 +213,8 @@ def pod_manifest(
     labels.update(job_labels(gang))
     labels[ATTEMPT_LABEL] = str(gang.attempt)
     labels[WORKER_INDEX_LABEL] = str(worker.index)
+    if is_model_service(gang):
+        labels[REVISION_LABEL] = str(revision_of(gang.spec))
     annotations = {k: v for k, v in gang.annotations.items() if not k.startswith(_RESERVED_PREFIX)}
     annotations[QUEUE_ANNOTATION] = gang.queue
     annotations[OWNER_ANNOTATION] = gang.owner
@@ -219,6 +223,10 @@ def pod_manifest(
     env: dict[str, str] = {**config.nccl_env, **worker.env}
     # Worker 0 reports its checkpoints there (trainyard.worker.termination).
     env[TERMINATION_ENV] = TERMINATION_LOG
+    if is_model_service(gang):
+        # /metrics on the serving port (as locally): one address per replica, pod IP
+        # and port, for /predict, the probes and the autoscaler's scrapes alike.
+        env["TRAINYARD_METRICS_PORT"] = str(service_port(gang.spec))
     if worker.tpu_chips:
         env.update(tpu_environment(gang, worker, config))
     secret_env = _secret_env(gang.spec)

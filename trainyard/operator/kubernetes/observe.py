@@ -95,6 +95,9 @@ class PodRecord:
     # What worker 0 reported its output directory holds when its container ended
     # (trainyard.checkpoint_index); None when it reported nothing.
     checkpoints: Checkpoints | None = None
+    ready: bool = False  # the Ready condition is True (the kubelet's readiness probe)
+    ip: str = ""  # status.podIP, "" until the pod has one
+    serve_port: int | None = None  # the container port named "http" (a model service)
 
     @property
     def terminated(self) -> bool:
@@ -176,6 +179,21 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
+def _pod_ready(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+
+
+def _serve_port(spec: Mapping[str, Any]) -> int | None:
+    for container in spec.get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == "http" and port.get("containerPort"):
+                return int(port["containerPort"])
+    return None
+
+
 def _worker_key(labels: Mapping[str, str]) -> WorkerKey | None:
     try:
         return WorkerKey(
@@ -255,6 +273,9 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
         running=running,
         log_tail=tail,
         checkpoints=reported,
+        ready=_pod_ready(status) if worker else False,
+        ip=str(status.get("podIP") or "") if worker else "",
+        serve_port=_serve_port(spec) if worker else None,
     )
 
 
@@ -357,7 +378,12 @@ def worker_status(
     stopping: bool,
 ) -> WorkerStatus:
     """One of our pods as a WorkerStatus, with node loss and stuck starts turned into
-    FAILED (their messages name the node and condition, or the container's reason)."""
+    FAILED (their messages name the node and condition, or the container's reason).
+
+    A model service replica's pod (one with an "http" port) also says where it serves
+    (pod IP and port: /predict, /healthz and /metrics, which the control plane reaches
+    by pod IP) and whether it is ready: its Ready condition, set by the kubelet from
+    the readiness probe on /healthz, the same verdict the Service routes by."""
     assert pod.worker is not None
     key = pod.worker
     node = pod.node or pod.target_node
@@ -397,4 +423,6 @@ def worker_status(
         exit_code=exit_code,
         message=message,
         stopping=stopping or pod.deleting,
+        metrics_address=f"{pod.ip}:{pod.serve_port}" if pod.ip and pod.serve_port else None,
+        ready=(phase is WorkerPhase.RUNNING and pod.ready) if pod.serve_port else None,
     )
