@@ -344,3 +344,77 @@ def test_only_gangs_of_several_workers_get_a_service_and_an_owner() -> None:
     )
     assert pod["metadata"]["ownerReferences"] == []
     assert pod["spec"]["subdomain"] == service_name(JOB)  # its own FQDN via /etc/hosts
+
+
+def _service_gang(revision: int | None = None) -> GangLaunch:
+    spec: dict[str, Any] = {"kind": "inference", "mode": "service", "port": 8080}
+    if revision is not None:
+        spec["revision"] = revision
+    return gang(gpus=0, workers=1, spec=spec)
+
+
+def test_a_service_replica_pod_carries_its_revision_and_serves_metrics_on_its_port() -> None:
+    service = _service_gang(revision=3)
+    pod = pod_manifest(
+        service, service.workers[0], config=KubernetesConfig(), service_uid="u", node_labels={}
+    )
+    assert pod["metadata"]["labels"]["trainyard.io/revision"] == "3"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["TRAINYARD_METRICS_PORT"] == "8080"  # one address: /predict, probes, /metrics
+    training = gang(workers=1)
+    plain = pod_manifest(
+        training, training.workers[0], config=KubernetesConfig(), service_uid=None, node_labels={}
+    )
+    assert "trainyard.io/revision" not in plain["metadata"]["labels"]
+
+
+def _replica_pod(ready: str, ip: str | None) -> dict[str, Any]:
+    pod = our_pod(
+        "Running",
+        containerStatuses=[{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+        conditions=[{"type": "Ready", "status": ready}],
+    )
+    if ip:
+        pod["status"]["podIP"] = ip
+    pod["spec"]["containers"] = [
+        {"name": "worker", "ports": [{"name": "http", "containerPort": 8080}]}
+    ]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("ready", "ip", "expected", "address"),
+    [
+        ("True", "10.0.0.7", True, "10.0.0.7:8080"),
+        ("False", "10.0.0.7", False, "10.0.0.7:8080"),
+        ("True", None, True, None),
+    ],
+)
+def test_a_replica_pod_reports_its_ready_condition_and_pod_ip_address(
+    ready: str, ip: str | None, expected: bool, address: str | None
+) -> None:
+    status = worker_status(
+        pod_record(_replica_pod(ready, ip), "ty"),
+        {"gpu-0": node_record(raw_node())},
+        now=0,
+        node_lost_grace=60,
+        waiting_since=None,
+        start_grace=300,
+        stopping=False,
+    )
+    assert status.phase is WorkerPhase.RUNNING
+    assert status.ready is expected and status.metrics_address == address
+
+
+def test_a_training_pod_leaves_readiness_to_nobody() -> None:
+    """No "http" port: not a replica, so no readiness verdict and no address."""
+    status = worker_status(
+        pod_record(our_pod("Running", podIP="10.0.0.7"), "ty"),
+        {"gpu-0": node_record(raw_node())},
+        now=0,
+        node_lost_grace=60,
+        waiting_since=None,
+        start_grace=300,
+        stopping=False,
+    )
+    assert status.ready is None and status.metrics_address is None
