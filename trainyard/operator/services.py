@@ -39,6 +39,8 @@ from trainyard.operator.reconcile import (
     is_permanent,
     reconcile_job,
 )
+from trainyard.operator.rollout import Replica, rollback_for
+from trainyard.service_revisions import revision_of
 from trainyard.store.scheduling import JobChange, LiveJob
 from trainyard.store.states import JobState
 
@@ -150,6 +152,8 @@ def reconcile_service(
     change: JobChange | None = None
     by_index = {w.index: w for w in current}
     reasons: list[str] = []
+    revision = revision_of(spec)
+    revisions = job.replica_revisions or {}
     for index in indexes:
         worker = by_index.get(index)
         replica = book.replica(job.id, index)
@@ -170,6 +174,17 @@ def reconcile_service(
             tail = log_tail(index) if log_tail is not None else ""
             words = failure_message(worker, tail)
             if worker.exit_code == EXIT_BAD_INPUT or is_permanent(worker):
+                if revisions.get(index, 1) != revision:
+                    continue  # being replaced by the current revision (service_control.py)
+                rollback = rollback_for(
+                    _replicas(indexes, by_index, revisions),
+                    revision=revision,
+                    failed=index,
+                    reason=words,
+                )
+                if rollback is not None:  # older replicas serve on (service_control.py)
+                    decision.rollback = rollback
+                    continue
                 return _request_stop(
                     job,
                     spec,
@@ -217,6 +232,19 @@ def reconcile_service(
             change.values["reason"] = reason
     decision.change = change
     return decision
+
+
+def _replicas(
+    indexes: Sequence[int], by_index: Mapping[int, WorkerStatus], revisions: Mapping[int, int]
+) -> list[Replica]:
+    return [
+        Replica(
+            index,
+            revisions.get(index, 1),
+            exited=index not in by_index or by_index[index].phase.exited,  # serves nothing
+        )
+        for index in indexes
+    ]
 
 
 # ---------------------------------------------------------------------------- batch

@@ -56,7 +56,8 @@ READY_DELAY = {  # created and started at once; Ready (the simulated probe) 2 s 
     "pod-create.stage.kwok.x-k8s.io/delay": "0s",
     "pod-create.stage.kwok.x-k8s.io/jitter-delay": "0s",
     "pod-ready.stage.kwok.x-k8s.io/delay": "2s",
-    "pod-ready.stage.kwok.x-k8s.io/jitter-delay": "0s",
+    # kwok's jitter is the upper bound of the random delay: equal, so exactly 2 s.
+    "pod-ready.stage.kwok.x-k8s.io/jitter-delay": "2s",
     "pod-delete.stage.kwok.x-k8s.io/delay": "0s",
 }
 
@@ -299,6 +300,94 @@ def test_a_rolling_update_replaces_pods_one_at_a_time_each_new_one_ready_first(
         assert sum("(revision 2) added on" in n for n in notes) == 2, notes
         assert sum("retired: replaced by revision 2" in n for n in notes) == 2, notes
         assert "not available" not in (job.reason or "")
+        backend.stop(job_id, grace_seconds=0, reason="test over")
+    engine.dispose()
+
+
+def test_a_new_revision_whose_pod_cannot_start_is_rolled_back_and_the_old_pods_stay(
+    kube_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Simulated: readiness (kwok), and the failure: the test writes into the new pod's
+    status what the kubelet reports for a container that exited 2 with the loader's
+    last line (the worker's exit status for a checkpoint that does not load)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    # Ready 6 s after start: the failure below is written long before (it cannot start).
+    slow_ready = READY_DELAY | {
+        "pod-ready.stage.kwok.x-k8s.io/delay": "6s",
+        "pod-ready.stage.kwok.x-k8s.io/jitter-delay": "6s",
+    }
+    job_id = _submit(engine, replicas=2, port=8080, annotations=slow_ready)
+    core = kube_cluster.core
+    with (
+        running_backend(kube_cluster.kubeconfig, namespace) as backend,
+        Recorder(core.list_namespaced_pod, namespace, f"{JOB_ID_LABEL}={job_id}") as pods,
+    ):
+        loop = SchedulingLoop(engine, backend, stop_grace_seconds=1)
+        _drive(
+            loop,
+            lambda: (
+                len([p for p in _live(pods).values() if p.ready]) == 2
+                and _stored(engine, job_id).state is JobState.RUNNING
+            ),
+            "two ready replicas of revision 1",
+        )
+        old = set(_live(pods))
+        _patch(engine, job_id, {"serve_checkpoint": "/output/model-broken"})
+        _drive(
+            loop,
+            lambda: any(p.revision == "2" and p.node for p in _live(pods).values()),
+            "a revision 2 pod bound",
+        )
+        [bad] = [p for p in _live(pods).values() if p.revision == "2"]
+        words = "--checkpoint-dir: no valid checkpoint-<step>.pt in /output/model-broken"
+        terminated = {"exitCode": 2, "reason": "Error", "message": f"loading\n{words}"}
+        core.patch_namespaced_pod_status(
+            bad.name,
+            namespace,
+            {
+                "status": {
+                    "phase": "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": "worker",
+                            "image": "trainyard-worker",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"terminated": terminated},
+                        }
+                    ],
+                }
+            },
+            _content_type=MERGE_PATCH,
+        )
+
+        def rolled_back() -> bool:
+            job = _stored(engine, job_id)
+            return (
+                job.spec.get("revision", 1) == 1
+                and bad.name not in _live(pods)
+                and "revision 2 failed" in (job.reason or "")
+            )
+
+        _drive(loop, rolled_back, "revision 2 rolled back, its pod deleted")
+        assert not any(_pod_seen(k, p).ready for k, p in pods.events if p.metadata.name == bad.name)
+        for _ in range(5):  # a few more cycles: nothing of revision 2 comes back
+            loop.cycle()
+        job = _stored(engine, job_id)
+        assert job.state is JobState.RUNNING
+        assert job.spec["serve_checkpoint"] == "/output/model-a"
+        assert words in (job.reason or ""), job.reason
+        assert set(_live(pods)) == old  # the old pods served throughout, none replaced
+        assert not any(_pod_seen(k, p).deleting for k, p in pods.events if p.metadata.name in old)
+        assert [n for n in {_pod_seen(k, p).name for k, p in pods.events} if n not in old] == [
+            bad.name
+        ]
+        notes = _notes(engine, job_id)
+        assert any(
+            "revision 2 failed: replica" in n and "rolled back to revision 1" in n for n in notes
+        ), notes
         backend.stop(job_id, grace_seconds=0, reason="test over")
     engine.dispose()
 
