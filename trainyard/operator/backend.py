@@ -61,9 +61,11 @@ class WorkerStatus:
     exit_code: int | None = None
     message: str = ""
     stopping: bool = False
-    # Where the worker serves Prometheus metrics, when it does ("127.0.0.1:9412"); a
-    # model service replica answers /predict and /healthz there too.
+    # Where the worker serves Prometheus metrics, when it does ("127.0.0.1:9412").
     metrics_address: str | None = None
+    # Where a model service replica answers /predict and /healthz when that is not its
+    # metrics address (a pod: pod IP and its "http" port); None: the metrics address.
+    serve_address: str | None = None
     # The backend's own readiness verdict for a model service replica (a pod's Ready
     # condition, from the kubelet's readiness probe on /healthz); None where the loop
     # probes the replica itself (the local backend).

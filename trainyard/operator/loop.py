@@ -702,19 +702,19 @@ class SchedulingLoop:
             spec = self._specs.get(job.id)
             if spec is None or not is_service(spec) or job.state is JobState.PENDING:
                 continue
-            # A replica serves on its metrics address. Its readiness is the backend's
-            # verdict where it has one (a pod's Ready condition: the kubelet probes),
-            # else the loop's own probe of /healthz (the local backend).
+            # A replica answers on its serve address (locally: its metrics address). Its
+            # readiness is the backend's verdict where it has one (a pod's Ready
+            # condition: the kubelet probes), else the loop's own probe of /healthz.
             serving = [
                 w
                 for w in by_job.get(job.id, ())
                 if w.attempt == job.attempt
                 and w.phase is WorkerPhase.RUNNING
                 and not w.stopping
-                and w.metrics_address
+                and (w.serve_address or w.metrics_address)
             ]
-            probed = [w.metrics_address for w in serving if w.ready is None]
-            observed = [w.metrics_address for w in serving if w.ready]
+            probed = [w.metrics_address for w in serving if w.ready is None and w.metrics_address]
+            observed = [w.serve_address or w.metrics_address for w in serving if w.ready]
             services.append((job, spec, probed, observed))  # type: ignore[arg-type]
         # One call with every service's replicas: `ready` also sets what the prober
         # probes, so a call per service would leave only the last one probed (and every

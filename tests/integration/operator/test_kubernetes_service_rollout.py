@@ -37,6 +37,7 @@ from tests.support.servers import wait_for
 from trainyard.api.routes.updates import merged_document
 from trainyard.api.schemas import JobCreate
 from trainyard.operator.kubernetes.names import JOB_ID_LABEL, REVISION_LABEL, service_name
+from trainyard.operator.kubernetes.observe import WORKER_METRICS_PORT
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.store import (
     Submission,
@@ -415,8 +416,11 @@ class Replica:
         predictor = TensorPredictor(torch.nn.Linear(2, 1), torch.device("cpu"), "fp32")
         metrics = WorkerMetrics(job_id, 0, inference=True)
         # Requests wait up to 300 ms for a batch to fill: a few clients keep several
-        # requests in flight (what the autoscaler reads) at almost no CPU.
-        app = create_app(predictor, {"step": 0}, metrics, 64, 0.3, serve_metrics=True)
+        # requests in flight (what the autoscaler reads) at almost no CPU. /metrics on
+        # the runtime's own port, as in a pod.
+        app = create_app(predictor, {"step": 0}, metrics, 64, 0.3)
+        metrics.serve(WORKER_METRICS_PORT, host)
+        self.metrics = metrics
         config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.address = f"{host}:{port}"
@@ -433,6 +437,7 @@ class Replica:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.metrics.close()
 
 
 class Load:

@@ -223,10 +223,6 @@ def pod_manifest(
     env: dict[str, str] = {**config.nccl_env, **worker.env}
     # Worker 0 reports its checkpoints there (trainyard.worker.termination).
     env[TERMINATION_ENV] = TERMINATION_LOG
-    if is_model_service(gang):
-        # /metrics on the serving port (as locally): one address per replica, pod IP
-        # and port, for /predict, the probes and the autoscaler's scrapes alike.
-        env["TRAINYARD_METRICS_PORT"] = str(service_port(gang.spec))
     if worker.tpu_chips:
         env.update(tpu_environment(gang, worker, config))
     secret_env = _secret_env(gang.spec)
