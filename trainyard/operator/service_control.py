@@ -425,6 +425,8 @@ class ServiceControl:
             change.values["placement"] = new_placement
             change.values["replica_revisions"] = revisions
             plan.new_placement = new_placement
+        if len(new_placement) != len(plan.placement):  # what usage accounting counts
+            change.replica_count = (job.attempt, len(new_placement), len(plan.placement))
         change.notes.extend(notes)
 
     # ------------------------------------------------------------------ 4. act

@@ -50,6 +50,7 @@ from trainyard.store import (
 from trainyard.store.repository import list_events, submit_jobs
 from trainyard.store.revisions import replace_spec
 from trainyard.store.states import JobState
+from trainyard.store.telemetry import usage_rows
 
 pytestmark = pytest.mark.cluster
 
@@ -171,6 +172,13 @@ def _drive(loop: SchedulingLoop, done: Callable[[], bool], what: str, timeout: f
         return done()
 
     wait_for(step, timeout=timeout, interval=0.1, what=what)
+
+
+def _replica_counts(engine: Any, job_id: str) -> list[int]:
+    """The replica counts usage accounting sees for the job's attempt, in time order."""
+    with read_transaction(engine) as conn:
+        [row] = [r for r in usage_rows(conn, since_us=0) if r.job_id == job_id]
+    return [count for _, count in row.replica_changes]
 
 
 def _patch(engine: Any, job_id: str, changes: dict[str, Any]) -> None:
@@ -301,6 +309,8 @@ def test_a_rolling_update_replaces_pods_one_at_a_time_each_new_one_ready_first(
         assert sum("(revision 2) added on" in n for n in notes) == 2, notes
         assert sum("retired: replaced by revision 2" in n for n in notes) == 2, notes
         assert "not available" not in (job.reason or "")
+        # Usage counts the surge replica while it held room: 2 -> 3 -> 2, twice.
+        assert _replica_counts(engine, job_id) == [3, 2, 3, 2]
         backend.stop(job_id, grace_seconds=0, reason="test over")
     engine.dispose()
 
@@ -569,5 +579,6 @@ def test_autoscaling_adds_a_pod_placed_by_the_core_under_load_and_deletes_it_aft
         assert any("retired: scaled down" in n for n in notes), notes
         job = _stored(engine, job_id)
         assert job.state is JobState.RUNNING and len(job.placement) == 1
+        assert _replica_counts(engine, job_id) == [2, 1]  # what usage accounting integrates
         backend.stop(job_id, grace_seconds=0, reason="test over")
     engine.dispose()
