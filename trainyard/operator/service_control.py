@@ -399,7 +399,10 @@ class ServiceControl:
             plan.added = None
         if not step.rolling and job.id in self._rolling and not step.add and not remove:
             self._rolling.discard(job.id)
-            notes.append(f"rolled out revision {plan.revision}: {len(new_placement)} replicas")
+            count = len(new_placement)
+            notes.append(
+                f"rolled out revision {plan.revision}: {count} replica{'s' if count != 1 else ''}"
+            )
         status = []
         for kept in (self._rolled_back.get(job.id), self._held.get(job.id)):
             if kept is not None and kept[0] == plan.revision:
