@@ -98,6 +98,8 @@ class Recorder:
                 label_selector=self._selector,
                 timeout_seconds=600,
             ):
+                if event is None:  # what the client yields for a line cut by stop()
+                    continue
                 self.events.append((event["type"], event["object"]))
 
     def __enter__(self) -> Recorder:
