@@ -184,3 +184,15 @@ def tiny_gpt(steps: int, **extra: Any) -> dict[str, Any]:
         "log_every": 1,
         **extra,
     }
+
+
+def submit_tiny_gpt_training(server: Serve, steps: int = 4) -> dict[str, Any]:
+    """A single-process gpt training job whose checkpoints a model service can serve."""
+    return server.submit(
+        {
+            "name": f"gpt-{steps}",
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            "workload": {"builtin": "gpt", "args": tiny_gpt(steps)},
+            "ddp": False,
+        }
+    )

@@ -14,7 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.operator.loop_support import Serve, processes_of, serve, tiny_gpt
+from tests.integration.operator.loop_support import (
+    Serve,
+    processes_of,
+    serve,
+    submit_tiny_gpt_training,
+)
 from tests.support.servers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,17 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, s
     (4 steps) and a newer one (6 steps)."""
     home = tmp_path_factory.mktemp("rollout") / "home"
     with serve(home) as server:
-        jobs = [
-            server.submit(
-                {
-                    "name": f"gpt-{steps}",
-                    "resources": {"cpu": "1", "memory": "1Gi"},
-                    "workload": {"builtin": "gpt", "args": tiny_gpt(steps)},
-                    "ddp": False,
-                }
-            )
-            for steps in (4, 6)
-        ]
+        jobs = [submit_tiny_gpt_training(server, steps) for steps in (4, 6)]
         for job in jobs:
             server.wait_state(job["id"], "SUCCEEDED", timeout=300)
         yield server, jobs[0]["id"], jobs[1]["id"]

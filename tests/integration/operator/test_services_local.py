@@ -16,7 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.operator.loop_support import Serve, processes_of, serve, tiny_gpt
+from tests.integration.operator.loop_support import (
+    Serve,
+    processes_of,
+    serve,
+    submit_tiny_gpt_training,
+)
 from tests.support.servers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,14 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, s
     """One server for the module, and a finished gpt training job with checkpoints."""
     home = tmp_path_factory.mktemp("svc") / "home"
     with serve(home) as server:
-        job = server.submit(
-            {
-                "name": "gpt-train",
-                "resources": {"cpu": "1", "memory": "1Gi"},
-                "workload": {"builtin": "gpt", "args": tiny_gpt(4)},
-                "ddp": False,
-            }
-        )
+        job = submit_tiny_gpt_training(server, steps=4)
         server.wait_state(job["id"], "SUCCEEDED", timeout=300)
         yield server, job["id"]
 

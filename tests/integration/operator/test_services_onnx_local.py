@@ -17,7 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.operator.loop_support import Serve, processes_of, serve, tiny_gpt
+from tests.integration.operator.loop_support import (
+    Serve,
+    processes_of,
+    serve,
+    submit_tiny_gpt_training,
+)
 from tests.support.servers import wait_for
 
 torch = pytest.importorskip("torch", reason="the reference predictions need torch")
@@ -32,14 +37,7 @@ TEXTS = ["The 6 o'clock train carried coal to Ashford.", "Fog", "Jarrow 07:15, P
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, str]]:
     home = tmp_path_factory.mktemp("onnx-svc") / "home"
     with serve(home) as server:
-        job = server.submit(
-            {
-                "name": "gpt-train",
-                "resources": {"cpu": "1", "memory": "1Gi"},
-                "workload": {"builtin": "gpt", "args": tiny_gpt(4)},
-                "ddp": False,
-            }
-        )
+        job = submit_tiny_gpt_training(server, steps=4)
         server.wait_state(job["id"], "SUCCEEDED", timeout=300)
         yield server, job["id"]
 
