@@ -101,6 +101,20 @@ def _key(row: UsageRow, group_by: str) -> str:
     return row.job_id
 
 
+def _worker_hours(row: UsageRow, begin: int, end: int) -> float:
+    """Worker-hours of the attempt within [begin, end]: its worker count integrated over
+    time (a model service's replica count changes with rollouts and autoscaling)."""
+    if not row.replica_changes:
+        return max(0, end - begin) / 3.6e9 * row.workers
+    assert row.started_at is not None
+    steps = [(row.started_at, row.workers), *row.replica_changes]
+    total = 0
+    for i, (at, workers) in enumerate(steps):
+        until = steps[i + 1][0] if i + 1 < len(steps) else end
+        total += workers * max(0, min(until, end) - max(at, begin))
+    return total / 3.6e9
+
+
 def aggregate(
     rows: Iterable[UsageRow],
     *,
@@ -130,13 +144,14 @@ def aggregate(
         begin = max(row.started_at, since_us)
         end = min(row.ended_at if row.ended_at is not None else now_us, now_us)
         hours = max(0, end - begin) / 3.6e9
+        worker_hours = _worker_hours(row, begin, end)
         group.wall_hours += hours
-        group.gpu_hours += hours * row.workers * row.gpus
-        group.tpu_chip_hours += hours * row.workers * row.tpu_chips
-        group.cpu_core_hours += hours * row.workers * row.cpu_millicores / 1000
+        group.gpu_hours += worker_hours * row.gpus
+        group.tpu_chip_hours += worker_hours * row.tpu_chips
+        group.cpu_core_hours += worker_hours * row.cpu_millicores / 1000
         if row.energy_joules is not None:
             group.energy_joules = (group.energy_joules or 0.0) + row.energy_joules
-        accelerator_hours = hours * row.workers * (row.gpus or row.tpu_chips)
+        accelerator_hours = worker_hours * (row.gpus or row.tpu_chips)
         price = prices.get(row.accelerator_model or "")
         if accelerator_hours and price is not None:
             group.cost = (group.cost or 0.0) + accelerator_hours * price

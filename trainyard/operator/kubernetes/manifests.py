@@ -32,6 +32,7 @@ from trainyard.operator.kubernetes.names import (
     QUEUE_ANNOTATION,
     QUEUE_LABEL,
     RENDEZVOUS_PORT,
+    REVISION_LABEL,
     SCHEDULER_NAME,
     SCRAPE_ANNOTATIONS,
     TARGET_NODE_ANNOTATION,
@@ -55,6 +56,7 @@ from trainyard.scheduler.types import (
     TPU_RESOURCE,
     TPU_TOPOLOGY_LABEL,
 )
+from trainyard.service_revisions import revision_of
 
 _RESERVED_PREFIX = "trainyard.io/"
 TERMINATION_LOG = "/dev/termination-log"
@@ -214,6 +216,8 @@ def pod_manifest(
     labels.update(job_labels(gang))
     labels[ATTEMPT_LABEL] = str(gang.attempt)
     labels[WORKER_INDEX_LABEL] = str(worker.index)
+    if is_model_service(gang):
+        labels[REVISION_LABEL] = str(revision_of(gang.spec))
     annotations = {k: v for k, v in gang.annotations.items() if not k.startswith(_RESERVED_PREFIX)}
     annotations[QUEUE_ANNOTATION] = gang.queue
     annotations[OWNER_ANNOTATION] = gang.owner

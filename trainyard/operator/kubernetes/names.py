@@ -18,6 +18,9 @@ JOB_NAME_LABEL = "trainyard.io/job-name"
 ATTEMPT_LABEL = "trainyard.io/attempt"
 WORKER_INDEX_LABEL = "trainyard.io/worker-index"
 QUEUE_LABEL = "trainyard.io/queue"
+REVISION_LABEL = "trainyard.io/revision"
+"""A model service replica's revision of the job document (rollout.py): which pods a
+rolling update has replaced is visible to kubectl (`-L trainyard.io/revision`)."""
 
 QUEUE_ANNOTATION = "trainyard.io/queue"
 OWNER_ANNOTATION = "trainyard.io/owner"
