@@ -511,16 +511,22 @@ class SchedulingLoop:
         return built
 
     def _attach_energy(self, changes: Any) -> None:
-        """The GPU energy an ended attempt's ranks recorded in the job's output directory
-        (NVML readings; nothing where there is no GPU). Readable only where the output
-        directory is on this machine (the local backend)."""
-        if self.backend.name != "local":
+        """The GPU energy an ended attempt's ranks measured (NVML readings; nothing where
+        there is no GPU): what the backend's pods reported (`reported_energy`, Kubernetes:
+        their termination messages), else the ranks' files in the job's output directory,
+        readable only where that directory is on this machine (the local backend)."""
+        reported = getattr(self.backend, "reported_energy", None)
+        if reported is None and self.backend.name != "local":
             return
         for change in changes:
             if change.attempt_end is None:
                 continue
-            output = Path(self._output_dir(change.job_id))
-            change.attempt_energy_joules = attempt_energy_joules(output, change.attempt_end[0])
+            attempt = change.attempt_end[0]
+            if reported is not None:
+                change.attempt_energy_joules = reported(change.job_id, attempt)
+            else:
+                output = Path(self._output_dir(change.job_id))
+                change.attempt_energy_joules = attempt_energy_joules(output, attempt)
 
     def _remember_reasons(self, changes: Any, applied: set[str]) -> None:
         """Reason-only writes do not touch updated_at (they are advisory), so the

@@ -10,7 +10,9 @@ Energy: NVML's total-energy counter (millijoules since the driver loaded) is rea
 the GPU is first watched and at every scrape; the difference is this process's GPU
 energy. At exit each rank writes it to `<output>/energy/attempt-<n>-rank-<r>.json`;
 `trainyard.observability.energy.attempt_energy_joules` adds up an attempt's files (the
-loop stores the sum in `job_attempts.energy_joules`).
+loop stores the sum in `job_attempts.energy_joules`). In a pod each rank also adds it to
+the container's termination message (trainyard.worker.termination), from which the
+Kubernetes backend sums the attempt's pods.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+
+from trainyard.worker.termination import report_energy
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +166,13 @@ class WorkerMetrics:
         return None if self._energy is None else self._energy.joules()
 
     def write_energy(self, output_dir: Path, attempt: int | None = None) -> Path | None:
-        """Record this rank's GPU energy for the attempt (nothing without a measurement)."""
+        """Record this rank's GPU energy for the attempt (nothing without a measurement):
+        a file in the output directory, and, in a pod, a line in its termination message
+        (the only place a Kubernetes control plane can read it from)."""
         joules = self.energy_joules()
         if joules is None:
             return None
+        report_energy(self.rank, joules)
         if attempt is None:
             attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
         path = Path(output_dir) / "energy" / f"attempt-{attempt}-rank-{self.rank}.json"

@@ -43,6 +43,7 @@ from trainyard.operator.backend import (
 )
 from trainyard.operator.kubernetes.config import KubernetesConfig
 from trainyard.operator.kubernetes.connection import discard
+from trainyard.operator.kubernetes.energy import ReportedEnergy
 from trainyard.operator.kubernetes.events import EventRecorder, PodEvent
 from trainyard.operator.kubernetes.informer import WatchCache
 from trainyard.operator.kubernetes.manifests import (
@@ -163,6 +164,7 @@ class KubernetesBackend:
         self._launching: set[str] = set()
         # job id -> (attempt, checkpoints) its pods reported, until the loop stores them.
         self._reports: dict[str, tuple[int, Checkpoints]] = {}
+        self._energy = ReportedEnergy()  # what pods' ranks reported, until attempts end
         self._unbound_since: dict[str, float] = {}
         self._foreign: dict[str, Usage] | None = None
         self._closed = threading.Event()
@@ -250,6 +252,7 @@ class KubernetesBackend:
                     old is None or old.checkpoints != new.checkpoints
                 ):
                     self._reports[new.worker.job_id] = (new.worker.attempt, new.checkpoints)
+                self._energy.record(new)
                 if new.waiting_reason in STUCK_WAITING:
                     self._waiting_since.setdefault(key, self._clock())
                 else:
@@ -404,6 +407,7 @@ class KubernetesBackend:
             self._stopped.pop(gang.job_id, None)
             for key in [k for k, s in self._tombstones.items() if s.job_id == gang.job_id]:
                 del self._tombstones[key]
+        self._energy.forget_before(gang.job_id, gang.attempt)
         nodes = self.node_cache.items()
         missing = sorted({w.node for w in gang.workers if w.node not in nodes})
         if missing:
@@ -546,6 +550,12 @@ class KubernetesBackend:
         with self._lock:
             reports, self._reports = self._reports, {}
         return reports
+
+    def reported_energy(self, job_id: str, attempt: int) -> float | None:
+        """The GPU energy (joules) the attempt's pods reported in their termination
+        messages, over all ranks; None when none did (no NVML). The loop stores it when
+        the attempt ends: the control plane cannot read the files in the pods' volume."""
+        return self._energy.joules(job_id, attempt, self._job_pods(job_id))
 
     def return_reports(self, reports: Mapping[str, tuple[int, Checkpoints]]) -> None:
         with self._lock:

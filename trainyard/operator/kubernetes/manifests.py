@@ -233,7 +233,8 @@ def pod_manifest(
     if serves_metrics:
         # The ports the pod declares are where the runtime serves, whatever the job's env.
         env.update(TRAINYARD_METRICS_PORT=str(METRICS_PORT), TRAINYARD_METRICS_ADDR="0.0.0.0")
-    # Worker 0 reports its checkpoints there (trainyard.worker.termination).
+    # Worker 0 reports its checkpoints there, every rank its GPU energy
+    # (trainyard.worker.termination).
     env[TERMINATION_ENV] = TERMINATION_LOG
     if worker.tpu_chips:
         env.update(tpu_environment(gang, worker, config))

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from trainyard.checkpoint_index import parse_report
+from trainyard.energy_report import parse_energy
 from trainyard.operator.backend import WorkerPhase, WorkerStatus
 from trainyard.operator.kubernetes.names import (
     ATTEMPT_LABEL,
@@ -67,6 +68,8 @@ class Usage:
 
 # (step, written at in unix seconds, size in bytes, attempt that wrote it), newest first.
 Checkpoints = tuple[tuple[int, float, int, int | None], ...]
+# (global rank, GPU joules) a pod's ranks reported (trainyard.energy_report), by rank.
+Energy = tuple[tuple[int, float], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ class PodRecord:
     # What worker 0 reported its output directory holds when its container ended
     # (trainyard.checkpoint_index); None when it reported nothing.
     checkpoints: Checkpoints | None = None
+    # The GPU energy its ranks reported when its container ended; None: none measured.
+    energy: Energy | None = None
     ready: bool = False  # the Ready condition is True (the kubelet's readiness probe)
     ip: str = ""  # status.podIP, "" until the pod has one
     serve_port: int | None = None  # the container port named "http" (a model service)
@@ -219,15 +224,16 @@ def _worker_key(labels: Mapping[str, str]) -> WorkerKey | None:
 
 def _termination(
     status: Mapping[str, Any],
-) -> tuple[int | None, str, str, bool, str, Checkpoints | None]:
+) -> tuple[int | None, str, str, bool, str, Checkpoints | None, Energy | None]:
     """(exit code, message, waiting reason, running, termination message, reported
-    checkpoints) from the pod's container statuses."""
+    checkpoints, reported energy) from the pod's container statuses."""
     exit_code: int | None = None
     message = ""
     waiting = ""
     running = False
     tail = ""
     reported: Checkpoints | None = None
+    energy: Energy | None = None
     for container in status.get("containerStatuses") or ():
         state = container.get("state") or {}
         if "terminated" in state:
@@ -238,6 +244,9 @@ def _termination(
                 reported = tuple(
                     (c["step"], c["written_at"], c["size_bytes"], c["attempt"]) for c in found
                 )
+            ranks, text = parse_energy(text)
+            if ranks is not None:
+                energy = tuple(sorted(ranks.items()))
             if code is not None and (exit_code is None or code != 0):
                 exit_code = int(code)
                 reason = terminated.get("reason") or ""
@@ -252,7 +261,7 @@ def _termination(
                 message = f"{waiting}: {(info.get('message') or '').strip()[:300]}".rstrip(": ")
         elif "running" in state:
             running = True
-    return exit_code, message, waiting, running, tail, reported
+    return exit_code, message, waiting, running, tail, reported, energy
 
 
 def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
@@ -265,8 +274,8 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
     ours = namespace == our_namespace and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
     worker = _worker_key(labels) if ours else None
     phase = status.get("phase") or "Pending"
-    exit_code, message, waiting, running, tail, reported = (
-        _termination(status) if worker else (None, "", "", False, "", None)
+    exit_code, message, waiting, running, tail, reported, energy = (
+        _termination(status) if worker else (None, "", "", False, "", None, None)
     )
     if worker and not message and status.get("reason"):
         # Pod-level failures: Evicted, NodeLost, OutOfgpu (kubelet admission), ...
@@ -287,6 +296,7 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
         running=running,
         log_tail=tail,
         checkpoints=reported,
+        energy=energy,
         ready=_pod_ready(status) if worker else False,
         ip=str(status.get("podIP") or "") if worker else "",
         serve_port=_serve_port(spec) if worker else None,
