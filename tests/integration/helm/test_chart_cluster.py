@@ -32,6 +32,7 @@ from tests.integration.cluster.simcluster import (
     KWOK_IMMEDIATE,
     KWOK_NODE_ANNOTATION,
     MERGE_PATCH,
+    SIM_DURATION,
     Cluster,
     create_namespace,
     wait_until,
@@ -49,6 +50,8 @@ from tests.integration.helm.charttool import (
     served,
 )
 from trainyard.api.schemas import JobCreate
+from trainyard.operator.kubernetes.names import service_name
+from trainyard.operator.kubernetes.storage import checkpoint_claim_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -351,19 +354,24 @@ def service_account_kubeconfig(release: Release, cluster: Cluster, path: Path) -
     return path
 
 
-def test_control_plane_with_the_service_account_token_sees_the_cluster(
+def test_control_plane_with_the_service_account_token_runs_a_job_end_to_end(
     release: Release, kube_cluster: Cluster, tmp_path: Path
 ) -> None:
-    """The control plane, out of cluster, with nothing but the chart's ServiceAccount.
+    """The Kubernetes backend's smoke test, run with nothing but the chart's ServiceAccount.
 
-    TODO at merge: run the Kubernetes backend's smoke test (issue 9) with this
-    kubeconfig; until the backend is on main this checks what main's kubernetes mode
-    calls (the node inventory) and that the token is no key to Secrets.
+    `trainyard serve --backend kubernetes`, out of cluster, with a kubeconfig holding only
+    a token of the release's ServiceAccount and the release namespace as its workers
+    namespace (where the chart's Role is): it must watch nodes and pods, take the leader
+    Lease, create the job's checkpoint claim, headless Service and pods, bind them, post
+    Events, see the job succeed, delete the Service, and have the retention sweep list
+    and delete the claim. Every one of those calls is the backend's own code, so a call
+    the chart does not grant fails this test (and is logged as forbidden).
     """
+    core, ns = release.core, release.namespace
     kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
     sa_api = kube_config.new_client_from_config(config_file=str(kubeconfig))
     with pytest.raises(ApiException) as denied:
-        client.CoreV1Api(sa_api).list_namespaced_secret(release.namespace)
+        client.CoreV1Api(sa_api).list_namespaced_secret(ns)
     assert denied.value.status == 403
     port = random_free_port()
     token = "helm-test-admin-token-0123456789abcdef"
@@ -371,18 +379,110 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
         "TRAINYARD_HOME": str(tmp_path / "home"),
         "TRAINYARD_ADMIN_TOKEN": token,
+        "TRAINYARD_NAMESPACE": ns,
+        "TRAINYARD_LOOP_PERIOD_SECONDS": "0.5",
+        "TRAINYARD_STOP_GRACE_SECONDS": "2",
+        "TRAINYARD_LEASE_TTL_SECONDS": "4",
+        # Claims of finished jobs are deleted at the next sweep, a second later.
+        "TRAINYARD_CHECKPOINT_RETENTION_SECONDS": "0",
+        "TRAINYARD_RETENTION_SWEEP_SECONDS": "1",
     }
     argv = [sys.executable, "-c", "from trainyard.cli import main; main()", "serve",
             "--backend", "kubernetes", "--kubeconfig", str(kubeconfig),
             "--port", str(port)]  # fmt: skip
-    with served(argv, env, port, tmp_path / "serve.log") as url:
+    log = tmp_path / "serve.log"
+
+    def refused_calls() -> None:
+        """Fail at once, with the log, when the apiserver refused one of our calls."""
+        text = log.read_text()
+        assert "forbidden" not in text.lower(), text[-3000:]
+
+    job = {
+        "name": "helm-smoke",
+        "workers": 2,
+        "resources": {"cpu": "1", "memory": "1Gi", "gpu": 1},
+        "workload": {"builtin": "gpt", "args": {"steps": 10}},
+        "checkpoint": {"storage": "pvc", "size": "1Gi", "storage_class": "nfs-rwx"},
+        "annotations": {**KWOK_IMMEDIATE, SIM_DURATION: "3"},
+    }
+    with (
+        served(argv, env, port, log) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api,
+    ):
         # Our admin token is accepted, so this is our server answering.
-        reply = httpx.get(
-            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        nodes = api.get("/v1/cluster")
+        assert nodes.status_code == 200, nodes.text
+        assert free_cpu_node(core) in {n["name"] for n in nodes.json()["nodes"]}
+        created = api.post("/v1/jobs", json=job)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        selector = f"trainyard.io/job-id={job_id}"
+
+        def job_state() -> dict[str, Any]:
+            reply = api.get(f"/v1/jobs/{job_id}")
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+
+        def bound_pods() -> list[client.V1Pod] | None:
+            refused_calls()
+            found = core.list_namespaced_pod(ns, label_selector=selector).items
+            bound = [p for p in found if p.spec.node_name]
+            return bound if len(bound) == 2 else None
+
+        pods = wait_until(f"job {job_id}'s two pods to be bound", bound_pods, timeout=180)
+        assert {p.spec.scheduler_name for p in pods} == {"trainyard"}
+        assert core.read_namespaced_service(service_name(job_id), ns).spec.cluster_ip == "None"
+        claim = core.read_namespaced_persistent_volume_claim(checkpoint_claim_name(job_id), ns)
+        assert claim.spec.storage_class_name == "nfs-rwx"
+        lease = client.CoordinationV1Api(kube_cluster.api).read_namespaced_lease(
+            "trainyard-scheduler", ns
         )
-    assert reply.status_code == 200, reply.text
-    names = {n["name"] for n in reply.json()["nodes"]}
-    assert free_cpu_node(release.core) in names
+        assert lease.spec.holder_identity, "the control plane holds no leader Lease"
+
+        def finished() -> dict[str, Any] | None:
+            refused_calls()
+            current = job_state()
+            if current["state"] in ("FAILED", "CANCELLED"):
+                raise AssertionError(f"job ended {current['state']}: {current.get('reason')}")
+            return current if current["state"] == "SUCCEEDED" else None
+
+        done = wait_until(f"job {job_id} to succeed", finished, timeout=180)
+        assert done["reason"] == "all workers exited 0"
+        transitions = [
+            e["to_state"]
+            for e in api.get(f"/v1/jobs/{job_id}/events").json()["data"]
+            if e["from_state"] != e["to_state"]
+        ]
+        assert transitions == ["PENDING", "ADMITTED", "RUNNING", "SUCCEEDED"]
+        scheduled = [
+            e
+            for e in core.list_namespaced_event(ns).items
+            if e.reason == "Scheduled" and e.involved_object.name.startswith(job_id)
+        ]
+        assert len(scheduled) == 2
+
+        def gone(read: Any, name: str) -> bool:
+            try:
+                found = read(name, ns)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return found.metadata.deletion_timestamp is not None
+
+        wait_until(
+            "the job's pods, Service and checkpoint claim to be deleted",
+            lambda: (
+                refused_calls() is None
+                and not core.list_namespaced_pod(ns, label_selector=selector).items
+                and gone(core.read_namespaced_service, service_name(job_id))
+                and gone(
+                    core.read_namespaced_persistent_volume_claim, checkpoint_claim_name(job_id)
+                )
+            ),
+            timeout=120,
+        )
+        refused_calls()
 
 
 def test_service_account_token_makes_each_call_of_the_backend(
