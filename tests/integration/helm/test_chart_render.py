@@ -353,3 +353,17 @@ def test_chart_readme_script_refuses_an_uncommented_value(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "values without a comment in values.yaml: service.port" in result.stderr
+
+
+def test_readme_lists_exactly_the_roles_namespace_verbs() -> None:
+    """The README's "Run on a GPU cluster" names the Role's grants; they are the backend's."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    section = readme.split("## Run on a GPU cluster", 1)[1].split(" ## ", 1)[0]
+    match = re.search(r"a Role in the workers namespace \(([^)]*)\)", section)
+    assert match, "the README's GPU-cluster section describes the Role"
+    listed = set()
+    for item in match.group(1).split(", "):
+        resource, verbs = item.split(" ")
+        listed |= {(resource, verb) for verb in verbs.split("/")}
+    called = {(resource, verb) for _, resource, verb in permission_set("namespace")}
+    assert listed == called, f"extra: {sorted(listed - called)}, missing: {sorted(called - listed)}"
