@@ -143,6 +143,10 @@ def test_everything_on_renders_every_optional_object(everything_chart: Path) -> 
     assert env["TRAINYARD_NAMESPACE"]["value"] == "trainyard-workers"
     assert env["TRAINYARD_WORKER_IMAGE"]["value"] == "registry.example/trainyard-worker:2"
     assert container(objects)["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
+    # A whole Affinity passes the schema and reaches the pod as given (the dry run in
+    # test_chart_cluster.py has the apiserver check it).
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["affinity"] == yaml.safe_load(EVERYTHING.read_text())["affinity"]
     dashboards = [
         o for o in by_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]
     ]
@@ -202,6 +206,26 @@ def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
         ({"store": {"type": "mysql"}}, r"store.*type.*(sqlite|postgresql)"),
         ({"scheduler": {"queues": [{"name": "q", "policy": "lottery"}]}}, r"policy"),
         ({"resources": {"requests": {"cpu": "lots"}}}, r"cpu.*does not match"),
+        (
+            {"tolerations": [{"key": "gpu", "operator": "Exists", "efect": "NoSchedule"}]},
+            r"tolerations/0.*additional properties 'efect' not allowed",
+        ),
+        ({"affinity": {"nodeAfinity": {}}}, r"affinity.*additional properties 'nodeAfinity'"),
+        (
+            {
+                "affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {"topologykey": "kubernetes.io/hostname"},
+                            }
+                        ]
+                    }
+                }
+            },
+            r"podAffinityTerm.*additional properties 'topologykey' not allowed",
+        ),
     ],
 )
 def test_schema_refuses_wrong_types_and_unknown_keys(
@@ -213,20 +237,30 @@ def test_schema_refuses_wrong_types_and_unknown_keys(
 
 
 def test_schema_types_every_value_and_closes_every_section() -> None:
+    """Every value has a type, every object with named keys refuses others, every map
+    types its values, every list its items, down to the leaves (through $refs too).
+    Only `global` is open: Helm passes a parent chart's shared values there."""
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
 
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            assert set(node) == {"$ref"}, f"keywords beside a $ref are ignored: {node}"
+            *_, name = node["$ref"].split("/")
+            node = schema["definitions"][name]
+        return node
+
     def walk(node: dict[str, Any], path: str) -> None:
+        node = resolve(node)
         assert "type" in node, f"{path or '<root>'} has no type"
         if "properties" in node:
             assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
             for key, sub in node["properties"].items():
                 walk(sub, f"{path}.{key}" if path else key)
-        elif node["type"] == "object" and path not in ("affinity", "global"):
+        elif node["type"] == "object" and path != "global":
             assert isinstance(node.get("additionalProperties"), dict), f"{path}: untyped map"
+            walk(node["additionalProperties"], f"{path}.*")
         if node["type"] == "array":
-            assert "type" in node["items"], f"{path}: untyped list items"
-            if "properties" in node["items"]:
-                walk(node["items"], f"{path}[]")
+            walk(node["items"], f"{path}[]")
 
     walk(schema, "")
 
