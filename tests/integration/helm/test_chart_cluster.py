@@ -616,18 +616,29 @@ def test_two_replicas_on_sqlite_are_refused_at_install(release: Release) -> None
 def test_uninstall_leaves_nothing_behind(release: Release) -> None:
     """Runs last in this module: it removes the release the others used."""
     ns = release.namespace
-    helm("uninstall", RELEASE, "--namespace", ns, "--wait")
     kinds = "all,configmaps,secrets,persistentvolumeclaims,serviceaccounts,poddisruptionbudgets,ingresses,roles,rolebindings"  # noqa: E501
 
-    def leftovers() -> str:
+    def leftovers() -> set[str]:
         selector = f"app.kubernetes.io/instance={RELEASE}"
         found = kubectl("get", kinds, "--namespace", ns, "-l", selector, "-o", "name").stdout
-        return found.strip()
+        return set(found.split())
 
+    def ours_cluster_wide() -> set[str]:
+        found = kubectl(
+            "get", "clusterroles,clusterrolebindings", "-o", "name",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        ).stdout.split()  # fmt: skip
+        return {name for name in found if name.endswith(f"/{ns}-{FULLNAME}")}
+
+    # The same queries see every object the release made, so "none left" means something.
+    installed = leftovers()
+    for kind in ("deployment.apps", "service", "configmap", "secret", "serviceaccount",
+                 "persistentvolumeclaim", "role.rbac.authorization.k8s.io",
+                 "rolebinding.rbac.authorization.k8s.io"):  # fmt: skip
+        assert any(name.startswith(f"{kind}/") for name in installed), (kind, installed)
+    assert len(ours_cluster_wide()) == 2, ours_cluster_wide()
+    helm("uninstall", RELEASE, "--namespace", ns, "--wait")
     wait_until("nothing of the release left in its namespace", lambda: not leftovers() or None, 120)
     assert not control_plane_pods(release.core, ns)
-    cluster_scoped = kubectl(
-        "get", "clusterroles,clusterrolebindings", "-o", "name",
-        "-l", f"app.kubernetes.io/instance={RELEASE}",
-    ).stdout.split()  # fmt: skip
-    assert not [name for name in cluster_scoped if name.endswith(f"/{ns}-{FULLNAME}")]
+    assert not ours_cluster_wide()
+    assert helm("status", RELEASE, "--namespace", ns, check=False).returncode != 0
