@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -27,8 +28,20 @@ from tests.integration.cluster.simcluster import REPO_ROOT, Cluster
 from tests.integration.helm.charttool import random_free_port, served
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-COPIED = ("pyproject.toml", "README.md", "trainyard")
+CONSTRAINTS = "image-constraints.txt"
+COPIED = ("pyproject.toml", "README.md", CONSTRAINTS, "trainyard")
 """What the Dockerfile's build stage copies into the build context (checked below)."""
+
+
+def pinned(lines: list[str]) -> dict[str, str]:
+    """name -> version of `name==version` lines (names normalised as pip compares them)."""
+    found = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
 
 
 def dockerfile_text() -> str:
@@ -57,6 +70,9 @@ def test_dockerfile_is_multi_stage_pinned_slim_non_root_and_serves_kubernetes() 
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "numeric non-root user"
     assert entrypoint() == ["trainyard", "serve", "--backend", "kubernetes"]
     assert "[worker" not in text and not re.search(r"pip install[^\n]*torch", text)
+    # Every distribution, not only the direct dependencies, is pinned in the image.
+    install = re.search(r"/opt/trainyard/bin/pip install (.*)\\$", text, re.MULTILINE)
+    assert install and f"--constraint {CONSTRAINTS}" in install[1], "install is not constrained"
     copies = re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE)
     assert sorted(" ".join(copies).split()) == sorted(COPIED)
     # The chart's defaults match the image: its uid and port.
@@ -98,7 +114,8 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.EnvBuilder(with_pip=False, system_site_packages=False, clear=True).create(env_dir)
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-         "--quiet", "--disable-pip-version-check", "--no-compile", f"{wheel}[postgres]"],
+         "--quiet", "--disable-pip-version-check", "--no-compile",
+         "--constraint", str(context / CONSTRAINTS), f"{wheel}[postgres]"],
         check=True, capture_output=True, timeout=900,
     )  # fmt: skip
     return env_dir
@@ -131,6 +148,34 @@ def test_wheel_installs_into_a_fresh_venv_without_torch(image_venv: Path, tmp_pa
         capture_output=True, text=True, check=True, env=isolated_env(image_venv), cwd=tmp_path,
     )  # fmt: skip
     assert "--backend" in usage.stdout and "kubernetes" in usage.stdout
+
+
+@pytest.mark.slow
+def test_every_installed_distribution_is_pinned_by_the_constraints(image_venv: Path) -> None:
+    """The image's dependency tree is the committed one: every distribution the install
+    resolved is pinned in image-constraints.txt at that version, and no pin is stale.
+
+    Regenerate after a dependency change: build the venv as above without --constraint
+    and write `pip --python VENV/bin/python freeze --exclude trainyard` into the file.
+    """
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(image_venv / "bin" / "python"), "freeze",
+         "--exclude", "trainyard"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    installed = pinned(frozen)
+    constrained = pinned((REPO_ROOT / CONSTRAINTS).read_text().splitlines())
+    both = installed.keys() & constrained.keys()
+    moved = sorted(k for k in both if installed[k] != constrained[k])
+    assert installed == constrained, (
+        f"installed but not pinned: {sorted(installed.keys() - constrained.keys())}; "
+        f"pinned but not installed: {sorted(constrained.keys() - installed.keys())}; "
+        f"other versions: {moved}"
+    )
+    # The direct dependencies' pins (pyproject.toml's `dependencies`) are the installed ones.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    direct = pinned([re.sub(r"\[[^]]*\]", "", line) for line in project["dependencies"]])
+    assert {name: installed.get(name) for name in direct} == direct
 
 
 @pytest.mark.slow
