@@ -267,6 +267,34 @@ def test_notes_first_job_is_a_valid_job_document(release: Release, tmp_path: Pat
     assert job.queue == "default" and job.workers == 1
 
 
+def test_notes_user_token_command_creates_an_expiring_token(
+    release: Release, tmp_path: Path
+) -> None:
+    """The NOTES' per-user token command, run as the pod would run it, makes a token that
+    expires (the safe default: a leaked user token stops working by itself)."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    (line,) = [line for line in notes.splitlines() if "trainyard token create" in line]
+    exec_prefix = f"kubectl -n {release.namespace} exec deploy/{FULLNAME} -- "
+    assert line.strip().startswith(exec_prefix), line
+    argv = line.strip().removeprefix(exec_prefix).split()
+    assert argv[0] == "trainyard"
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
+        "TRAINYARD_HOME": str(tmp_path / "home"),
+    }
+    cli = [sys.executable, "-c", "from trainyard.cli import main; main()"]
+    created = subprocess.run(
+        [*cli, *argv[1:]], env=env, capture_output=True, text=True, check=True
+    )  # fmt: skip
+    assert len(created.stdout.strip()) >= 32
+    listed = subprocess.run(
+        [*cli, "token", "list", "-o", "json"], env=env, capture_output=True, text=True, check=True
+    )  # fmt: skip
+    (token,) = json.loads(listed.stdout)
+    assert token["user"] == "alice" and not token["admin"]
+    assert token["expires_at"], "the NOTES' user token never expires"
+
+
 def can_i(release: Release, verb: str, resource: str, namespace: str | None) -> str:
     """`kubectl auth can-i` as the chart's ServiceAccount: "yes" or "no"."""
     name, _, sub = resource.partition("/")
