@@ -34,12 +34,6 @@ from trainyard.scheduler.policies import live_policy_names
 
 EVERYTHING = FIXTURES / "values-everything.yaml"
 
-PENDING_SETTINGS: dict[str, str] = {}
-"""Environment variables the chart sets for settings the Kubernetes backend (issue 9) adds
-to trainyard/config.py (Settings.namespace, worker_image, node_lost_grace on its branch)
-but main does not have yet. When a name appears in
-Settings the test below fails, so the entry is removed rather than forgotten."""
-
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -126,6 +120,9 @@ def test_defaults_are_one_hardened_replica_on_sqlite() -> None:
 
 def test_everything_on_renders_every_optional_object(everything_chart: Path) -> None:
     objects = render(chart=everything_chart, values=[EVERYTHING])
+    for obj in objects:
+        missing = [key for key in STANDARD_LABELS if key not in obj["metadata"]["labels"]]
+        assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
     for kind in (
         "PodDisruptionBudget",
         "Ingress",
@@ -316,9 +313,7 @@ def test_every_environment_variable_names_a_setting(everything_chart: Path) -> N
     names |= set(one(render(), "ConfigMap")["data"])
     names.discard("TRAINYARD_EXAMPLE")  # the everything-on file's own extraEnv entry
     known = {f"TRAINYARD_{field.upper()}" for field in Settings.model_fields}
-    arrived = set(PENDING_SETTINGS) & known
-    assert not arrived, f"now real settings, remove from PENDING_SETTINGS: {sorted(arrived)}"
-    unknown = names - known - set(PENDING_SETTINGS)
+    unknown = names - known
     assert not unknown, f"the chart sets variables no setting reads: {sorted(unknown)}"
 
 
@@ -355,7 +350,7 @@ def test_configmap_and_env_parse_as_the_settings_they_configure(
     config = one(objects, "ConfigMap")["data"]
     plain_env = {e["name"]: e["value"] for e in container(objects)["env"] if "value" in e}
     for name, value in {**plain_env, **config}.items():
-        if name not in PENDING_SETTINGS and name != "TRAINYARD_EXAMPLE":
+        if name != "TRAINYARD_EXAMPLE":
             monkeypatch.setenv(name, value)
     settings = Settings()
     assert [(q.name, q.policy) for q in settings.queues] == [
