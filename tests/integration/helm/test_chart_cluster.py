@@ -32,6 +32,7 @@ from tests.integration.cluster.simcluster import (
     KWOK_IMMEDIATE,
     KWOK_NODE_ANNOTATION,
     MERGE_PATCH,
+    REPO_ROOT,
     SIM_DURATION,
     Cluster,
     create_namespace,
@@ -631,6 +632,68 @@ def test_upgrade_applies_changed_values_and_keeps_the_admin_token(release: Relea
     assert after_pod.metadata.annotations["checksum/config"] != before_sum
     history = json.loads(helm("history", RELEASE, "--namespace", ns, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+
+def chart_without_allow_host_path(destination: Path) -> Path:
+    """A copy of the chart as it was before `workers.allowHostPath` existed: an older
+    chart version, for upgrading from to this one."""
+    chart = chart_copy(destination, with_fixture_files=False)
+    values = chart / "values.yaml"
+    lines = values.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip() == "allowHostPath: false")
+    assert lines[at - 1].strip().startswith("#")
+    values.write_text("".join(lines[: at - 1] + lines[at + 1 :]))
+    schema_path = chart / "values.schema.json"
+    schema = json.loads(schema_path.read_text())
+    workers = schema["properties"]["workers"]
+    del workers["properties"]["allowHostPath"]
+    workers["required"].remove("allowHostPath")
+    schema_path.write_text(json.dumps(schema))
+    deployment = chart / "templates" / "deployment.yaml"
+    text = deployment.read_text()
+    entry = (
+        "            - name: TRAINYARD_ALLOW_HOST_PATH\n"
+        "              value: {{ .Values.workers.allowHostPath | toString | quote }}\n"
+    )
+    assert entry in text
+    deployment.write_text(text.replace(entry, ""))
+    return chart
+
+
+def readme_upgrade_flags() -> list[str]:
+    """The flags of the README's upgrade command other than the --set it shows."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    upgrade = readme.split("**Upgrade.** `", 1)[1].split("`", 1)[0].split()
+    assert upgrade[:5] == ["helm", "upgrade", "trainyard", "helm/trainyard", "-n"], upgrade
+    flags = [arg for arg in upgrade[6:] if arg.startswith("--") and arg != "--set"]
+    assert flags, upgrade
+    return flags
+
+
+def test_readme_upgrade_keeps_the_users_values_and_applies_new_defaults(
+    kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The README's upgrade command, from a chart version without a value this one adds:
+    the values given at install stay, and the new value gets its default (plain
+    --reuse-values would carry the old chart's values over and miss it)."""
+    core = kube_cluster.core
+    ns = create_namespace(core, prefix="helm-upgrade")
+    old_chart = chart_without_allow_host_path(tmp_path / "old")
+    try:
+        helm("install", RELEASE, str(old_chart), "--namespace", ns, *install_flags(),
+             "--set", "scheduler.loopPeriodSeconds=2")  # fmt: skip
+        helm("upgrade", RELEASE, str(CHART_DIR), "--namespace", ns, *readme_upgrade_flags(),
+             "--set", "image.tag=0.2.0")  # fmt: skip
+        config = core.read_namespaced_config_map(FULLNAME, ns).data
+        assert config["TRAINYARD_LOOP_PERIOD_SECONDS"] == "2", "the install's value was lost"
+        apps = client.AppsV1Api(core.api_client)
+        (main,) = apps.read_namespaced_deployment(FULLNAME, ns).spec.template.spec.containers
+        assert main.image.endswith(":0.2.0")
+        env = {e.name: e.value for e in main.env}
+        assert env["TRAINYARD_ALLOW_HOST_PATH"] == "false"
+    finally:
+        helm("uninstall", RELEASE, "--namespace", ns, "--wait", check=False)
+        core.delete_namespace(ns, body=client.V1DeleteOptions(propagation_policy="Background"))
 
 
 def test_two_replicas_on_sqlite_are_refused_at_install(release: Release) -> None:
