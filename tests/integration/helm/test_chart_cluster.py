@@ -49,6 +49,7 @@ from tests.integration.helm.charttool import (
     random_free_port,
     render_text,
     served,
+    tool,
 )
 from trainyard.api.schemas import JobCreate
 from trainyard.operator.kubernetes.names import service_name
@@ -266,6 +267,21 @@ def test_notes_first_job_is_a_valid_job_document(release: Release, tmp_path: Pat
     document = yaml.safe_load((tmp_path / "first-job.yaml").read_text())
     job = JobCreate.model_validate(document)
     assert job.queue == "default" and job.workers == 1
+
+
+def test_notes_token_command_fetches_the_admin_token(release: Release) -> None:
+    """The NOTES' `export TRAINYARD_TOKEN=...` line, run as printed (kubectl and base64
+    on the PATH), yields the token the release's Secret holds."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    (line,) = [line.strip() for line in notes.splitlines() if "TRAINYARD_TOKEN=" in line]
+    env = {**os.environ, "PATH": f"{tool('kubectl').parent}:{os.environ['PATH']}"}
+    fetched = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; {line}; printf %s "$TRAINYARD_TOKEN"'],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    secret = release.core.read_namespaced_secret(FULLNAME, release.namespace)
+    assert fetched == base64.b64decode(secret.data["admin-token"]).decode()
+    assert len(fetched) == 48
 
 
 def test_notes_user_token_command_creates_an_expiring_token(
