@@ -624,6 +624,7 @@ def queues(output: OutputOption = Output.table) -> None:
                 f"{r['used']:g}",
                 f"{r['borrowed']:g}",
                 f"{r['lent']:g}",
+                f"{r.get('pending', 0):g}",
                 f"{q['quota']['weighted_share']:.3f}",
             ]
             for q in d["data"]
@@ -642,6 +643,7 @@ def queues(output: OutputOption = Output.table) -> None:
                     "USED",
                     "BORROWED",
                     "LENT",
+                    "PENDING",
                     "SHARE",
                 ],
                 quota_rows,

@@ -4,7 +4,9 @@ The loop schedules with it (`operator.config.scheduler_config_source`) and the A
 accepts jobs for its queues. Both re-read it when it changes (its modification time,
 size or inode), so a new file takes effect without a restart. A file that is invalid
 at start fails the start, naming the key and the rule; an invalid NEW file is refused
-with a log line, counted, and the previous one is kept.
+with a log line, counted, and the previous one is kept. "Invalid" includes what only a
+live control plane refuses (an oracle policy), so that no file the loop cannot run is
+ever taken: the loop would otherwise fail every cycle on it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from pathlib import Path
 
 from trainyard.config import QueueConfig, Settings
+from trainyard.scheduler.policies import check_live_policy
 from trainyard.scheduler.quota import QuotaConfig
 from trainyard.scheduler.quota_file import QuotaFileError, load_quota_text
 
@@ -45,7 +48,14 @@ class QuotaFile:
             text = self.path.read_text()
         except OSError as exc:
             raise QuotaFileError("", f"cannot read quota file {self.path}: {exc}") from exc
-        return load_quota_text(text)
+        config = load_quota_text(text)
+        for queue in config.queues:
+            if queue.policy is not None:
+                try:
+                    check_live_policy(queue.policy)
+                except ValueError as exc:  # an oracle: the simulator's only
+                    raise QuotaFileError(f"queues.{queue.name}.policy", str(exc)) from exc
+        return config
 
     def current(self) -> QuotaConfig:
         """The newest valid version of the file."""
@@ -84,6 +94,16 @@ def quota_file(settings: Settings) -> QuotaFile | None:
         if known is None:
             known = _FILES[path] = QuotaFile(path)
     return known
+
+
+def effective_priority_classes(settings: Settings) -> dict[str, int]:
+    """The settings' priority classes, with the quota file's added (the file's value wins
+    for a name both define), so the file's `priority_classes` are what submits accept."""
+    classes = dict(settings.priority_classes)
+    source = quota_file(settings)
+    if source is not None:
+        classes.update(source.current().priority_classes)
+    return classes
 
 
 def effective_queues(settings: Settings) -> list[QueueConfig]:

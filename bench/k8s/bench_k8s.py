@@ -270,6 +270,23 @@ def first_fit(free: dict[str, int], workers: int, gpus: int) -> list[str] | None
     return chosen
 
 
+def planned_gangs(
+    backend: KubernetesBackend, count: int, workers: int, gpus: int
+) -> list[GangLaunch]:
+    """Up to `count` gangs of `workers` x `gpus`, first fit on the free GPUs (fewer when full).
+
+    Every phase places the same way, so the phases differ only in who binds the pods.
+    """
+    free = free_gpus(backend)
+    gangs = []
+    for _ in range(count):
+        nodes = first_fit(free, workers, gpus)
+        if nodes is None:
+            break
+        gangs.append(gang_for(backend, nodes, gpus))
+    return gangs
+
+
 def gang_for(backend: KubernetesBackend, nodes: Sequence[str], gpus: int) -> GangLaunch:
     job_id = uuid.uuid4().hex
     spec = {
@@ -320,13 +337,7 @@ def trainyard_phase(
         try:
             backend.wait_synced(60)
             timeline.start()
-            free = free_gpus(backend)
-            gangs = []
-            for _ in range(count):
-                nodes = first_fit(free, workers, gpus)
-                if nodes is None:
-                    break
-                gangs.append(gang_for(backend, nodes, gpus))
+            gangs = planned_gangs(backend, count, workers, gpus)
             pods = sum(len(g.workers) for g in gangs)
             if len(gangs) < count:
                 print(f"{label}: only {len(gangs)} of {count} gangs fit", file=sys.stderr)
@@ -430,13 +441,8 @@ def kube_scheduler_phase(
         try:
             backend.wait_synced(60)
             timeline.start()
-            free = free_gpus(backend)
             bodies = []
-            for _ in range(count):
-                nodes = first_fit(free, 1, 1)
-                if nodes is None:
-                    break
-                gang = gang_for(backend, nodes, 1)
+            for gang in planned_gangs(backend, count, 1, 1):
                 body = pod_manifest(
                     gang, gang.workers[0], config=backend.config, service_uid="-", node_labels={}
                 )

@@ -15,15 +15,13 @@ change can be checked to change no decision: run the same command with
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import os
 import time
 from pathlib import Path
 
 from trainyard.scheduler.policies import policy_names
 from trainyard.scheduler.simulator.cli import repeat_trace
-from trainyard.scheduler.simulator.engine import ReplayResult, SimConfig, replay
+from trainyard.scheduler.simulator.engine import SimConfig, replay
 from trainyard.scheduler.simulator.loaders import load_philly, synthetic_nodes
 
 # ../shared/traces from a checkout, or where TRAINYARD_TRACES points (as the tests).
@@ -32,26 +30,6 @@ TRACES = Path(
     or Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 )
 PHILLY = TRACES / "philly" / "philly-2017-sep-dec.csv"
-
-
-def digest(result: ReplayResult) -> str:
-    """Every job's record and the run's totals, hashed (floats by repr: bit-exact)."""
-    h = hashlib.sha256()
-    for r in sorted(result.records, key=lambda r: r.id):
-        h.update(repr(tuple(getattr(r, f.name) for f in dataclasses.fields(r))).encode())
-    totals = (
-        result.busy_gpu_seconds,
-        result.fragmentation_weighted,
-        result.fragmentation_time,
-        result.preemptions,
-        result.unschedulable,
-        result.cycles,
-        result.lost_gpu_seconds,
-        result.forecasts,
-        result.timeline,
-    )
-    h.update(repr(totals).encode())
-    return h.hexdigest()[:16]
 
 
 def main() -> None:
@@ -69,7 +47,7 @@ def main() -> None:
         result = replay(synthetic_nodes(args.nodes, 8), jobs, SimConfig(name))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         done = sum(1 for r in result.records if r.end is not None)
-        extra = f"  digest {digest(result)}" if args.digest else ""
+        extra = f"  digest {result.fingerprint()}" if args.digest else ""
         print(f"{name:16s} {done:7d} jobs  wall {wall:6.1f} s  cpu {cpu:6.1f} s{extra}", flush=True)
 
 

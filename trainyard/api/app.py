@@ -37,6 +37,7 @@ from trainyard.api.submissions import GroupCommitter
 from trainyard.api.wake import LoopWaker
 from trainyard.config import Settings
 from trainyard.layout import ensure_private_dir
+from trainyard.quotas import effective_priority_classes, effective_queues
 from trainyard.store import TERMINAL_STATES, job_states, make_engine, migrate, read_transaction
 
 
@@ -122,8 +123,8 @@ def _document_configured_names(app: FastAPI, settings: Settings) -> None:
         if app.openapi_schema is None:
             schema = original()
             properties = schema["components"]["schemas"]["JobCreate"]["properties"]
-            properties["queue"]["enum"] = [q.name for q in settings.queues]
-            properties["priority"]["enum"] = list(settings.priority_classes)
+            properties["queue"]["enum"] = [q.name for q in effective_queues(settings)]
+            properties["priority"]["enum"] = list(effective_priority_classes(settings))
             express_document_rules(schema)
             express_deployment_rules(
                 schema, backend=settings.backend, allow_host_path=settings.allow_host_path

@@ -736,6 +736,11 @@ class QuotaResourcePublic(BaseModel):
     lent: float = Field(description="Unused nominal quota other queues of the cohort use now.")
     borrowing_limit: float | None = None
     lending_limit: float | None = None
+    pending: float = Field(
+        default=0.0,
+        description="What the queue's waiting jobs ask for, each counted in the first of "
+        "its flavors whose nodes can hold it.",
+    )
 
 
 class QueueQuotaPublic(BaseModel):

@@ -52,6 +52,17 @@ def _workload(spec: Mapping[str, Any]) -> str:
     return str(command[0]) if command else ""
 
 
+def _within_limit(estimate: float, limit: float | None) -> float:
+    """A learned runtime never beyond the job's `max_runtime`: the loop stops it there, so
+    a forecast past it would only be wrong (Slurm's start estimates use time limits too)."""
+    return estimate if limit is None else min(estimate, limit)
+
+
+def _end_within_limit(estimated_end: float, limit_end: float | None) -> float:
+    """A running job's estimated end, never after its start + `max_runtime`."""
+    return estimated_end if limit_end is None else min(estimated_end, limit_end)
+
+
 class LearnedInputs:
     """See the module docstring; one per loop, used from the loop's thread only."""
 
@@ -137,7 +148,7 @@ class LearnedInputs:
             feats = self.features(job.id, jobs[job.id], specs.get(job.id, {}), gpus)
             enriched = replace(
                 job,
-                estimated_runtime=estimate(feats).seconds,
+                estimated_runtime=_within_limit(estimate(feats).seconds, job.runtime_limit),
                 attained_gpu_seconds=self._attained.get(job.id, 0.0),
             )
             cache[job.id] = (job, enriched, generation)
@@ -158,7 +169,9 @@ class LearnedInputs:
             running.append(
                 replace(
                     job,
-                    estimated_end=now + remaining(total, elapsed),
+                    estimated_end=_end_within_limit(
+                        now + remaining(total, elapsed), job.expected_end
+                    ),
                     attained_gpu_seconds=self._attained.get(job.id, 0.0),
                 )
             )

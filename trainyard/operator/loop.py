@@ -335,6 +335,7 @@ class SchedulingLoop:
             tuple(running),
             tuple(pending),
             queue_usage=self._usage.before_cycle(config, now),
+            user_usage=self._usage.user_history,
         )
         if self.learned is not None:
             snapshot = self.learned.enrich(snapshot, now, jobs_by_id, self._specs)
@@ -342,7 +343,7 @@ class SchedulingLoop:
         result = schedule(self._service_control.add_growth(snapshot, self._shapes), now, config)
         self._service_control.after_schedule(result, changes)  # replicas to add are no jobs
         report.schedule_s = time.perf_counter() - scheduled_at
-        self._usage.after_cycle(result.queue_usage, now)
+        self._usage.after_cycle(result.queue_usage, now, result.user_usage)
         if self.learned is not None:
             self.learned.after_schedule(snapshot, now)
         t2 = time.perf_counter()

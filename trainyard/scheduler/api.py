@@ -78,8 +78,23 @@ def _charge(index: ClusterIndex, i: int, job: RunningJob, count: int) -> Allocat
 
 def flavored_pool_keys(nodes: Sequence[Node], quotas: QuotaConfig) -> list[PoolKey]:
     """Pool keys of the ready nodes with their quota flavor, so that no pool straddles
-    two flavors (the order and the nodes are those `ClusterIndex` keeps)."""
-    return [node_pool_key(n)._replace(flavor=quotas.flavor_of(n.labels)) for n in nodes if n.ready]
+    two flavors (the order and the nodes are those `ClusterIndex` keeps).
+
+    A node's flavor depends only on the labels the flavors name, so it is looked up once
+    per distinct set of their values (thousands of nodes, a handful of GPU models)."""
+    label_keys = sorted({k for flavor in quotas.flavors for k in flavor.node_labels})
+    known: dict[tuple[str | None, ...], str] = {}
+    out: list[PoolKey] = []
+    for n in nodes:
+        if not n.ready:
+            continue
+        labels = n.labels
+        values = tuple(labels.get(k) for k in label_keys)
+        flavor = known.get(values)
+        if flavor is None:
+            flavor = known[values] = quotas.flavor_of(labels)
+        out.append(node_pool_key(n)._replace(flavor=flavor))
+    return out
 
 
 def ordering_context(index: ClusterIndex, running: RunningSet, now: float) -> OrderingContext:
@@ -119,10 +134,14 @@ def schedule(
     index.build_buckets()
     ledger = None
     if quotas is not None:
-        ledger = QuotaLedger(quotas, index, snapshot.queue_usage)
+        ledger = QuotaLedger(quotas, index, snapshot.queue_usage, snapshot.user_usage)
         for job in snapshot.running:
             ledger.charge_placed(running.by_id[job.id], user=job.user, submit_time=job.submit_time)
-    pending = PendingSet(policy_for, ordering_context(index, running, now))
+    pending = PendingSet(
+        policy_for,
+        ordering_context(index, running, now),
+        ledger.user_ordered if ledger is not None else frozenset(),
+    )
     pending.extend(snapshot.pending)
     domain = "rack" if index.has_racks else "zone"
     out = run_cycle(
@@ -139,6 +158,7 @@ def schedule(
     result = CycleResult(pending=out.reasons, examined=out.examined)
     if ledger is not None and quotas is not None and quotas.fair_sharing.usage_half_life:
         result.queue_usage = ledger.usage_shares()
+        result.user_usage = ledger.user_usage_shares()
     for admitted in out.admitted:
         result.admissions.append(
             Admission(

@@ -124,6 +124,11 @@ def run_cycle(
     admitted_now: set[str] = set()  # a cycle never preempts its own admissions
     victim_pool = VictimPool(running, now)
     order = quota.order_key if quota is not None and quota.ordered else None
+    # Users of a queue in order of decayed usage (their lanes are per user): keys become
+    # (queue order, user order, rank key), the user order fixed for the cycle.
+    user_order = quota.user_order_key if quota is not None and quota.user_ordered else None
+    if user_order is not None and order is None:
+        order = _no_queue_order
     quota_failed: dict[tuple[int, str], int] = {}  # (shape id, flavor) -> index.version
     quota_preempt_failed: dict[tuple, tuple[int, int]] = {}
     ranked_pools: dict[int, VictimPool] = {}  # id(policy rank) -> pool ordered by that rank
@@ -137,7 +142,12 @@ def run_cycle(
     for active in pending.active_lanes():
         entries = pending.ranked(active)
         first_key, first_job = next(entries)
-        key = (order(active.queue), first_key) if order else first_key
+        if user_order is not None:
+            key = (order(active.queue), user_order(active.queue, active.user), first_key)
+        elif order is not None:
+            key = (order(active.queue), first_key)
+        else:
+            key = first_key
         heap.append((key, active.number, first_job, entries, active))
     heapq.heapify(heap)
 
@@ -151,7 +161,7 @@ def run_cycle(
             fresh = order(queue)
             if fresh > _key[0]:  # type: ignore[index]
                 # The queue's share grew since this entry was pushed: re-rank it.
-                heapq.heappush(heap, ((fresh, _key[1]), number, job, rest, lane))  # type: ignore[index]
+                heapq.heappush(heap, ((fresh, *_key[1:]), number, job, rest, lane))  # type: ignore[index]
                 continue
         if queue in blocked:
             if explain:
@@ -186,7 +196,7 @@ def run_cycle(
                         blocking_job=head.id,
                         reservation_time=plan.start_time,
                     )
-                _advance(heap, lane, rest, order)
+                _advance(heap, lane, rest, order, user_order)
                 continue
         out.examined += 1
         tiers = lane_tiers.get(number)
@@ -231,7 +241,7 @@ def run_cycle(
                     submit_time=job.submit_time,
                 )
                 admitted_now.add(job.id)
-                _advance(heap, lane, rest, order)
+                _advance(heap, lane, rest, order, user_order)
                 continue
             if may_preempt:
                 quota_preempt_failed[cache_key] = (index.version, quota.version)
@@ -240,7 +250,7 @@ def run_cycle(
                 # another user's, so the lane goes on.
                 if explain:
                     job_reason[job.id] = reason(ReasonCode.QUOTA, job, quota=got.shortfall)
-                _advance(heap, lane, rest, order)
+                _advance(heap, lane, rest, order, user_order)
                 continue
             if policy.blocking:
                 blocked[queue] = job.id
@@ -261,7 +271,7 @@ def run_cycle(
         if allocations is not None:
             _admit(out, running, job, allocations, [], now, policy, backfilled=head is not None)
             admitted_now.add(job.id)
-            _advance(heap, lane, rest, order)
+            _advance(heap, lane, rest, order, user_order)
             continue
         failed[shape] = version
         rank = policy.preemption_rank
@@ -280,7 +290,7 @@ def run_cycle(
                 if result is not None:
                     _admit(out, running, job, result.allocations, result.victims, now, policy)
                     admitted_now.add(job.id)
-                    _advance(heap, lane, rest)
+                    _advance(heap, lane, rest, order, user_order)
                     continue
                 ranked_failed[shape] = (version, level)
         elif tiers and policy.preemption and failed_preempt.get((shape, job.priority)) != version:
@@ -291,7 +301,7 @@ def run_cycle(
             if result is not None:
                 _admit(out, running, job, result.allocations, result.victims, now, policy)
                 admitted_now.add(job.id)
-                _advance(heap, lane, rest, order)
+                _advance(heap, lane, rest, order, user_order)
                 continue
             failed_preempt[(shape, job.priority)] = version
         if policy.blocking:
@@ -317,15 +327,25 @@ def run_cycle(
     return out
 
 
+def _no_queue_order(_queue: str) -> float:
+    return 0.0
+
+
 def _advance(
     heap: list,
     lane: Lane,
     rest: Iterator[tuple[object, PendingJob]],
     order: Callable[[str], float] | None = None,
+    user_order: Callable[[str, str | None], float] | None = None,
 ) -> None:
     nxt = next(rest, None)
     if nxt is not None:
-        key = (order(lane.queue), nxt[0]) if order is not None else nxt[0]
+        if user_order is not None and order is not None:
+            key: object = (order(lane.queue), user_order(lane.queue, lane.user), nxt[0])
+        elif order is not None:
+            key = (order(lane.queue), nxt[0])
+        else:
+            key = nxt[0]
         heapq.heappush(heap, (key, lane.number, nxt[1], rest, lane))
 
 

@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 from trainyard.scheduler.quota import RESOURCES, QuotaTree
+
+K = TypeVar("K", bound=Hashable)
 
 
 def frs_by_resource(tree: QuotaTree) -> list[list[int]]:
@@ -74,12 +77,13 @@ def usage_share(tree: QuotaTree, by_resource: list[list[int]], node: int) -> flo
 
 
 def decay_usage(
-    history: Mapping[str, float],
-    current: Mapping[str, float],
+    history: Mapping[K, float],
+    current: Mapping[K, float],
     elapsed: float,
     half_life: float,
-) -> dict[str, float]:
-    """The history after `elapsed` seconds during which each queue used `current`."""
+) -> dict[K, float]:
+    """The history after `elapsed` seconds during which each queue (or (queue, user))
+    used `current`."""
     if elapsed <= 0:
         merged = dict(history)
         for queue in current:
@@ -99,11 +103,15 @@ class UsageHistory:
     `before_cycle` folds in the usage seen after the previous cycle over the time since,
     and returns the history to put in `ClusterSnapshot.queue_usage`; `after_cycle`
     records the usage the cycle left (`CycleResult.queue_usage`). Without a half-life in
-    the config it stays empty. Pure bookkeeping: the times are the caller's."""
+    the config it stays empty. The same per (queue, user) in `user_history`
+    (`ClusterSnapshot.user_usage`, `CycleResult.user_usage`) for queues that order their
+    users by usage. Pure bookkeeping: the times are the caller's."""
 
     def __init__(self) -> None:
         self.history: dict[str, float] = {}
+        self.user_history: dict[tuple[str, str], float] = {}
         self._last: Mapping[str, float] = {}
+        self._last_users: Mapping[tuple[str, str], float] = {}
         self._at: float | None = None
 
     def before_cycle(self, config: object, now: float) -> Mapping[str, float]:
@@ -111,11 +119,20 @@ class UsageHistory:
         half_life = quotas.fair_sharing.usage_half_life if quotas is not None else None
         if not half_life:
             self.history, self._last, self._at = {}, {}, None
+            self.user_history, self._last_users = {}, {}
             return self.history
         if self._at is not None and now > self._at:
-            self.history = decay_usage(self.history, self._last, now - self._at, half_life)
+            elapsed = now - self._at
+            self.history = decay_usage(self.history, self._last, elapsed, half_life)
+            self.user_history = decay_usage(self.user_history, self._last_users, elapsed, half_life)
         self._at = now if self._at is None or now > self._at else self._at
         return self.history
 
-    def after_cycle(self, usage: Mapping[str, float], now: float) -> None:
+    def after_cycle(
+        self,
+        usage: Mapping[str, float],
+        now: float,
+        user_usage: Mapping[tuple[str, str], float] | None = None,
+    ) -> None:
         self._last = dict(usage)
+        self._last_users = dict(user_usage or {})

@@ -49,7 +49,17 @@ class Lane:
     are instead in `groups`, each a sorted list of (stable key, job), and `entries` is
     unused. `count` is the number of jobs either way."""
 
-    __slots__ = ("count", "entries", "groups", "number", "queue", "shape", "shape_id", "stable")
+    __slots__ = (
+        "count",
+        "entries",
+        "groups",
+        "number",
+        "queue",
+        "shape",
+        "shape_id",
+        "stable",
+        "user",
+    )
 
     def __init__(
         self,
@@ -58,9 +68,11 @@ class Lane:
         shape: Shape,
         shape_id: int,
         stable: StableLaneOrdering | None = None,
+        user: str | None = None,
     ) -> None:
         self.number = number
         self.queue = queue
+        self.user = user  # set only in a queue whose lanes are per user (`user_lanes`)
         self.shape = shape
         self.shape_id = shape_id  # small int: cheap to hash in per-cycle caches
         self.entries: SortedList = SortedList()  # (rank key, job)
@@ -76,12 +88,20 @@ class PendingSet:
     """All pending jobs, by id and by lane.
 
     `jobs` maps an id to (the key its lane sorts it by, job, lane): the rank key, or the
-    stable key in a stable lane (`rank_key` gives the rank key of any job)."""
+    stable key in a stable lane (`rank_key` gives the rank key of any job). In the
+    queues of `user_lanes` a lane holds one user's jobs (lane key (queue, shape, user)),
+    so that the cycle can order that queue's users (quota `order_users_by_usage`)."""
 
-    def __init__(self, policy_for: Callable[[str], Policy], ctx: OrderingContext) -> None:
+    def __init__(
+        self,
+        policy_for: Callable[[str], Policy],
+        ctx: OrderingContext,
+        user_lanes: frozenset[str] = frozenset(),
+    ) -> None:
         self.policy_for = policy_for
         self.ctx = ctx
-        self.lanes: dict[tuple[str, Shape], Lane] = {}
+        self.user_lanes = user_lanes
+        self.lanes: dict[tuple, Lane] = {}
         self.shape_ids: dict[Shape, int] = {}
         self.jobs: dict[str, tuple[tuple, PendingJob, Lane]] = {}
         self._stable: dict[str, StableLaneOrdering | None] = {}  # queue -> its stable ordering
@@ -101,18 +121,32 @@ class PendingSet:
             self._stable[queue] = stable  # type: ignore[assignment]
             return stable  # type: ignore[return-value]
 
-    def _lane(self, queue: str, shape: Shape) -> Lane:
-        lane = self.lanes.get((queue, shape))
+    def _lane_key(self, job: PendingJob, shape: Shape) -> tuple:
+        queue = job.queue
+        if queue in self.user_lanes:
+            return (queue, shape, job.user)
+        return (queue, shape)
+
+    def _lane(self, key: tuple) -> Lane:
+        lane = self.lanes.get(key)
         if lane is None:
+            queue, shape = key[0], key[1]
             shape_id = self.shape_ids.setdefault(shape, len(self.shape_ids))
-            lane = Lane(len(self.lanes), queue, shape, shape_id, self._stable_ordering(queue))
-            self.lanes[(queue, shape)] = lane
+            lane = Lane(
+                len(self.lanes),
+                queue,
+                shape,
+                shape_id,
+                self._stable_ordering(queue),
+                key[2] if len(key) > 2 else None,
+            )
+            self.lanes[key] = lane
         return lane
 
     def add(self, job: PendingJob) -> None:
         if job.id in self.jobs:
             raise ValueError(f"job {job.id} is already pending")
-        lane = self._lane(job.queue, shape_of(job))
+        lane = self._lane(self._lane_key(job, shape_of(job)))
         stable = lane.stable
         if stable is not None:
             key: tuple = stable.stable_key(job)
@@ -172,15 +206,16 @@ class PendingSet:
         """Jobs by lane (creating lanes as needed); each id is entered in `self.jobs`
         as `_UNRANKED` so that the set keeps arrival order once ranks are known."""
         grouped: dict[Lane, list[PendingJob]] = {}
-        lanes, known = self.lanes, self.jobs
+        lanes, known, by_user = self.lanes, self.jobs, self.user_lanes
         for job in jobs:
             if job.id in known:
                 raise ValueError(f"job {job.id} is already pending")
             queue = job.queue
             shape = (job.request, job.workers, job.kind, job.tolerations)
-            lane = lanes.get((queue, shape))
+            key = (queue, shape, job.user) if by_user and queue in by_user else (queue, shape)
+            lane = lanes.get(key)
             if lane is None:
-                lane = self._lane(queue, shape)
+                lane = self._lane(key)
                 grouped[lane] = [job]
             else:
                 members = grouped.get(lane)

@@ -106,6 +106,9 @@ class QueueQuota:
     preemption: QueuePreemption = field(default_factory=QueuePreemption)
     user_limits: UserLimits = field(default_factory=UserLimits)
     policy: str | None = None  # the queue's scheduling policy, when the file sets one
+    # Order the queue's users by their decayed usage (least first), before the policy's
+    # own order; needs `FairSharing.usage_half_life` (the memory that decays).
+    order_users_by_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,12 @@ class QuotaConfig:
             if q.name == name:
                 return q
         return None
+
+    def user_ordered_queues(self) -> frozenset[str]:
+        """The queues whose users are ordered by decayed usage."""
+        if self.fair_sharing.usage_half_life is None:
+            return frozenset()
+        return frozenset(q.name for q in self.queues if q.order_users_by_usage)
 
     def flavor_of(self, labels: Mapping[str, str]) -> str:
         """The first flavor whose labels the node carries, or "" for none."""

@@ -27,16 +27,23 @@ queues:
       reclaim_within_cohort: any          # never | lower_priority | any
       borrow_within_cohort: {policy: lower_priority, max_priority_threshold: 100}
     user_limits: {max_running_jobs: 4, max_gpus: 16}
+    order_users_by_usage: true  # users by decayed usage (needs usage_half_life)
 ```
 
 Resources: `gpu` (whole GPUs, fractions allowed: `0.5`), `tpu` (chips), `cpu`
 (Kubernetes quantity: `64`, `500m`), `memory` (`512Gi`). A resource a queue does not list
 in a flavor is not limited there; a flavor it does not list cannot be used by it.
 Durations: seconds as a number, or `30s`, `15m`, `12h`, `7d`.
+
+`order_users_by_usage`: within the queue, jobs of the user with the least decayed usage
+(the same half-life as the queues') go first, then the queue's policy orders each
+user's jobs. The usage is the history at the start of the cycle, so within one cycle a
+user's order does not change.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -44,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from trainyard.scheduler.policies import policy_names
 from trainyard.scheduler.quantity import QuantityError, cpu_millicores, memory_bytes, parse_quantity
 from trainyard.scheduler.quota import (
     RESOURCES,
@@ -131,14 +139,34 @@ def _cohort(name: str, spec: Any, path: str, flavors: list[str]) -> Cohort:
 
 def _queue(name: str, spec: Any, path: str, flavors: list[str]) -> QueueQuota:
     body = _mapping(
-        spec, path, ("cohort", "quotas", "weight", "preemption", "user_limits", "policy")
+        spec,
+        path,
+        (
+            "cohort",
+            "quotas",
+            "weight",
+            "preemption",
+            "user_limits",
+            "policy",
+            "order_users_by_usage",
+        ),
     )
+    order_users = body.get("order_users_by_usage", False)
+    if not isinstance(order_users, bool):
+        raise QuotaFileError(f"{path}.order_users_by_usage", "must be true or false")
     weight = body.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         raise QuotaFileError(f"{path}.weight", "must be a number >= 0")
+    if not math.isfinite(weight):
+        raise QuotaFileError(f"{path}.weight", f"must be a finite number, got {weight}")
     policy = body.get("policy")
     if policy is not None and not isinstance(policy, str):
         raise QuotaFileError(f"{path}.policy", "must be a policy name")
+    if policy is not None and policy not in policy_names():
+        raise QuotaFileError(
+            f"{path}.policy",
+            f"unknown policy {policy!r}; known policies: {', '.join(policy_names())}",
+        )
     return QueueQuota(
         name,
         cohort=_optional_name(body.get("cohort"), f"{path}.cohort"),
@@ -147,6 +175,7 @@ def _queue(name: str, spec: Any, path: str, flavors: list[str]) -> QueueQuota:
         preemption=_preemption(body.get("preemption"), f"{path}.preemption"),
         user_limits=_user_limits(body.get("user_limits"), f"{path}.user_limits"),
         policy=policy,
+        order_users_by_usage=order_users,
     )
 
 
@@ -257,6 +286,8 @@ def _fair_sharing(spec: Any, path: str) -> FairSharing:
         raise QuotaFileError(f"{path}.enabled", "must be true or false")
     half_life = body.get("usage_half_life")
     seconds = None if half_life is None else _duration(half_life, f"{path}.usage_half_life")
+    if seconds is not None and not math.isfinite(seconds):
+        raise QuotaFileError(f"{path}.usage_half_life", f"must be a finite duration, got {seconds}")
     if seconds is not None and seconds <= 0:
         raise QuotaFileError(f"{path}.usage_half_life", "must be > 0")
     return FairSharing(enabled, seconds)
@@ -275,6 +306,11 @@ def _priority_classes(spec: Any, path: str) -> dict[str, int]:
 def _check_tree(config: QuotaConfig) -> None:
     cohorts = {c.name: c for c in config.cohorts}
     for queue in config.queues:
+        if queue.order_users_by_usage and config.fair_sharing.usage_half_life is None:
+            raise QuotaFileError(
+                f"queues.{queue.name}.order_users_by_usage",
+                "needs fair_sharing.usage_half_life (the decayed usage it orders users by)",
+            )
         if queue.name in cohorts:
             raise QuotaFileError(f"queues.{queue.name}", "a queue and a cohort share this name")
         if queue.cohort is not None and queue.cohort not in cohorts:

@@ -119,6 +119,7 @@ class QuotaLedger:
         config: QuotaConfig,
         index: ClusterIndex,
         history: Mapping[str, float] | None = None,
+        user_history: Mapping[tuple[str, str], float] | None = None,
     ) -> None:
         self.config = config
         self.tree = QuotaTree(config)
@@ -140,6 +141,9 @@ class QuotaLedger:
         fair = config.fair_sharing
         self.ordered = fair.enabled
         self.use_history = fair.enabled and fair.usage_half_life is not None
+        # Queues whose users are ordered by decayed usage, and that usage per (queue, user).
+        self.user_ordered = config.user_ordered_queues()
+        self.user_history: Mapping[tuple[str, str], float] = user_history or {}
         self.index = index
         self._options: dict[tuple[str, int], tuple[tuple[Tier, ...], list]] = {}
 
@@ -252,6 +256,8 @@ class QuotaLedger:
             kind = "nominal"
             if limit is not None and used + amount > nominal + limit:
                 kind = "borrowing_limit"
+            elif used + amount <= nominal:
+                kind = "lent"  # within its own quota, which the cohort is using
             return QuotaShortfall(
                 kind,
                 queue,
@@ -263,6 +269,7 @@ class QuotaLedger:
                 self.cohort_of[queue],
                 lendable / unit,
                 (limit or 0) / unit,
+                reclaim=self.queues[queue].preemption.reclaim_within_cohort.value,
             )
         return None
 
@@ -323,6 +330,38 @@ class QuotaLedger:
                 return 0.0
             return used / q.weight if q.weight > 0 else math.inf
         return self.share(queue)
+
+    def user_order_key(self, queue: str, user: str | None) -> float:
+        """How far back a user's jobs go within a queue that orders users (0 = first)."""
+        if queue not in self.user_ordered:
+            return 0.0
+        return self.user_history.get((queue, user or ""), 0.0)
+
+    def user_usage_shares(self) -> dict[tuple[str, str], float]:
+        """Per (queue, user) of the queues that order users: what the user's running jobs
+        hold over the tree's total quota, maximised over resources (as `usage_shares`)."""
+        if not self.user_ordered:
+            return {}
+        tree = self.tree
+        held: dict[tuple[str, str], list[int]] = {}
+        for charge in self.charges.values():
+            queue = tree.node_names[charge.node]
+            if queue not in self.user_ordered:
+                continue
+            per = held.setdefault((queue, charge.user), [0] * len(tree.frs))
+            for k, amount in charge.amounts:
+                per[k] += amount
+        out: dict[tuple[str, str], float] = {}
+        for (queue, user), per in held.items():
+            total = tree.subtree[tree.root[self.node_of[queue]]]
+            best = 0.0
+            for ks in self.by_resource:
+                used = sum(per[k] for k in ks)
+                cap = sum(total[k] for k in ks)
+                if used and cap:
+                    best = max(best, used / cap)
+            out[(queue, user)] = best
+        return out
 
     def usage_shares(self) -> dict[str, float]:
         """Each queue's usage over its tree's total quota (what the history integrates)."""

@@ -250,6 +250,10 @@ class ClusterSnapshot:
     # Decayed past usage per queue (see scheduler.fairshare.decay_usage), kept by the
     # caller between cycles; read only when quotas enable fair sharing with a half-life.
     queue_usage: Mapping[str, float] = field(default_factory=lambda: _EMPTY_USAGE)
+    # The same per (queue, user), for the queues that order users by usage.
+    user_usage: Mapping[tuple[str, str], float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 class Outcome(enum.IntEnum):
@@ -278,10 +282,12 @@ class QuotaShortfall:
     """Which quota holds a job back, in numbers, for the human message.
 
     `kind` says which limit: "nominal" (the queue is at its quota and nothing can be
-    borrowed), "borrowing_limit" (its borrowing limit is used up), "no_flavor" (the
-    queue has no quota in a flavor whose nodes fit the job), "user_jobs" / "user_gpus"
-    (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU chips,
-    CPU cores, GiB)."""
+    borrowed), "lent" (the job fits the queue's own quota, but other queues of the
+    cohort are using that unused quota and no reclaim freed it; `reclaim` is the
+    queue's reclaim_within_cohort), "borrowing_limit" (its borrowing limit is used up),
+    "no_flavor" (the queue has no quota in a flavor whose nodes fit the job), "user_jobs" /
+    "user_gpus" (a per-user limit). Amounts are in the resource's display unit (GPUs, TPU
+    chips, CPU cores, GiB)."""
 
     kind: str
     queue: str
@@ -294,6 +300,7 @@ class QuotaShortfall:
     lendable: float = 0.0
     limit: float = 0.0
     user: str = ""
+    reclaim: str = ""
 
     @property
     def message(self) -> str:
@@ -317,7 +324,15 @@ class QuotaShortfall:
             return f"{head}, borrowing limit {self.limit:g} reached"
         if self.cohort is None:
             return f"{head}, no cohort to borrow from"
-        return f"{head}, cohort {self.cohort} has {self.lendable:g} lendable"
+        tail = f"cohort {self.cohort} has {self.lendable:g} lendable"
+        if self.kind == "lent":
+            why = (
+                "and this queue does not reclaim (reclaim_within_cohort: never)"
+                if self.reclaim == "never"
+                else "and no borrower's job could be reclaimed for it"
+            )
+            return f"{head}, its unused quota is lent out: {tail} {why}"
+        return f"{head}, {tail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +381,13 @@ class PendingReason:
         if self.code == ReasonCode.QUOTA and self.quota is not None:
             return f"{need}; {self.quota.message}"
         if self.code == ReasonCode.RESERVED:
-            return f"{need}; holds the backfill reservation starting at t={self.reservation_time:g}"
+            return (
+                f"{need}; holds the backfill reservation starting at t={self.reservation_time:.0f}"
+            )
         if self.code == ReasonCode.WOULD_DELAY_RESERVATION:
             return (
                 f"{need}; fits now but would delay the reservation of {self.blocking_job} "
-                f"at t={self.reservation_time:g}"
+                f"at t={self.reservation_time:.0f}"
             )
         cap = self.capacity
         if cap is not None and cap.eligible_nodes == 0:
@@ -438,6 +455,8 @@ class CycleResult:
     # With quotas: each queue's usage share after the cycle (what a caller that keeps a
     # decayed usage history integrates, see scheduler.fairshare.decay_usage).
     queue_usage: dict[str, float] = field(default_factory=dict)
+    # The same per (queue, user), for the queues that order users by usage.
+    user_usage: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def preempted(self) -> list[str]:

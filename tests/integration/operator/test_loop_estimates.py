@@ -86,3 +86,31 @@ def test_a_pending_job_gets_an_estimated_start_in_api_cli_and_metric(tmp_path: P
         assert replay.returncode == 0, replay.stderr + replay.stdout
         metrics_json = json.loads((out / "metrics.json").read_text())
         assert metrics_json["fifo"]["jobs"] == metrics_json["las"]["jobs"] == 3
+
+
+def test_an_estimate_never_reaches_past_the_running_jobs_max_runtime(tmp_path: Path) -> None:
+    """With no history the estimator's prior is an hour; but the job holding the CPUs has
+    `max_runtime: 90s` and the loop stops it there, so the pending job's estimated start
+    is within 90 s of the holder's start, not an hour away."""
+    release = tmp_path / "release"
+    with serve(tmp_path / "home") as server:
+        holder = server.submit(
+            {"name": "hold", "resources": {"cpu": "2"}, "max_runtime": "90s",
+             "workload": {"command": _hold_until(release)}}
+        )  # fmt: skip
+        server.wait_state(holder["id"], "RUNNING", timeout=120)
+        waiting = server.submit(
+            {"name": "nap", "resources": {"cpu": "2"}, "workload": {"command": [PY, "-c", ""]}}
+        )
+        seen: dict = {}
+
+        def estimated() -> bool:
+            seen.update(server.job(waiting["id"]))
+            return seen["state"] == "PENDING" and seen.get("estimated_start") is not None
+
+        wait_for(estimated, timeout=60, interval=0.2, what="an estimated start")
+        started = datetime.fromisoformat(server.job(holder["id"])["started_at"])
+        start = datetime.fromisoformat(seen["estimated_start"])
+        assert 0 <= (start - started).total_seconds() <= 90 + 5, (started, start)
+        release.write_text("go")
+        server.wait_state(waiting["id"], "SUCCEEDED", timeout=120)

@@ -110,12 +110,13 @@ def test_two_users_are_admitted_by_quota_and_a_tightened_quota_applies_without_r
                 queues = {q["name"]: q for q in client.get("/v1/queues").json()["data"]}
                 metrics = client.get("/metrics").text
             cpu = queues["team-a"]["quota"]["resources"][0]
-            assert (cpu["flavor"], cpu["resource"], cpu["nominal"], cpu["used"]) == (
-                "local",
-                "cpu",
-                2,
-                2,
-            )
+            assert (
+                cpu["flavor"],
+                cpu["resource"],
+                cpu["nominal"],
+                cpu["used"],
+                cpu["pending"],
+            ) == ("local", "cpu", 2, 2, 1)  # a3's one CPU waits
             assert queues["team-a"]["pending"] == 1
             assert (
                 'trainyard_queue_nominal_quota{cohort="",flavor="local",queue="team-b",'
@@ -127,6 +128,7 @@ def test_two_users_are_admitted_by_quota_and_a_tightened_quota_applies_without_r
             )
             shown = server.cli("queues")
             assert shown.returncode == 0 and b"quotas" in shown.stdout, shown.stderr
+            assert b"PENDING" in shown.stdout and b"SHARE" in shown.stdout, shown.stdout
 
             replace_file(quota_file, quota_text(team_b_cpus=1))  # tighten team-b
             bob.release("b1")

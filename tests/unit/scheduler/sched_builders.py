@@ -240,6 +240,7 @@ class QuotaBuilder:
         borrow_max_priority: int | None = None,
         max_jobs_per_user: int | None = None,
         max_gpus_per_user: int | None = None,
+        order_users: bool = False,
         **quotas: dict,
     ) -> QuotaBuilder:
         self._queues.append(
@@ -255,12 +256,13 @@ class QuotaBuilder:
                     borrow_max_priority,
                 ),
                 UserLimits(max_jobs_per_user, max_gpus_per_user),
+                order_users_by_usage=order_users,
             )
         )
         return self
 
-    def fair(self, half_life: float | None = None) -> QuotaBuilder:
-        self._fair = FairSharing(True, half_life)
+    def fair(self, half_life: float | None = None, *, enabled: bool = True) -> QuotaBuilder:
+        self._fair = FairSharing(enabled, half_life)
         return self
 
     def build(self) -> QuotaConfig:

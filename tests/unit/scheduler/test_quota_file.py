@@ -40,6 +40,7 @@ EXAMPLE = textwrap.dedent(
           reclaim_within_cohort: any
           borrow_within_cohort: {policy: lower_priority, max_priority_threshold: 100}
         user_limits: {max_running_jobs: 4, max_gpus: 16}
+        order_users_by_usage: true
       prod:
         cohort: org
         quotas: {a100: {gpu: 16}}
@@ -63,6 +64,7 @@ def test_the_documented_example_parses() -> None:
     assert research.preemption.borrow_within_cohort == BorrowWithinCohort.LOWER_PRIORITY
     assert research.preemption.borrow_max_priority == 100
     assert research.user_limits.max_running_jobs == 4
+    assert research.order_users_by_usage and config.user_ordered_queues() == {"research"}
     assert config.fair_sharing.enabled and config.fair_sharing.usage_half_life == 7 * 86400
     assert config.priority_classes == {"low": 100, "high": 1000}
     assert config.cohorts[1].parent == "org"
@@ -145,6 +147,33 @@ BROKEN = [
         "share this name",
     ),
     ("not a mapping", "queues: [a, b]", "queues", "must be a mapping"),
+    ("weight not a number", "queues: {a: {weight: .nan}}", "queues.a.weight", "finite"),
+    ("infinite weight", "queues: {a: {weight: .inf}}", "queues.a.weight", "finite"),
+    (
+        "infinite half-life",
+        "fair_sharing: {usage_half_life: .inf}",
+        "fair_sharing.usage_half_life",
+        "finite",
+    ),
+    (
+        "half-life not a number",
+        "fair_sharing: {usage_half_life: .nan}",
+        "fair_sharing.usage_half_life",
+        "finite",
+    ),
+    ("unknown policy", "queues: {a: {policy: fastest}}", "queues.a.policy", "unknown policy"),
+    (
+        "users ordered by usage without a half-life",
+        "queues: {a: {order_users_by_usage: true}}",
+        "queues.a.order_users_by_usage",
+        "needs fair_sharing.usage_half_life",
+    ),
+    (
+        "users ordered by a non-boolean",
+        "queues: {a: {order_users_by_usage: sometimes}}",
+        "queues.a.order_users_by_usage",
+        "true or false",
+    ),
 ]
 
 

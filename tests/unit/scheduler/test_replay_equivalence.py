@@ -12,8 +12,6 @@ PURPOSE must say so and re-record them (the failure prints the new value).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -68,23 +66,8 @@ def mixed_trace(seed: int, count: int) -> list[SimJob]:
 
 
 def digest(result: ReplayResult) -> str:
-    """Every job's record and the replay's totals, floats by repr (bit-exact)."""
-    h = hashlib.sha256()
-    for r in sorted(result.records, key=lambda r: r.id):
-        h.update(repr(dataclasses.astuple(r)).encode())
-    totals = (
-        result.busy_gpu_seconds,
-        result.fragmentation_weighted,
-        result.fragmentation_time,
-        result.preemptions,
-        result.unschedulable,
-        result.cycles,
-        result.lost_gpu_seconds,
-        result.forecasts,
-        result.timeline,
-    )
-    h.update(repr(totals).encode())
-    return h.hexdigest()[:16]
+    """The replay's fingerprint (ReplayResult.fingerprint: records and totals, bit-exact)."""
+    return result.fingerprint()
 
 
 MIXED = {

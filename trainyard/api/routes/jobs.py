@@ -47,7 +47,7 @@ from trainyard.api.volume_rules import check_volumes
 from trainyard.checkpoint_index import list_checkpoints
 from trainyard.config import Settings
 from trainyard.layout import job_output_dir, worker_log_path
-from trainyard.quotas import effective_queues
+from trainyard.quotas import effective_priority_classes, effective_queues
 from trainyard.store import (
     CANCELLABLE_STATES,
     TERMINAL_STATES,
@@ -83,14 +83,15 @@ def _check_queue_and_priority(job: JobCreate, settings: Settings) -> int:
         raise FieldRuleError(
             "queue", "unknown_queue", f"unknown queue {job.queue!r}; known: {', '.join(queues)}"
         )
-    if job.priority not in settings.priority_classes:
-        known = ", ".join(settings.priority_classes)
+    classes = effective_priority_classes(settings)
+    if job.priority not in classes:
+        known = ", ".join(classes)
         raise FieldRuleError(
             "priority",
             "unknown_priority_class",
             f"unknown priority class {job.priority!r}; known: {known}",
         )
-    return settings.priority_classes[job.priority]
+    return classes[job.priority]
 
 
 def check_checkpoint_job(

@@ -13,7 +13,7 @@ from trainyard.api.quota_view import queue_quotas
 from trainyard.api.routes.common import ERRORS
 from trainyard.api.schemas import QueueQuotaPublic, QueuesPublic, QuotaResourcePublic
 from trainyard.api.views import queues_public
-from trainyard.quotas import effective_queues
+from trainyard.quotas import effective_priority_classes, effective_queues
 from trainyard.store import now_us, pending_positions, queue_counts, read_transaction
 from trainyard.store.estimates import expected_waits
 
@@ -57,4 +57,4 @@ def list_queues(
                 weighted_share=status.weighted_share,
                 resources=[QuotaResourcePublic(**asdict(r)) for r in status.resources],
             )
-    return QueuesPublic(data=data, priority_classes=dict(settings.priority_classes))
+    return QueuesPublic(data=data, priority_classes=effective_priority_classes(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +49,12 @@ class TraceFormat(enum.StrEnum):
     philly = "philly"
     alibaba = "alibaba"
     native = "native"
+
+
+def _stdout() -> Console:
+    """Standard output; wide when it is not a terminal, so a piped or logged comparison
+    table keeps its columns instead of folding them to 80 characters (as `trainyard list`)."""
+    return Console(width=None if sys.stdout.isatty() else 240)
 
 
 def repeat_trace(jobs: list[SimJob], copies: int) -> list[SimJob]:
@@ -394,8 +401,8 @@ def simulate(
             f"{m['start_within_tolerance']:.3f}" if m["start_estimates"] else "-",
             f"{m['replay_seconds']:.1f}",
         )
-    Console().print(table)
-    Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.png'}")
+    _stdout().print(table)
+    _stdout().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.png'}")
 
 
 def _alone(
@@ -458,4 +465,4 @@ def _print_tenants(tenants: dict[str, dict]) -> None:
                 f"{alone / 3600:.2f}" if alone is not None else "n/a",
                 f"{ratio:.2f}" if ratio is not None else "n/a",
             )
-        Console().print(table)
+        _stdout().print(table)

@@ -23,6 +23,8 @@ Pure: no I/O and no wall clock; progress is reported through a callback.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -132,6 +134,29 @@ class ReplayResult:
     forecasts: int = 0
     timeline: list[tuple[float, int, float]] = field(default_factory=list)  # t, queued, busy GPUs
 
+    def fingerprint(self) -> str:
+        """Every job's record and the replay's totals hashed, floats by repr (bit-exact).
+
+        Why: speed work on the core must not change a decision; the equivalence tests and
+        `bench_replay.py --digest` compare these before and after.
+        """
+        h = hashlib.sha256()
+        for r in sorted(self.records, key=lambda r: r.id):
+            h.update(repr(dataclasses.astuple(r)).encode())
+        totals = (
+            self.busy_gpu_seconds,
+            self.fragmentation_weighted,
+            self.fragmentation_time,
+            self.preemptions,
+            self.unschedulable,
+            self.cycles,
+            self.lost_gpu_seconds,
+            self.forecasts,
+            self.timeline,
+        )
+        h.update(repr(totals).encode())
+        return h.hexdigest()[:16]
+
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -171,7 +196,11 @@ class _Replay:
             if q.policy is not None
         }
         self.policy_for = (lambda q: per_queue.get(q, policy)) if per_queue else (lambda _q: policy)
-        self.pending = PendingSet(self.policy_for, ordering_context(self.index, self.running, 0.0))
+        self.pending = PendingSet(
+            self.policy_for,
+            ordering_context(self.index, self.running, 0.0),
+            self.ledger.user_ordered if self.ledger is not None else frozenset(),
+        )
         self.jobs = sorted(jobs, key=lambda j: (j.submit_time, j.id))
         self.by_id = {j.id: j for j in self.jobs}
         self.records = {
@@ -432,6 +461,10 @@ class _Replay:
             ledger.history = decay_usage(
                 ledger.history, ledger.usage_shares(), span, self.half_life
             )
+            if ledger.user_ordered:
+                ledger.user_history = decay_usage(
+                    ledger.user_history, ledger.user_usage_shares(), span, self.half_life
+                )
         self.result.busy_gpu_seconds += self.busy_gpus * span
         if len(self.pending):
             stranded, free = self._stranded()
