@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.integration.cluster.simcluster import REPO_ROOT
+from tests.integration.helm.backend_calls import Call, code_calls
 from tests.integration.helm.backend_permissions import permission_set
 from tests.integration.helm.charttool import (
     CHART_DIR,
@@ -304,6 +305,30 @@ def test_roles_grant_exactly_what_the_backend_calls(tmp_path: Path, workers_name
         )  # fmt: skip
     if workers_namespace:
         assert one(objects, "RoleBinding")["metadata"]["namespace"] == workers_namespace
+
+
+def test_roles_grant_every_call_in_the_code_and_nothing_it_never_makes() -> None:
+    """The chart against the code itself, not against permissions.py: each Kubernetes
+    API call anywhere in `trainyard` (see backend_calls) is granted by the rendered
+    roles, so a new call fails here until the chart grants it; and each grant is used."""
+    objects = render()
+    cluster, namespace = granted(one(objects, "ClusterRole")), granted(one(objects, "Role"))
+    calls = code_calls()
+    assert len(calls) >= 15, f"found too few calls to be reading the code: {calls}"
+
+    def allowed(call: Call) -> bool:
+        triple = (call.group, call.resource, call.verb)
+        return triple in cluster or (call.namespaced and triple in namespace)
+
+    refused = {where: sorted(options, key=str) for options, where in calls.items()
+               if not any(allowed(call) for call in options)}  # fmt: skip
+    assert not refused, f"the code makes calls the chart does not grant: {refused}"
+    used = {(c.group, c.resource, c.verb, c.namespaced) for options in calls for c in options}
+    unused_cluster = {g for g in cluster if (*g, False) not in used and (*g, True) not in used}
+    unused_namespace = {g for g in namespace if (*g, True) not in used}
+    assert not unused_cluster | unused_namespace, (
+        f"granted, never called: {sorted(unused_cluster)} {sorted(unused_namespace)}"
+    )
 
 
 def test_every_environment_variable_names_a_setting(everything_chart: Path) -> None:
