@@ -181,7 +181,7 @@ def test_every_installed_distribution_is_pinned_by_the_constraints(image_venv: P
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_image_entrypoint_serves_the_kubernetes_cluster(
-    image_venv: Path, kube_cluster: Cluster, tmp_path: Path
+    image_venv: Path, kube_cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     """The image's ENTRYPOINT and ENV, run from the wheel's venv with the cluster's kubeconfig.
 
@@ -194,7 +194,8 @@ def test_image_entrypoint_serves_the_kubernetes_cluster(
     home = tmp_path / "home"
     env = {**image_env(), "TRAINYARD_HOME": str(home),
            "TRAINYARD_HOST": "127.0.0.1", "TRAINYARD_PORT": str(port),
-           "TRAINYARD_KUBECONFIG": str(kube_cluster.kubeconfig)}  # fmt: skip
+           "TRAINYARD_KUBECONFIG": str(kube_cluster.kubeconfig),
+           "TRAINYARD_NAMESPACE": namespace}  # fmt: skip
     log = tmp_path / "serve.log"
     with served(argv, isolated_env(image_venv, **env), port, log) as url:
         token = (home / "admin-token").read_text().strip()
@@ -206,3 +207,55 @@ def test_image_entrypoint_serves_the_kubernetes_cluster(
     assert body["backend"] == "kubernetes"
     assert body["nodes"], f"the kubernetes backend saw no nodes: {body}"
     assert "backend: kubernetes" in log.read_text()
+
+
+READ_ONLY_ROOT = """
+set -eu
+# In a mount namespace of our own: only the home and TMPDIR stay writable, as in the
+# chart's pod (readOnlyRootFilesystem, the store's volume at the home, /tmp an emptyDir).
+mount --make-rprivate /
+mount --bind "$TRAINYARD_HOME" "$TRAINYARD_HOME"
+mount --bind "$TMPDIR" "$TMPDIR"
+for target in / "$VENV" "$KUBECONFIG_DIR"; do
+  mount -o remount,bind,ro "$(findmnt -n -o TARGET --target "$target")"
+done
+if touch "$VENV/write-probe" 2>/dev/null; then echo "the root is still writable" >&2; exit 3; fi
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_image_entrypoint_runs_with_a_read_only_root_filesystem(
+    image_venv: Path, kube_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's pods run with readOnlyRootFilesystem: the control plane must write
+    nothing outside its home (the store's volume) and TMPDIR. No container engine here,
+    so a private mount namespace (util-linux `unshare -m`) makes every other path
+    read-only for the entrypoint, which must still serve the cluster and its store."""
+    argv = entrypoint()
+    argv[0] = str(image_venv / "bin" / argv[0])
+    port = random_free_port()
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    scratch.mkdir()
+    env = {**image_env(), "TRAINYARD_HOME": str(home), "HOME": str(home),
+           "TMPDIR": str(scratch), "TRAINYARD_HOST": "127.0.0.1", "TRAINYARD_PORT": str(port),
+           "TRAINYARD_KUBECONFIG": str(kube_cluster.kubeconfig), "VENV": str(image_venv),
+           "KUBECONFIG_DIR": str(kube_cluster.kubeconfig.parent),
+           "TRAINYARD_NAMESPACE": namespace}  # fmt: skip
+    wrapped = ["unshare", "--mount", "sh", "-c", READ_ONLY_ROOT, "sh", *argv]
+    log = tmp_path / "serve.log"
+    with served(wrapped, isolated_env(image_venv, **env), port, log) as url:
+        token = (home / "admin-token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        nodes = httpx.get(f"{url}/v1/cluster", headers=headers, timeout=30)
+        job = {"name": "ro", "workload": {"builtin": "gpt"}, "resources": {"gpu": 0}}
+        created = httpx.post(f"{url}/v1/jobs", headers=headers, json=job, timeout=30)
+        metrics = httpx.get(f"{url}/metrics", timeout=30)
+    assert nodes.status_code == 200 and nodes.json()["nodes"], nodes.text
+    assert created.status_code == 201, created.text
+    assert metrics.status_code == 200 and "trainyard_" in metrics.text
+    assert not (image_venv / "write-probe").exists()
+    text = log.read_text()
+    assert "Read-only file system" not in text, text[-3000:]
