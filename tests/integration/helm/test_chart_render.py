@@ -179,6 +179,30 @@ def test_two_replicas_on_sqlite_are_refused(tmp_path: Path) -> None:
     assert "replicaCount=2 with store.type=sqlite is refused" in stderr
 
 
+def test_an_existing_service_account_must_be_named(tmp_path: Path) -> None:
+    """Never the namespace's `default` ServiceAccount: the roles would go to every pod
+    that runs without one of its own."""
+    stderr = refusal(tmp_path, {"serviceAccount": {"create": False}})
+    assert "serviceAccount.create=false needs serviceAccount.name" in stderr
+    objects = render(sets=["serviceAccount.create=false", "serviceAccount.name=ops-trainyard"])
+    assert not by_kind(objects, "ServiceAccount")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ops-trainyard"
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        (subject,) = one(objects, kind)["subjects"]
+        assert subject["name"] == "ops-trainyard"
+
+
+def test_rbac_off_and_an_existing_claim_render_neither(tmp_path: Path) -> None:
+    objects = render(sets=["rbac.create=false", "store.sqlite.existingClaim=old-store"])
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    assert "PersistentVolumeClaim" not in kinds
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    data = next(v for v in volumes if v["name"] == "data")
+    assert data["persistentVolumeClaim"]["claimName"] == "old-store"
+
+
 def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
     stderr = refusal(tmp_path, {"store": {"type": "postgresql"}})
     assert "store.type=postgresql needs store.postgresql.url" in stderr
