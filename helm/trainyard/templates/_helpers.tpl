@@ -93,6 +93,9 @@ says what to change. Called from the Deployment, so every render checks them.
 {{- if and (eq .Values.store.type "sqlite") (gt (int .Values.replicaCount) 1) }}
 {{- fail (printf "replicaCount=%d with store.type=sqlite is refused: SQLite on a ReadWriteOnce volume serves one replica only. Use store.type=postgresql (store.postgresql.url or secrets.existingSecret) for more replicas." (int .Values.replicaCount)) }}
 {{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable=%d with replicaCount=%d is refused: no pod could ever be evicted, so every node drain would hang. Use at most %d." (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount) (sub (int .Values.replicaCount) 1)) }}
+{{- end }}
 {{- if and (eq .Values.store.type "postgresql") (not .Values.store.postgresql.url) (not .Values.secrets.existingSecret) }}
 {{- fail "store.type=postgresql needs store.postgresql.url, or secrets.existingSecret naming a Secret with a database-url key" }}
 {{- end }}

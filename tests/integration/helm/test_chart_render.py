@@ -203,6 +203,16 @@ def test_rbac_off_and_an_existing_claim_render_neither(tmp_path: Path) -> None:
     assert data["persistentVolumeClaim"]["claimName"] == "old-store"
 
 
+def test_a_budget_that_would_block_every_drain_is_refused(tmp_path: Path) -> None:
+    """minAvailable equal to the replicas lets no pod be evicted: a node drain would hang."""
+    store = {"type": "postgresql", "postgresql": {"url": "postgresql://db/t"}}
+    values = {"replicaCount": 2, "podDisruptionBudget": {"minAvailable": 2}, "store": store}
+    stderr = refusal(tmp_path, values)
+    assert "podDisruptionBudget.minAvailable=2 with replicaCount=2" in stderr
+    values["podDisruptionBudget"]["minAvailable"] = 1
+    assert one(render(values=[write_values(tmp_path, values)]), "PodDisruptionBudget")
+
+
 def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
     stderr = refusal(tmp_path, {"store": {"type": "postgresql"}})
     assert "store.type=postgresql needs store.postgresql.url" in stderr
