@@ -700,6 +700,7 @@ class UsageGroup(StrEnum):
     owner = "owner"
     model = "model"
     job = "job"
+    attempt = "attempt"
 
 
 USAGE_COLUMNS = (
@@ -723,7 +724,7 @@ def _hours(value: float | None) -> str:
 @app.command()
 def usage(
     group_by: Annotated[
-        UsageGroup, typer.Option("--group-by", "-g", help="queue, owner, model or job.")
+        UsageGroup, typer.Option("--group-by", "-g", help="queue, owner, model, job or attempt.")
     ] = UsageGroup.queue,
     since: Annotated[
         str, typer.Option(help="Window start: ISO 8601 time or a span back (24h, 7d, 2w).")

@@ -7,7 +7,7 @@ local backend. Everything a deployment changes (database, backend, queues) is he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from trainyard.store import DatabaseTimeouts
 from trainyard.scheduler.policies import check_live_policy
+
+# A price per accelerator-hour: a finite amount, never negative (a cost cannot be a credit).
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class QueueConfig(BaseModel):
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
     # Price of one accelerator-hour per GPU model / TPU type (as the node inventory names
     # it), for `GET /v1/usage` and `trainyard usage`; e.g.
     # TRAINYARD_ACCELERATOR_PRICES='{"NVIDIA H100 80GB HBM3": 2.5}'.
-    accelerator_prices: dict[str, float] = Field(default_factory=dict)
+    accelerator_prices: dict[str, Price] = Field(default_factory=dict)
     price_currency: str = "USD"
     # The scheduling loop (runs in its own process, started by `trainyard serve`).
     loop: bool = Field(default=True, description="Run the scheduling loop in `serve`.")

@@ -557,7 +557,7 @@ class ApiMetrics:
             self.registry.register(_QuotaCollector(engine, settings))
         self._submitted_by_queue: dict[str, Any] = {}
         self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._latency_children: dict[tuple[str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str, str], Any] = {}
         for queue in queues:  # exist at zero from the first scrape
             self.submitted_in(queue)
         self.observe_request("GET", "/healthz", 200, None)
@@ -575,9 +575,9 @@ class ApiMetrics:
         counter = self._request_children.get(key)
         if counter is None:
             counter = self._request_children[key] = self.requests.labels(*key)
-        latency = self._latency_children.get((method, route))
+        latency = self._latency_children.get(key)
         if latency is None:
-            latency = self._latency_children[(method, route)] = self.latency.labels(method, route)
+            latency = self._latency_children[key] = self.latency.labels(*key)
         if seconds is not None:
             counter.inc()
             latency.observe(seconds)

@@ -1,5 +1,6 @@
-"""Usage accounting in the manner of Slurm's `sreport`: resource-hours per queue, owner
-or accelerator model over a window, from the stored attempts (`job_attempts`).
+"""Usage accounting in the manner of Slurm's `sreport`: resource-hours per queue, owner,
+accelerator model, job or attempt (`<job id>/<n>`) over a window, from the stored
+attempts (`job_attempts`).
 
 Pure functions over rows: the window clips every attempt (an attempt that started before
 `since` counts only from `since`; a running one up to now), so two adjacent windows add
@@ -18,8 +19,8 @@ from typing import Literal
 
 from trainyard.store.telemetry import UsageRow
 
-GroupBy = Literal["queue", "owner", "model", "job"]
-GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job")
+GroupBy = Literal["queue", "owner", "model", "job", "attempt"]
+GROUP_BY: tuple[str, ...] = ("queue", "owner", "model", "job", "attempt")
 NO_ACCELERATOR = "none"
 _RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
 # What parse_since accepts, as the API publishes it (JSON Schema `pattern`): a span, or a
@@ -95,7 +96,23 @@ def _key(row: UsageRow, group_by: str) -> str:
         if row.gpus or row.tpu_chips:
             return row.accelerator_model or "unknown"
         return NO_ACCELERATOR
+    if group_by == "attempt":
+        return f"{row.job_id}/{row.attempt}"
     return row.job_id
+
+
+def _worker_hours(row: UsageRow, begin: int, end: int) -> float:
+    """Worker-hours of the attempt within [begin, end]: its worker count integrated over
+    time (a model service's replica count changes with rollouts and autoscaling)."""
+    if not row.replica_changes:
+        return max(0, end - begin) / 3.6e9 * row.workers
+    assert row.started_at is not None
+    steps = [(row.started_at, row.workers), *row.replica_changes]
+    total = 0
+    for i, (at, workers) in enumerate(steps):
+        until = steps[i + 1][0] if i + 1 < len(steps) else end
+        total += workers * max(0, min(until, end) - max(at, begin))
+    return total / 3.6e9
 
 
 def aggregate(
@@ -117,7 +134,9 @@ def aggregate(
             group._job_ids.add(row.job_id)
             group.jobs += 1
             started = row.job_started_at
-            if started is not None and since_us <= started <= now_us:
+            # per attempt, the job's wait (submit -> first RUNNING) belongs to its first
+            first = group_by != "attempt" or row.attempt == 1
+            if first and started is not None and since_us <= started <= now_us:
                 group.wait_seconds_total += max(0, started - row.job_created_at) / 1e6
                 group.waited_jobs += 1
         if row.started_at is None:
@@ -125,13 +144,14 @@ def aggregate(
         begin = max(row.started_at, since_us)
         end = min(row.ended_at if row.ended_at is not None else now_us, now_us)
         hours = max(0, end - begin) / 3.6e9
+        worker_hours = _worker_hours(row, begin, end)
         group.wall_hours += hours
-        group.gpu_hours += hours * row.workers * row.gpus
-        group.tpu_chip_hours += hours * row.workers * row.tpu_chips
-        group.cpu_core_hours += hours * row.workers * row.cpu_millicores / 1000
+        group.gpu_hours += worker_hours * row.gpus
+        group.tpu_chip_hours += worker_hours * row.tpu_chips
+        group.cpu_core_hours += worker_hours * row.cpu_millicores / 1000
         if row.energy_joules is not None:
             group.energy_joules = (group.energy_joules or 0.0) + row.energy_joules
-        accelerator_hours = hours * row.workers * (row.gpus or row.tpu_chips)
+        accelerator_hours = worker_hours * (row.gpus or row.tpu_chips)
         price = prices.get(row.accelerator_model or "")
         if accelerator_hours and price is not None:
             group.cost = (group.cost or 0.0) + accelerator_hours * price

@@ -133,8 +133,8 @@ CONTROL_PLANE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "trainyard_api_request_duration_seconds",
         "histogram",
-        "API request latency by route template",
-        ("method", "route"),
+        "API request latency by route template and status",
+        ("method", "route", "status"),
     ),
 )
 

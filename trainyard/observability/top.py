@@ -2,14 +2,16 @@
 
 Everything comes from the API (queues, cluster, running jobs, the workers' metrics
 endpoints from /v1/metrics/targets); throughput and progress are read from each running
-job's worker 0 endpoint directly, with a short timeout, so a worker that does not answer
-shows "-" instead of stalling the view. Refreshes every `interval` seconds until Ctrl-C.
+job's worker 0 endpoint directly, all at once and with a short timeout, so a worker that
+does not answer shows "-" instead of stalling the view. Refreshes every `interval` seconds
+until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,7 @@ from trainyard.api.client import ApiError, TrainyardClient
 
 SCRAPE_TIMEOUT_S = 0.5
 RUNNING_LIMIT = 50
+SCRAPE_THREADS = RUNNING_LIMIT  # every running job's worker 0 in one round
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +87,13 @@ def fetch(client: TrainyardClient, scrape: Callable[[str], WorkerSample] = scrap
         if labels.get("trainyard_worker") == "0" and group.get("targets"):
             first.setdefault(labels.get("trainyard_job_id", ""), group["targets"][0])
     running_ids = {job["id"] for job in frame.running}
-    for job_id, address in first.items():
-        if job_id in running_ids:
-            frame.samples[job_id] = scrape(address)
+    wanted = {job_id: address for job_id, address in first.items() if job_id in running_ids}
+    if wanted:
+        # All at once: one frame costs one scrape timeout however many workers hang,
+        # so the view keeps its refresh interval with many running jobs.
+        with ThreadPoolExecutor(max_workers=min(SCRAPE_THREADS, len(wanted))) as pool:
+            samples = pool.map(scrape, wanted.values())
+            frame.samples.update(zip(wanted, samples, strict=True))
     return frame
 
 

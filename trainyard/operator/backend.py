@@ -13,6 +13,9 @@ call is idempotent:
 - `stop(job_id, grace)`: SIGTERM-equivalent to every live worker of the job, a hard
   kill once the grace period is over; records of exited workers are dropped. Called
   again every cycle until `workers()` shows nothing of the job.
+- `stop_worker(job_id, attempt, index, grace)` (optional): the same for ONE worker, a
+  model service replica that a rolling update or a scale-down retires; True once
+  nothing of it is left. Without it a backend cannot roll or resize services.
 
 Worker identity is (job id, attempt, index): deterministic, so "create what exists" is
 detected and "stop what is gone" is a no-op.
@@ -60,6 +63,13 @@ class WorkerStatus:
     stopping: bool = False
     # Where the worker serves Prometheus metrics, when it does ("127.0.0.1:9412").
     metrics_address: str | None = None
+    # Where a model service replica answers /predict and /healthz when that is not its
+    # metrics address (a pod: pod IP and its "http" port); None: the metrics address.
+    serve_address: str | None = None
+    # The backend's own readiness verdict for a model service replica (a pod's Ready
+    # condition, from the kubelet's readiness probe on /healthz); None where the loop
+    # probes the replica itself (the local backend).
+    ready: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -698,31 +698,32 @@ class SchedulingLoop:
         self, live: Sequence[LiveJob], by_job: Mapping[str, Sequence[WorkerStatus]]
     ) -> None:
         """Each live service's endpoint and ready replicas into the store, on change."""
-        services: list[tuple[LiveJob, Mapping[str, Any], list[str]]] = []
+        services: list[tuple[LiveJob, Mapping[str, Any], list[str], list[str]]] = []
         for job in live:
             spec = self._specs.get(job.id)
             if spec is None or not is_service(spec) or job.state is JobState.PENDING:
                 continue
-            # Locally a replica serves on its metrics address; in a cluster the Service
-            # routes to Ready pods itself and the proxy is not the way in.
-            local = self.backend.name == "local"
-            addresses = [
-                w.metrics_address
+            # A replica answers on its serve address (locally: its metrics address). Its
+            # readiness is the backend's verdict where it has one (a pod's Ready
+            # condition: the kubelet probes), else the loop's own probe of /healthz.
+            serving = [
+                w
                 for w in by_job.get(job.id, ())
-                if local
-                and w.attempt == job.attempt
+                if w.attempt == job.attempt
                 and w.phase is WorkerPhase.RUNNING
                 and not w.stopping
-                and w.metrics_address
+                and (w.serve_address or w.metrics_address)
             ]
-            services.append((job, spec, addresses))
+            probed = [w.metrics_address for w in serving if w.ready is None and w.metrics_address]
+            observed = [w.serve_address or w.metrics_address for w in serving if w.ready]
+            services.append((job, spec, probed, observed))  # type: ignore[arg-type]
         # One call with every service's replicas: `ready` also sets what the prober
         # probes, so a call per service would leave only the last one probed (and every
         # other service never ready while two run at once).
-        ready_now = set(self._prober.ready(a for _, _, addresses in services for a in addresses))
+        ready_now = set(self._prober.ready(a for _, _, probed, _ in services for a in probed))
         current: dict[str, tuple[str | None, tuple[str, ...]]] = {}
-        for job, spec, addresses in services:
-            ready = tuple(sorted(a for a in addresses if a in ready_now))
+        for job, spec, probed, observed in services:
+            ready = tuple(sorted([*(a for a in probed if a in ready_now), *observed]))
             current[job.id] = (service_endpoint(self.backend, job, spec), ready)
         for job_id in self._restarts.jobs() - {job.id for job in live}:
             self._restarts.forget_job(job_id)

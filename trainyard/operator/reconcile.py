@@ -60,6 +60,8 @@ class Decision:
     # Service replicas (indices) whose exited worker is forgotten before `launch`, so
     # each is started anew on its own (services.py); empty for training gangs.
     restart: list[int] = field(default_factory=list)
+    # A service's new revision that cannot run, to roll back (rollout.Rollback).
+    rollback: Any = None
 
 
 def _change(job: LiveJob) -> JobChange:

@@ -10,9 +10,17 @@ counted against quota like any other); when the core has none, one old replica i
 stopped first ("one down at a time"). The same step function moves the replica count to
 its target (the document's `replicas`, or the autoscaler's choice) when nothing is old.
 
-`next_step` is pure: no clock, no I/O, the same answer for the same inputs, so the order
-of a rollout is tested as a table (tests/unit/operator/test_rollout.py). The loop's glue
-(service_control.py) observes, asks the core, writes and acts.
+A new revision whose replica cannot run at all (its program exits with bad input: a
+checkpoint that does not load, an executable not found) is rolled back while replicas
+of an older revision still serve (what a Kubernetes Deployment's rollout and KServe's
+canary do): the rollout stops, the service goes back to the newest older revision that
+has live replicas, and the job's reason and an event carry the loader's words
+(`rollback_for`). A service with no older replica left fails as before.
+
+`next_step` and `rollback_for` are pure: no clock, no I/O, the same answer for the same
+inputs, so the order of a rollout is tested as a table (tests/unit/operator/
+test_rollout.py). The loop's glue (service_control.py) observes, asks the core, writes
+and acts.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 
 from trainyard.service_revisions import revision_of
 
-__all__ = ["Replica", "Step", "next_index", "next_step", "revision_of"]
+__all__ = ["Replica", "Rollback", "Step", "next_index", "next_step", "revision_of", "rollback_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +105,40 @@ def next_index(placement: Mapping[int, str], known: Sequence[int] = ()) -> int:
     """A fresh replica index: above every index placed or still known to the backend
     (a stopping replica keeps its identity until it is gone)."""
     return max([*placement, *known], default=-1) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Revision `bad` cannot run (replica `index` failed with `reason`, the loader's
+    words) while replicas of revision `good` still serve: go back to `good`."""
+
+    bad: int
+    good: int
+    index: int
+    reason: str
+
+    @property
+    def note(self) -> str:
+        """The job event and the reason's words."""
+        return (
+            f"revision {self.bad} failed: replica {self.index} cannot start: {self.reason}; "
+            f"rolled back to revision {self.good}"
+        )
+
+
+def rollback_for(
+    replicas: Sequence[Replica], *, revision: int, failed: int, reason: str
+) -> Rollback | None:
+    """What to do when replica `failed` exited for good (its program cannot run): a
+    Rollback to the newest older revision that still has a live replica; None when the
+    failed replica is of the current revision and none older is left (the service
+    fails, as a new one whose checkpoint does not load). A failed replica of an older
+    revision never rolls anything back (`next_step` drops it: it is being replaced)."""
+    by_index = {r.index: r for r in replicas}
+    failing = by_index.get(failed)
+    if failing is None or failing.revision != revision:
+        return None
+    older = [r.revision for r in replicas if not r.exited and r.revision < revision]
+    if not older:
+        return None
+    return Rollback(bad=revision, good=max(older), index=failed, reason=reason)

@@ -12,12 +12,20 @@ version-conditional writes:
    step. A replica to add becomes a one-worker pending job for the core (`add_growth`):
    placed by the same core as everything else, counted against the queue's quota, or
    left waiting with the core's reason, which the job's reason then shows. The other
-   replicas are never moved: they stay in the snapshot as the job's holds.
+   replicas are never moved: they stay in the snapshot as the job's holds; the new one
+   prefers a node none of them runs on (`PendingJob.avoid_nodes`, scoring in the core).
 3. after the core: the placement (index -> node) and the per-replica revisions change
    in the job's JobChange, with an event per replica added or retired.
 4. act, once that write applied: launch the added replica; stop (SIGTERM, grace) every
    worker of the attempt whose index left the placement (level-triggered: a crash
    between write and act is repaired by the next cycle).
+
+A new revision that cannot run (rollout.rollback_for, decided in reconcile_service) is
+rolled back by writing the last good revision's document back as the job's document,
+in the same conditional write as everything else; the documents of the revisions
+this loop has seen are kept in memory for that. A loop started after the update has
+not seen the good document: it stops the rollout instead (no replica of the bad
+revision is added, the older ones serve on) until the service is updated again.
 """
 
 from __future__ import annotations
@@ -34,15 +42,24 @@ from trainyard.operator.autoscale import AutoscalePolicy, ScaleState, decide, ob
 from trainyard.operator.backend import WorkerPhase, WorkerStatus
 from trainyard.operator.reconcile import Decision
 from trainyard.operator.replica_metrics import ReplicaScraper
-from trainyard.operator.rollout import Replica, Step, next_index, next_step, revision_of
+from trainyard.operator.rollout import (
+    Replica,
+    Rollback,
+    Step,
+    next_index,
+    next_step,
+    revision_of,
+)
 from trainyard.operator.services import EndpointPublisher, RestartBook, is_service
 from trainyard.scheduler.types import ClusterSnapshot, CycleResult, PendingJob
+from trainyard.store.repository import dump_document
 from trainyard.store.scheduling import JobChange, LiveJob, load_specs
 from trainyard.store.states import JobState
 
 log = logging.getLogger(__name__)
 US = 1_000_000
 GROWTH_SEPARATOR = "~"  # a replica to place: "<job id>~<index>" (job ids are hex)
+KEEP_DOCUMENTS = 4  # revisions of a service's document kept for a rollback
 
 
 def admission_revisions(spec: Mapping[str, Any], placement: Mapping[int, str]) -> dict[int, int]:
@@ -83,6 +100,12 @@ class ServiceControl:
     _plans: dict[str, _Plan] = field(default_factory=dict)
     _scale: dict[str, _Scale] = field(default_factory=dict)
     _rolling: set[str] = field(default_factory=set)
+    # job id -> revision -> the document of that revision, as this loop read it.
+    _documents: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    # job id -> (revision it went back to, the note): kept in the reason while it stays.
+    _rolled_back: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # job id -> (a bad revision the loop could not roll back from, the note).
+    _held: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ 1. read
 
@@ -105,6 +128,7 @@ class ServiceControl:
             seen = self._seen.get(job.id)
             if seen is None:
                 self._seen[job.id] = job.version  # read in this same transaction
+                self._remember(job.id, spec)
             elif seen != job.version:
                 stale.append(job)
         changed = []
@@ -116,6 +140,7 @@ class ServiceControl:
                 if spec is not None and spec != specs[job.id]:
                     specs[job.id] = spec
                     changed.append(job.id)
+                    self._remember(job.id, spec)
                     for cache in derived:
                         cache.pop(job.id, None)
         live_ids = {job.id for job in live}
@@ -123,7 +148,23 @@ class ServiceControl:
             del self._seen[job_id]
             self._scale.pop(job_id, None)
             self._rolling.discard(job_id)
+            self._documents.pop(job_id, None)
+            self._rolled_back.pop(job_id, None)
+            self._held.pop(job_id, None)
         return changed
+
+    def _remember(self, job_id: str, spec: Mapping[str, Any]) -> None:
+        revision = revision_of(spec)
+        documents = self._documents.setdefault(job_id, {})
+        documents[revision] = dict(spec)
+        for old in sorted(documents)[:-KEEP_DOCUMENTS]:
+            del documents[old]
+        back = self._rolled_back.get(job_id)
+        if back is not None and back[0] != revision:
+            del self._rolled_back[job_id]  # updated since: that note is history
+        held = self._held.get(job_id)
+        if held is not None and held[0] != revision:
+            del self._held[job_id]
 
     # ------------------------------------------------------------------ 2. plan
 
@@ -145,15 +186,10 @@ class ServiceControl:
             or (decision.change is not None and decision.change.transitions)
         ):
             return
-        if getattr(self.backend, "stop_worker", None) is None:
-            # Replacing or removing one replica needs a backend that stops one worker.
-            asked = int(spec.get("replicas") or spec.get("workers") or 1)
-            if revision_of(spec) != 1 or spec.get("autoscale") or asked != len(job.placement):
-                self.book.status[job.id] = (
-                    f"rolling updates and autoscaling are not available on the "
-                    f"{self.backend.name} backend yet"
-                )
-            return
+        held = self._held.get(job.id)
+        if decision.rollback is not None and (held is None or held[0] != decision.rollback.bad):
+            self._rollbacks[job.id] = (job, decision.rollback)
+            return  # the document changes (or the rollout stops): planned anew next cycle
         placement = dict(job.placement)
         current = [w for w in workers if w.attempt == job.attempt]
         by_index = {w.index: w for w in current}
@@ -167,7 +203,11 @@ class ServiceControl:
                 worker is not None
                 and worker.phase is WorkerPhase.RUNNING
                 and not worker.stopping
-                and worker.metrics_address in ready_addresses
+                and (
+                    worker.ready  # the backend's verdict (a pod's Ready condition)
+                    if worker.ready is not None
+                    else worker.metrics_address in ready_addresses  # the loop's probe
+                )
             )
             exited = worker is not None and worker.phase.exited
             replicas.append(Replica(index, revisions.get(index, 1), ready, exited))
@@ -179,6 +219,12 @@ class ServiceControl:
             decision.holds = {**placement, **draining}
         target = self._target(job, spec, replicas, revision, current, now_us=now_us)
         step = next_step(replicas, revision=revision, target=target)
+        if held is not None and held[0] == revision:
+            # The rollout of a revision that cannot run stopped here: its dead replicas
+            # go, none is added, the older ones serve on.
+            dead = tuple(r.index for r in replicas if r.exited and r.revision == revision)
+            step = Step(remove=dead)
+            target = len(replicas) - len(dead)
         plan = _Plan(job, step, placement, revisions, revision, target, current)
         if step.add:
             index = next_index(placement, [w.index for w in current])
@@ -259,6 +305,8 @@ class ServiceControl:
                     kind=shape.kind,
                     tolerations=shape.tolerations,
                     user=job.owner,
+                    # Spread: another node than the replicas it joins, when one has room.
+                    avoid_nodes=tuple(sorted(set(plan.placement.values()))),
                 )
             )
         if not growth:
@@ -291,6 +339,37 @@ class ServiceControl:
             result.reservations[:] = [r for r in result.reservations if r.job_id not in growth]
         for job_id, plan in self._plans.items():
             self._apply_plan(plan, placed.get(job_id), waiting.get(job_id), changes)
+        for job, rollback in self._rollbacks.values():
+            self._apply_rollback(job, rollback, changes)
+        self._rollbacks.clear()
+
+    def _apply_rollback(
+        self, job: LiveJob, rollback: Rollback, changes: dict[str, JobChange]
+    ) -> None:
+        """The good revision's document back as the job's, with an event saying why;
+        without that document, stop the rollout where it is."""
+        change = changes.get(job.id)
+        if change is None:
+            change = changes[job.id] = JobChange(
+                job_id=job.id, version=job.version, state=job.state
+            )
+        good = self._documents.get(job.id, {}).get(rollback.good)
+        if good is not None:
+            text = dump_document(good)
+            change.values["spec"] = text
+            change.values["spec_bytes"] = len(text)
+            note = rollback.note
+            self._rolled_back[job.id] = (rollback.good, note)
+        else:
+            note = (
+                f"revision {rollback.bad} failed: replica {rollback.index} cannot start: "
+                f"{rollback.reason}; rollout stopped, revision {rollback.good} serves on "
+                "(update the service to roll forward)"
+            )
+            self._held[job.id] = (rollback.bad, note)
+        change.notes.append(note)
+        self.book.status[job.id] = note
+        self._rolling.discard(job.id)
 
     def _apply_plan(
         self,
@@ -320,8 +399,14 @@ class ServiceControl:
             plan.added = None
         if not step.rolling and job.id in self._rolling and not step.add and not remove:
             self._rolling.discard(job.id)
-            notes.append(f"rolled out revision {plan.revision}: {len(new_placement)} replicas")
+            count = len(new_placement)
+            notes.append(
+                f"rolled out revision {plan.revision}: {count} replica{'s' if count != 1 else ''}"
+            )
         status = []
+        for kept in (self._rolled_back.get(job.id), self._held.get(job.id)):
+            if kept is not None and kept[0] == plan.revision:
+                status.append(kept[1])
         if step.rolling:
             updated = sum(1 for r in revisions.values() if r == plan.revision)
             status.append(
@@ -343,6 +428,8 @@ class ServiceControl:
             change.values["placement"] = new_placement
             change.values["replica_revisions"] = revisions
             plan.new_placement = new_placement
+        if len(new_placement) != len(plan.placement):  # what usage accounting counts
+            change.replica_count = (job.attempt, len(new_placement), len(plan.placement))
         change.notes.extend(notes)
 
     # ------------------------------------------------------------------ 4. act
@@ -398,3 +485,4 @@ class ServiceControl:
     # per-cycle scratch, initialised here so the dataclass fields above stay the state
     def __post_init__(self) -> None:
         self._notes: dict[str, list[str]] = {}
+        self._rollbacks: dict[str, tuple[LiveJob, Rollback]] = {}

@@ -39,6 +39,8 @@ from trainyard.operator.reconcile import (
     is_permanent,
     reconcile_job,
 )
+from trainyard.operator.rollout import Replica, rollback_for
+from trainyard.service_revisions import revision_of
 from trainyard.store.scheduling import JobChange, LiveJob
 from trainyard.store.states import JobState
 
@@ -119,6 +121,12 @@ def reconcile_service(
     service's replicas: each dead one is restarted on its own, and none ever succeeds."""
     current = [w for w in workers if w.attempt == job.attempt]
     stale = any(w.attempt != job.attempt for w in workers)
+    launch_failed = ""
+    if launch_error is not None and job.state is JobState.RUNNING and not launch_error[1]:
+        # A replica added to a running service (a surge, an autoscaled one, a restart)
+        # could not be created this time: the others serve on, and the next cycle
+        # tries again (it is still placed and missing). Never a reason to stop them.
+        launch_failed, launch_error = launch_error[0], None
     if (
         job.stop_target is not None
         or job.state is JobState.PENDING
@@ -144,6 +152,8 @@ def reconcile_service(
     change: JobChange | None = None
     by_index = {w.index: w for w in current}
     reasons: list[str] = []
+    revision = revision_of(spec)
+    revisions = job.replica_revisions or {}
     for index in indexes:
         worker = by_index.get(index)
         replica = book.replica(job.id, index)
@@ -164,6 +174,17 @@ def reconcile_service(
             tail = log_tail(index) if log_tail is not None else ""
             words = failure_message(worker, tail)
             if worker.exit_code == EXIT_BAD_INPUT or is_permanent(worker):
+                if revisions.get(index, 1) != revision:
+                    continue  # being replaced by the current revision (service_control.py)
+                rollback = rollback_for(
+                    _replicas(indexes, by_index, revisions),
+                    revision=revision,
+                    failed=index,
+                    reason=words,
+                )
+                if rollback is not None:  # older replicas serve on (service_control.py)
+                    decision.rollback = rollback
+                    continue
                 return _request_stop(
                     job,
                     spec,
@@ -200,6 +221,8 @@ def reconcile_service(
             (JobState.RUNNING, f"all {expected} replicas running on {', '.join(nodes)}")
         )
         change.attempt_running = job.attempt
+    if launch_failed:
+        reasons.append(f"launching a replica failed, retrying: {launch_failed}")
     if job.state is JobState.RUNNING:
         reason = "; ".join(reasons) or f"{len(running)} of {expected} replicas running"
         if book.status.get(job.id):
@@ -209,6 +232,19 @@ def reconcile_service(
             change.values["reason"] = reason
     decision.change = change
     return decision
+
+
+def _replicas(
+    indexes: Sequence[int], by_index: Mapping[int, WorkerStatus], revisions: Mapping[int, int]
+) -> list[Replica]:
+    return [
+        Replica(
+            index,
+            revisions.get(index, 1),
+            exited=index not in by_index or by_index[index].phase.exited,  # serves nothing
+        )
+        for index in indexes
+    ]
 
 
 # ---------------------------------------------------------------------------- batch

@@ -264,7 +264,7 @@ def run_cycle(
             continue
         allocations = None
         if tiers and failed.get(shape) != version:
-            if job.preferred_node is None:
+            if job.preferred_node is None and not job.avoid_nodes:
                 allocations = place(index, tiers, job.request, job.workers, job.kind)
             else:
                 allocations = place_preferring(index, tiers, job)

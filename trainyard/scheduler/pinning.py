@@ -18,8 +18,13 @@ the tiers the filters allow:
 3. otherwise (the node is gone, not ready, of a pool the job may not use, or full) the
    plain placement.
 
-Pure and deterministic like the rest of the core: the trial in step 2 takes capacity
-from the index and gives exactly that back.
+A replica added to a running model service names instead the nodes its other replicas
+run on (`PendingJob.avoid_nodes`): it goes on another node when one has room (the
+placement's own order among those), else where the plain placement puts it. Also
+scoring, never a filter.
+
+Pure and deterministic like the rest of the core: the trials take capacity from the
+index and give exactly that back.
 """
 
 from __future__ import annotations
@@ -54,11 +59,35 @@ def choose_preferring(index: ClusterIndex, tiers: Sequence[Tier], job: PendingJo
             pinned = _pinned(index, tier, job.request, job.workers, job.kind, target)
             if pinned is not None:
                 return pinned
+    if job.avoid_nodes:
+        for tier in tiers:
+            elsewhere = _avoiding(index, tier, job)
+            if elsewhere is not None:
+                return elsewhere
     for tier in tiers:
         chosen = choose_nodes(index, tier, job.request, job.workers, job.kind)
         if chosen is not None:
             return chosen
     return None
+
+
+def _avoiding(index: ClusterIndex, tier: Tier, job: PendingJob) -> Chosen | None:
+    """The tier's placement with the avoided nodes' room held back for the trial."""
+    version = index.version
+    held = []
+    for name in sorted(set(job.avoid_nodes)):
+        i = index.index_of.get(name)
+        if i is None:
+            continue
+        cap = index.capacity_of(i, job.request)
+        if cap >= 1:
+            held.append(index.take(i, job.request, cap))
+    try:
+        return choose_nodes(index, tier, job.request, job.workers, job.kind)
+    finally:
+        for allocation in reversed(held):
+            index.release(allocation)
+        index.version = version  # the exact inverse of the takes: no capacity came free
 
 
 def _pinned(

@@ -424,7 +424,7 @@ def quota_attempt(
         nodes_short = True
         if place_failed.get((shape, flavor)) == version:
             continue
-        if job.preferred_node is None:
+        if job.preferred_node is None and not job.avoid_nodes:
             chosen = _choose(index, cut, job)
         else:
             chosen = choose_preferring(index, cut, job)

@@ -202,6 +202,10 @@ class PendingJob:
     # Worker 0 prefers this node: its checkpoint is there (node-local checkpoint storage,
     # see `pinning`). Scoring only, never a reason to stay pending.
     preferred_node: str | None = None
+    # Nodes that already run a replica of the same model service: a replica added to
+    # it prefers any other node (spread, so one node's loss takes fewer replicas; see
+    # `pinning.choose_preferring`). Scoring only, never a reason to stay pending.
+    avoid_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -23,7 +23,14 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, select, upda
 
 from trainyard.store.repository import now_us
 from trainyard.store.states import TERMINAL_STATES, JobState, can_transition
-from trainyard.store.tables import cluster_nodes, job_attempts, job_events, jobs, leases
+from trainyard.store.tables import (
+    attempt_replicas,
+    cluster_nodes,
+    job_attempts,
+    job_events,
+    jobs,
+    leases,
+)
 
 LIVE_STATES = (JobState.PENDING, JobState.ADMITTED, JobState.RUNNING)
 
@@ -199,6 +206,9 @@ class JobChange:
     attempt_end: tuple[int, str, str | None] | None = None  # (attempt, outcome, reason)
     attempt_running: int | None = None  # attempt whose workers all run now
     attempt_energy_joules: float | None = None  # measured GPU energy of the ended attempt
+    # A model service's replica count changed within its attempt: (attempt, replicas
+    # now, replicas before), recorded from this change's time on (attempt_replicas).
+    replica_count: tuple[int, int, int] | None = None
 
     @property
     def reason_only(self) -> bool:
@@ -209,6 +219,7 @@ class JobChange:
             and self.attempt_start is None
             and self.attempt_end is None
             and self.attempt_running is None
+            and self.replica_count is None
         )
 
 
@@ -250,6 +261,7 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
     attempts: list[dict[str, Any]] = []
     running: list[dict[str, Any]] = []
     ended: list[dict[str, Any]] = []
+    replicas: list[dict[str, Any]] = []
     for change in changes:
         if change.reason_only:
             continue
@@ -262,6 +274,17 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
             attempts.append(_attempt_row(change, at=at))
         if change.attempt_running is not None:
             running.append({"b_id": change.job_id, "b_attempt": change.attempt_running, "b_at": at})
+        if change.replica_count is not None:
+            attempt, now, before = change.replica_count
+            replicas.append(
+                {
+                    "job_id": change.job_id,
+                    "attempt": attempt,
+                    "at": at,
+                    "workers": now,
+                    "delta": now - before,
+                }
+            )
         if change.attempt_end is not None:
             attempt, outcome, reason = change.attempt_end
             ended.append(
@@ -284,6 +307,8 @@ def apply_changes(conn: Connection, changes: Sequence[JobChange]) -> set[str]:
         conn.execute(_ATTEMPT_RUNNING, running)
     if ended:
         conn.execute(_ATTEMPT_ENDED, ended)
+    if replicas:
+        conn.execute(insert(attempt_replicas), replicas)
     return applied
 
 
@@ -314,7 +339,10 @@ _ATTEMPT_ENDED = (
         )
     )
     .values(
-        ended_at=bindparam("b_at"), outcome=bindparam("b_outcome"), reason=bindparam("b_reason")
+        ended_at=bindparam("b_at"),
+        outcome=bindparam("b_outcome"),
+        reason=bindparam("b_reason"),
+        energy_joules=bindparam("b_energy"),  # the ranks' NVML readings (None: unmeasured)
     )
 )
 _UPDATES: dict[tuple[str, ...], Any] = {}

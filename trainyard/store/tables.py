@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -133,6 +134,25 @@ job_attempts = Table(
     Column("metrics_targets", Text, nullable=True),
     Index(None, "ended_at"),
     Index(None, "admitted_at"),
+)
+
+# A model service's replica count within one attempt, as a rolling update's surge or the
+# autoscaler changes it: from `at` on the attempt holds `workers` replicas (`delta` more
+# than before), until the next row or its end. job_attempts.workers is the count it
+# started with; usage accounting integrates the count over time from these rows.
+attempt_replicas = Table(
+    "attempt_replicas",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("at", BigInteger, primary_key=True),
+    Column("workers", Integer, nullable=False),
+    Column("delta", Integer, nullable=False),
+    ForeignKeyConstraint(
+        ["job_id", "attempt"],
+        ["job_attempts.job_id", "job_attempts.attempt"],
+        ondelete="CASCADE",
+    ),
 )
 
 # The node view the loop schedules on, published by the loop whenever it changes, so

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
 from trainyard.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
-from trainyard.store.tables import job_attempts, job_events, jobs, loop_stats
+from trainyard.store.tables import attempt_replicas, job_attempts, job_events, jobs, loop_stats
 
 _LIVE = (JobState.PENDING.value, JobState.ADMITTED.value, JobState.RUNNING.value)
 _ACTIVE = sorted(s.value for s in ACTIVE_STATES)
@@ -109,6 +109,9 @@ class UsageRow:
     ended_at: int | None
     outcome: str | None
     energy_joules: float | None
+    # A model service's replica count changes within the attempt, in time order:
+    # (at, count from then on). `workers` is the count it started with.
+    replica_changes: tuple[tuple[int, int], ...] = ()
 
 
 # --------------------------------------------------------------------------- gauges
@@ -318,32 +321,46 @@ def usage_totals(
 ) -> list[UsageTotals]:
     """Resource-seconds of the attempts that started: those that ended in
     [ended_since, ended_before) and, with `running`, those still open (up to `now_us`).
-    An ended attempt's usage never changes, so its range can be counted once."""
-    a = job_attempts.c
-    elapsed = (func.coalesce(a.ended_at, now_us) - a.started_at) / 1e6
-    held = case((elapsed > 0, elapsed), else_=0.0)  # clock skew never subtracts usage
-    query = (
-        select(
-            a.queue,
-            a.owner,
-            a.accelerator_model,
-            func.sum(held * a.workers * a.gpus),
-            func.sum(held * a.workers * a.tpu_chips),
-            func.sum(held * a.workers * a.cpu_millicores / 1000.0),
+    An ended attempt's usage never changes, so its range can be counted once.
+
+    A model service whose replica count changed within an attempt (attempt_replicas)
+    counts its starting count from its start, plus each change's `delta` replicas from
+    that change on."""
+    a, r = job_attempts.c, attempt_replicas.c
+    end = func.coalesce(a.ended_at, now_us)
+
+    def held(since: Any) -> Any:
+        elapsed = (end - since) / 1e6
+        return case((elapsed > 0, elapsed), else_=0.0)  # clock skew never subtracts usage
+
+    def totals(workers: Any, since: Any, query: Any) -> Any:
+        query = query.where(a.started_at.is_not(None)).group_by(
+            a.queue, a.owner, a.accelerator_model
         )
-        .where(a.started_at.is_not(None))
-        .group_by(a.queue, a.owner, a.accelerator_model)
+        if not (ended_since is None and ended_before is None and running):
+            ended = _in_range(a.ended_at, ended_since, ended_before)
+            query = query.where(or_(ended, a.ended_at.is_(None)) if running else ended)
+        return conn.execute(
+            query.add_columns(
+                func.sum(held(since) * workers * a.gpus),
+                func.sum(held(since) * workers * a.tpu_chips),
+                func.sum(held(since) * workers * a.cpu_millicores / 1000.0),
+            )
+        )
+
+    sums: dict[tuple[str, str, str | None], list[float]] = {}
+    base = select(a.queue, a.owner, a.accelerator_model)
+    changed = base.select_from(
+        attempt_replicas.join(job_attempts, and_(a.job_id == r.job_id, a.attempt == r.attempt))
     )
-    if ended_since is None and ended_before is None and running:
-        pass  # every attempt
-    else:
-        ended = _in_range(a.ended_at, ended_since, ended_before)
-        query = query.where(or_(ended, a.ended_at.is_(None)) if running else ended)
+    for rows in (totals(a.workers, a.started_at, base), totals(r.delta, r.at, changed)):
+        for q, o, m, g, t, c in rows:
+            total = sums.setdefault((q, o, m), [0.0, 0.0, 0.0])
+            for i, value in enumerate((g, t, c)):
+                total[i] += float(value or 0)
     return [
-        UsageTotals(
-            q, o, m, max(0.0, float(g or 0)), max(0.0, float(t or 0)), max(0.0, float(c or 0))
-        )
-        for q, o, m, g, t, c in conn.execute(query)
+        UsageTotals(q, o, m, max(0.0, g), max(0.0, t), max(0.0, c))
+        for (q, o, m), (g, t, c) in sums.items()
     ]
 
 
@@ -462,4 +479,33 @@ def usage_rows(conn: Connection, *, since_us: int, owner: str | None = None) -> 
     )
     if owner is not None:
         query = query.where(a.owner == owner)
-    return [UsageRow(*row) for row in conn.execute(query)]
+    rows = [UsageRow(*row) for row in conn.execute(query)]
+    changes = _replica_changes(conn, since_us=since_us, owner=owner)
+    if not changes:
+        return rows
+    return [
+        replace(row, replica_changes=tuple(changes.get((row.job_id, row.attempt), ())))
+        for row in rows
+    ]
+
+
+def _replica_changes(
+    conn: Connection, *, since_us: int, owner: str | None
+) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """(job, attempt) -> its replica count changes, oldest first, for the same attempts
+    as usage_rows (one query: services are few, and their changes fewer)."""
+    a, r = job_attempts.c, attempt_replicas.c
+    query = (
+        select(r.job_id, r.attempt, r.at, r.workers)
+        .select_from(
+            attempt_replicas.join(job_attempts, and_(a.job_id == r.job_id, a.attempt == r.attempt))
+        )
+        .where(or_(a.ended_at.is_(None), a.ended_at >= since_us))
+        .order_by(r.job_id, r.attempt, r.at)
+    )
+    if owner is not None:
+        query = query.where(a.owner == owner)
+    changes: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for job_id, attempt, at, workers in conn.execute(query):
+        changes.setdefault((job_id, attempt), []).append((int(at), int(workers)))
+    return changes

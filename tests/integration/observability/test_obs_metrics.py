@@ -4,6 +4,7 @@ two API processes on one store, and bounded route labels."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def test_fresh_server_exposes_every_catalog_name_at_zero(server: ApiServer) -> N
             assert f"{spec.name.removesuffix('_total')}_total" in exposed, spec.name
         else:
             assert spec.name in exposed, spec.name
+        # ... with the catalog's labels (histogram buckets add `le`), not fewer or others
+        base = spec.name.removesuffix("_total")
+        for sample_name, labels in samples:
+            if sample_name.removesuffix("_total") in (base, f"{base}_bucket", f"{base}_count"):
+                keys = {k for k, _ in labels} - (
+                    {"le"} if sample_name.endswith("_bucket") else set()
+                )
+                assert keys == set(spec.labels), (sample_name, labels)
     assert (
         value(
             samples,
@@ -179,6 +188,12 @@ def test_metrics_follow_the_stored_history(server: ApiServer) -> None:
         "trainyard_gpu_hours_total",
         (("model", "NVIDIA-H100"), ("owner", "bob"), ("queue", "default")),
     ) in samples
+    # label values stay bounded: no job id (or any 32-hex id) in any series
+    ids = set(created) | {submitted for submitted in (done, failed, running)}
+    for name, labels in samples:
+        for _, label_value in labels:
+            assert label_value not in ids, (name, labels)
+            assert not re.fullmatch(r"[0-9a-f]{32}", label_value), (name, labels)
 
 
 def test_loop_stats_and_two_api_processes_agree(
@@ -232,6 +247,14 @@ def test_request_metrics_use_route_templates(server: ApiServer) -> None:
         )
         >= 2
     )
+    latency = value(
+        samples,
+        "trainyard_api_request_duration_seconds_count",
+        method="GET",
+        route="/v1/jobs/{job_id}",
+        status="404",
+    )
+    assert latency >= 2
 
 
 def test_every_metric_family_is_exposed_once(server: ApiServer) -> None:

@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.servers import wait_for
+from trainyard.observability import catalog
 
 TRAINYARD = str(Path(sys.executable).with_name("trainyard"))
 # This module's own loopback ports (Prometheus for the tests listens on 26990).
@@ -32,18 +33,36 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
-def _requests_to_queues(url: str) -> float:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# Store series that move with the clock, not with the store.
+CLOCK_SERIES = ("trainyard_queue_oldest_pending_seconds", "trainyard_queue_expected_wait")
+
+
+def _scrape(url: str) -> Samples:
+    """One scrape on a new connection (so either process may answer)."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if (
-                sample.name == "trainyard_api_requests_total"
-                and labels.get("route") == "/v1/queues"
-                and labels.get("status") == "200"
-            ):
-                return sample.value
-    return 0.0
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _requests_to_queues(samples: Samples) -> float:
+    key = ("trainyard_api_requests_total", (("method", "GET"), ("route", "/v1/queues"),
+                                            ("status", "200")))  # fmt: skip
+    return samples.get(key, 0.0)
+
+
+def _store_series(samples: Samples) -> Samples:
+    store = [s.name for s in catalog.CONTROL_PLANE if not s.name.startswith("trainyard_api_")]
+    return {
+        key: number
+        for key, number in samples.items()
+        if key[0].startswith(tuple(store))
+        and not key[0].startswith(CLOCK_SERIES)
+        and not key[0].endswith("_created")
+    }
 
 
 def test_two_server_processes_report_summed_request_counts(tmp_path: Path) -> None:
@@ -73,12 +92,23 @@ def test_two_server_processes_report_summed_request_counts(tmp_path: Path) -> No
         wait_for(healthy, timeout=90, interval=0.1, what="trainyard serve --workers 2")
         token = (home / "admin-token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
+        for i in range(3):  # the loop is off: they stay pending
+            job = {"name": f"p{i}", "resources": {"cpu": "1"}, "workload": {"command": ["true"]}}
+            response = httpx.post(f"{url}/v1/jobs", json=job, headers=headers, timeout=30)
+            assert response.status_code == 201, response.text
         for _ in range(30):
             # a new connection each time, so both processes get some of the requests
             response = httpx.get(f"{url}/v1/queues", headers=headers, timeout=30)
             assert response.status_code == 200
-        for _ in range(6):  # whichever process answers the scrape, it counts all 30
-            assert _requests_to_queues(url) == 30
+        first = _scrape(url)
+        pending = (("kind", "training"), ("priority", "normal"), ("queue", "default"))
+        assert first[("trainyard_queue_pending_jobs", pending)] == 3
+        for _ in range(6):
+            # whichever process answers the scrape, it counts all 30 requests and reports
+            # the same store numbers
+            samples = _scrape(url)
+            assert _requests_to_queues(samples) == 30
+            assert _store_series(samples) == _store_series(first)
         assert list((home / "run" / "prometheus").glob("*.db")), "multiprocess files"
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -98,6 +98,9 @@ def test_a_window_after_the_history_has_no_usage(server: ApiServer) -> None:
         ({"since": "yesterday"}, "since"),
         ({"since": "2999-01-01T00:00:00Z"}, "since"),
         ({"since": "7y"}, "since"),
+        ({"since": "abc"}, "since"),
+        ({"since": "2026-13-01"}, "since"),
+        ({"group_by": "x"}, "group_by"),
         ({"bogus": "1"}, "bogus"),
     ],
 )
@@ -108,6 +111,11 @@ def test_bad_usage_parameters_are_422_naming_them(
         response = client.get("/v1/usage", params=params)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
+    if field == "since":  # the rule in words, not the published regex
+        (error,) = response.json()["errors"]
+        assert error["rule"] == "since_format", error
+        assert "ISO 8601" in error["message"] and "24h" in error["message"], error
+        assert "(?:" not in response.json()["detail"], response.text
 
 
 def test_usage_needs_a_token(server: ApiServer) -> None:
@@ -155,3 +163,32 @@ def test_targets_list_running_workers_and_survive_dead_endpoints(server: ApiServ
     with server.client(server.token("bob")) as client:
         mine = client.get("/v1/metrics/targets").json()
     assert {g["labels"]["trainyard_job_id"] for g in mine} == {multi_gpu}
+
+
+def test_usage_per_attempt_of_a_retried_job(server: ApiServer) -> None:
+    """Every attempt is accounted on its own: GPU-, CPU-core- and wall hours, energy."""
+    engine = server.engine
+    hour = 3_600_000_000
+    created = now_us() - 3 * hour
+    job = submit(engine, job_spec("retried", gpu=4), owner="alice", created_at=created)
+    a = admit(engine, job, at=created, node="gpu-1", model=H100)
+    start(engine, job, a, at=created + 60_000_000)  # the job waited 60 s
+    end(engine, job, a, at=created + 60_000_000 + hour, to_state=JobState.PENDING,
+        energy_joules=900.0)  # fmt: skip
+    a = admit(engine, job, at=created + 2 * hour, node="gpu-1", model=H100)
+    start(engine, job, a, at=created + 2 * hour)
+    end(engine, job, a, at=created + 2 * hour + hour // 2, to_state=JobState.SUCCEEDED)
+    with server.client() as client:
+        data = client.get("/v1/usage", params={"group_by": "attempt"}).json()["data"]
+        (whole,) = client.get("/v1/usage", params={"group_by": "job"}).json()["data"]
+    by_attempt = {g["key"]: g for g in data}
+    assert set(by_attempt) == {f"{job}/1", f"{job}/2"}
+    first, second = by_attempt[f"{job}/1"], by_attempt[f"{job}/2"]
+    assert first["gpu_hours"] == pytest.approx(4.0) and second["gpu_hours"] == pytest.approx(2.0)
+    assert first["cpu_core_hours"] == pytest.approx(2.0)  # 1 worker x 2 cores x 1 h
+    assert first["wall_hours"] == pytest.approx(1.0) and second["wall_hours"] == pytest.approx(0.5)
+    assert first["energy_joules"] == pytest.approx(900.0) and second["energy_joules"] is None
+    assert first["cost"] == pytest.approx(10.0)  # 4 GPU-hours x 2.5
+    assert first["wait_seconds_avg"] == pytest.approx(60.0)
+    assert second["wait_seconds_avg"] is None  # the job's wait is its first attempt's
+    assert whole["attempts"] == 2 and whole["gpu_hours"] == pytest.approx(6.0)

@@ -72,7 +72,11 @@ def test_a_service_gets_a_clusterip_service_probed_pods_on_two_nodes_and_an_endp
         container = pods.items[0].spec.containers[0]
         assert container.readiness_probe.http_get.path == "/healthz"
         assert container.liveness_probe.http_get.path == "/healthz"
-        assert [p.container_port for p in container.ports] == [8080]
+        # the service port, and the runtime's metrics port for the PodMonitor (issue 10)
+        assert [(p.name, p.container_port) for p in container.ports] == [
+            ("http", 8080),
+            ("metrics-0", 9400),
+        ]
         env = {e.name: e.value for e in container.env}
         assert env["TRAINYARD_SERVE"] == "1" and env["TRAINYARD_SERVE_PORT"] == "8080"
         assert "/output/some-training-job" in container.command

@@ -258,3 +258,50 @@ def test_a_replica_that_finds_no_room_waits_with_the_cores_reason(
     with server.client() as client:
         assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     server.wait_state(job_id, "CANCELLED", timeout=120)
+
+
+def test_a_new_revision_whose_checkpoint_does_not_load_is_rolled_back(
+    trained: tuple[Serve, str, str], tmp_path: Path
+) -> None:
+    """The new replica exits with the loader's error; the old replica serves on, the
+    service's document goes back to revision 1, the reason and an event say why."""
+    server, older, _ = trained
+    job = server.submit(_service(older, replicas=1))
+    job_id = job["id"]
+    server.wait_state(job_id, "RUNNING", timeout=240)
+    _ready(server, job_id, 1, "one replica ready")
+    before = _replicas(job_id)
+    empty = tmp_path / "no-checkpoint-here"
+    empty.mkdir()
+
+    with ClientLoop(server, job_id) as clients:
+        clients.wait_sent(5)
+        with server.client() as client:
+            reply = client.patch(f"/v1/jobs/{job_id}", json={"serve_checkpoint": str(empty)})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["revision"] == 2
+
+        def rolled_back() -> bool:
+            status = server.job(job_id)
+            return status.get("revision", 1) == 1 and "revision 2 failed" in (
+                status["reason"] or ""
+            )
+
+        wait_for(rolled_back, timeout=240, interval=0.2, what="revision 2 rolled back")
+        clients.wait_sent(5)
+    assert [code for code in clients.outcomes if code != 200] == []
+
+    status = server.job(job_id)
+    assert status["state"] == "RUNNING" and status["checkpoint_job"] == older
+    assert status.get("serve_checkpoint") is None
+    assert "no valid checkpoint" in status["reason"], status["reason"]
+    notes = [e["reason"] or "" for e in server.events(job_id)]
+    [note] = [n for n in notes if "rolled back to revision 1" in n]
+    assert "revision 2 failed: replica 1 cannot start" in note and str(empty) in note
+    wait_for(
+        lambda: _replicas(job_id) == before, timeout=60, interval=0.2, what="only the old replica"
+    )
+    with server.client() as client:
+        assert client.post(f"/v1/jobs/{job_id}/predict", json={"text": "The"}).status_code == 200
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    server.wait_state(job_id, "CANCELLED", timeout=120)

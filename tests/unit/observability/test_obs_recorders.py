@@ -226,3 +226,22 @@ def test_settled_counts_plus_recent_ones_equal_a_full_count(engine: Engine) -> N
     assert {k: v for k, v in first.items() if k[0].endswith(counted)} == {
         k: v for k, v in second.items() if k[0].endswith(counted)
     }
+
+
+def test_tpu_chip_hours_and_their_cost_per_tpu_type() -> None:
+    hour = 3_600_000_000
+    rows = [
+        _row(gpus=0, tpu_chips=4, accelerator_model="tpu-v5-lite-podslice", started_at=0,
+             ended_at=hour, cpu_millicores=500),
+        _row(job_id="cpu", gpus=0, tpu_chips=0, accelerator_model=None, started_at=0,
+             ended_at=hour),
+    ]  # fmt: skip
+    groups = aggregate(
+        rows, group_by="model", since_us=0, now_us=hour, prices={"tpu-v5-lite-podslice": 1.5}
+    )
+    by_model = {g.key: g for g in groups}
+    tpu = by_model["tpu-v5-lite-podslice"]
+    assert tpu.tpu_chip_hours == pytest.approx(8.0)  # 2 workers x 4 chips x 1 h
+    assert tpu.gpu_hours == 0 and tpu.cpu_core_hours == pytest.approx(1.0)
+    assert tpu.cost == pytest.approx(12.0)
+    assert by_model["none"].cost is None and by_model["none"].tpu_chip_hours == 0

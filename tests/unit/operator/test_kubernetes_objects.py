@@ -344,3 +344,88 @@ def test_only_gangs_of_several_workers_get_a_service_and_an_owner() -> None:
     )
     assert pod["metadata"]["ownerReferences"] == []
     assert pod["spec"]["subdomain"] == service_name(JOB)  # its own FQDN via /etc/hosts
+
+
+def _service_gang(revision: int | None = None) -> GangLaunch:
+    spec: dict[str, Any] = {"kind": "inference", "mode": "service", "port": 8080}
+    if revision is not None:
+        spec["revision"] = revision
+    return gang(gpus=0, workers=1, spec=spec)
+
+
+def test_a_service_replica_pod_carries_its_revision() -> None:
+    service = _service_gang(revision=3)
+    pod = pod_manifest(
+        service, service.workers[0], config=KubernetesConfig(), service_uid="u", node_labels={}
+    )
+    assert pod["metadata"]["labels"]["trainyard.io/revision"] == "3"
+    training = gang(workers=1)
+    plain = pod_manifest(
+        training, training.workers[0], config=KubernetesConfig(), service_uid=None, node_labels={}
+    )
+    assert "trainyard.io/revision" not in plain["metadata"]["labels"]
+
+
+def _replica_pod(ready: str, ip: str | None, env: list[Any] | None = None) -> dict[str, Any]:
+    pod = our_pod(
+        "Running",
+        containerStatuses=[{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+        conditions=[{"type": "Ready", "status": ready}],
+    )
+    if ip:
+        pod["status"]["podIP"] = ip
+    pod["spec"]["containers"] = [
+        {"name": "worker", "ports": [{"name": "http", "containerPort": 8080}], "env": env or []}
+    ]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("ready", "ip", "env", "expected", "serves", "metrics"),
+    [
+        ("True", "10.0.0.7", [], True, "10.0.0.7:8080", "10.0.0.7:9400"),  # runtime default
+        ("False", "10.0.0.7", [], False, "10.0.0.7:8080", "10.0.0.7:9400"),
+        ("True", None, [], True, None, None),
+        (
+            "True",
+            "10.0.0.7",
+            [{"name": "TRAINYARD_METRICS_PORT", "value": "8080"}],  # one shared port
+            True,
+            "10.0.0.7:8080",
+            "10.0.0.7:8080",
+        ),
+    ],
+)
+def test_a_replica_pod_reports_its_ready_condition_and_pod_ip_addresses(
+    ready: str,
+    ip: str | None,
+    env: list[Any],
+    expected: bool,
+    serves: str | None,
+    metrics: str | None,
+) -> None:
+    status = worker_status(
+        pod_record(_replica_pod(ready, ip, env), "ty"),
+        {"gpu-0": node_record(raw_node())},
+        now=0,
+        node_lost_grace=60,
+        waiting_since=None,
+        start_grace=300,
+        stopping=False,
+    )
+    assert status.phase is WorkerPhase.RUNNING and status.ready is expected
+    assert (status.serve_address, status.metrics_address) == (serves, metrics)
+
+
+def test_a_training_pod_leaves_readiness_to_nobody() -> None:
+    """No "http" port: not a replica, so no readiness verdict and no address."""
+    status = worker_status(
+        pod_record(our_pod("Running", podIP="10.0.0.7"), "ty"),
+        {"gpu-0": node_record(raw_node())},
+        now=0,
+        node_lost_grace=60,
+        waiting_since=None,
+        start_grace=300,
+        stopping=False,
+    )
+    assert status.ready is None and status.metrics_address is None

@@ -21,7 +21,7 @@ from trainyard.operator.autoscale import (
     quantile_from_buckets,
 )
 from trainyard.operator.replica_metrics import parse_metrics
-from trainyard.operator.rollout import Replica, Step, next_index, next_step
+from trainyard.operator.rollout import Replica, Rollback, Step, next_index, next_step, rollback_for
 from trainyard.service_revisions import is_new_revision, revision_of
 
 US = 1_000_000
@@ -211,3 +211,41 @@ def test_the_replicas_own_metrics_parse_into_buckets_and_inflight() -> None:
     sample = parse_metrics(generate_latest(registry).decode())
     assert sample.buckets == ((0.01, 1.0), (0.1, 3.0), (math.inf, 3.0))
     assert sample.inflight == 3.0
+
+
+# ---------------------------------------------------------------------- rollback
+
+
+def test_a_new_revision_that_cannot_start_rolls_back_while_old_replicas_serve() -> None:
+    replicas = [Replica(0, 1, ready=True), Replica(1, 1, ready=True), Replica(2, 2, exited=True)]
+    got = rollback_for(replicas, revision=2, failed=2, reason="no valid checkpoint in /m")
+    assert got == Rollback(bad=2, good=1, index=2, reason="no valid checkpoint in /m")
+    assert got.note == (
+        "revision 2 failed: replica 2 cannot start: no valid checkpoint in /m; "
+        "rolled back to revision 1"
+    )
+
+
+def test_it_goes_back_to_the_newest_older_revision_with_a_live_replica() -> None:
+    replicas = [
+        Replica(0, 1, ready=True),
+        Replica(3, 2, ready=True),
+        Replica(4, 3, exited=True),
+        Replica(5, 2, exited=True),
+    ]
+    got = rollback_for(replicas, revision=3, failed=4, reason="boom")
+    assert got is not None and got.good == 2
+
+
+def test_no_older_replica_left_means_no_rollback_the_service_fails() -> None:
+    """A fresh service (one revision), or one whose old replicas are all gone or dead."""
+    assert rollback_for([Replica(0, 1, exited=True)], revision=1, failed=0, reason="x") is None
+    dead_old = [Replica(0, 1, exited=True), Replica(1, 2, exited=True)]
+    assert rollback_for(dead_old, revision=2, failed=1, reason="x") is None
+
+
+def test_a_failed_replica_of_an_older_revision_rolls_nothing_back() -> None:
+    """It is being replaced by the current revision anyway (next_step drops it)."""
+    replicas = [Replica(0, 1, exited=True), Replica(1, 2, ready=True)]
+    assert rollback_for(replicas, revision=2, failed=0, reason="x") is None
+    assert rollback_for(replicas, revision=2, failed=9, reason="x") is None  # unknown index

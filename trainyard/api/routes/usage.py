@@ -1,4 +1,4 @@
-"""/v1/usage: resource-hours and cost per queue, owner, accelerator model or job.
+"""/v1/usage: resource-hours and cost per queue, owner, accelerator model, job or attempt.
 
 Users see their own usage, admins everyone's. Computed from the stored attempts on each
 call (see trainyard.observability.accounting for the rules).
@@ -6,11 +6,13 @@ call (see trainyard.observability.accounting for the rules).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep
 from trainyard.api.routes.common import ERRORS
@@ -18,19 +20,32 @@ from trainyard.observability.accounting import SINCE_PATTERN, GroupBy, aggregate
 from trainyard.store import now_us, read_transaction
 from trainyard.store.telemetry import usage_rows
 
+SINCE_RULE = (
+    "must be an ISO 8601 time (2026-12-01 or 2026-12-01T00:00:00Z, years 1900-2199) "
+    "or a span back from now of at most 6 digits and a unit s, m, h, d or w (90m, 24h, 7d)"
+)
+
 router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=ERRORS)
 
 
 class UsageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    group_by: GroupBy = Field(default="queue", description="queue, owner, model or job.")
+    group_by: GroupBy = Field(default="queue", description="queue, owner, model, job or attempt.")
     since: str = Field(
         default="30d",
         max_length=64,
         pattern=SINCE_PATTERN,
         description="Start of the window: ISO 8601 time, or a span back from now (24h, 7d).",
     )
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since_is_a_time_or_a_span(cls, value: object) -> object:
+        """Say the rule in words: the published pattern alone would answer with a regex."""
+        if isinstance(value, str) and not re.match(SINCE_PATTERN, value):
+            raise PydanticCustomError("since_format", SINCE_RULE)
+        return value
 
     @field_validator("since")
     @classmethod
@@ -40,7 +55,10 @@ class UsageQuery(BaseModel):
 
 
 class UsageGroupPublic(BaseModel):
-    key: str = Field(description="The queue, owner, accelerator model ('none': CPU) or job id.")
+    key: str = Field(
+        description="The queue, owner, accelerator model ('none': CPU), job id or "
+        "'<job id>/<attempt>'."
+    )
     jobs: int
     attempts: int
     gpu_hours: float

@@ -47,6 +47,7 @@ from trainyard.operator.kubernetes.events import EventRecorder, PodEvent
 from trainyard.operator.kubernetes.informer import WatchCache
 from trainyard.operator.kubernetes.manifests import (
     binding,
+    is_model_service,
     job_labels,
     needs_service,
     pod_manifest,
@@ -149,6 +150,9 @@ class KubernetesBackend:
         self._tombstones: dict[str, WorkerStatus] = {}
         # uids of exited replica pods deleted by forget_worker: their going is no failure.
         self._forgetting: set[str] = set()
+        # uids of live replica pods stop_worker deleted (a rollout or a scale-down retired
+        # them): shown as stopping at once, and their going is no failure either.
+        self._retiring: set[str] = set()
         self._by_job: dict[str, set[str]] = {}
         self._stopped: dict[str, set[int]] = {}
         self._deletes: dict[str, tuple[float, float]] = {}  # pod uid -> (issued at, grace)
@@ -270,6 +274,9 @@ class KubernetesBackend:
         if old.uid in self._forgetting:  # an exited replica deleted to be restarted
             self._forgetting.discard(old.uid)
             return
+        if old.uid in self._retiring:  # a replica retired on purpose (stop_worker)
+            self._retiring.discard(old.uid)
+            return
         if old.worker.attempt in self._stopped.get(job_id, ()):
             if job_id not in self._by_job:
                 # The last pod of a stopped job is gone: so can its Service go.
@@ -314,7 +321,8 @@ class KubernetesBackend:
             node_lost_grace=self.config.node_lost_grace,
             waiting_since=self._waiting_since.get(key),
             start_grace=self.config.start_grace,
-            stopping=pod.worker.attempt in self._stopped.get(pod.worker.job_id, ()),
+            stopping=pod.worker.attempt in self._stopped.get(pod.worker.job_id, ())
+            or pod.uid in self._retiring,
         )
 
     def workers(self) -> Sequence[WorkerStatus]:
@@ -418,6 +426,7 @@ class KubernetesBackend:
             ) from exc
         except _TRANSIENT_ERRORS as exc:
             raise LaunchError(f"apiserver unreachable: {exc}") from exc
+        workers = self._missing_workers(gang)
         bodies = [
             pod_manifest(
                 gang,
@@ -427,25 +436,25 @@ class KubernetesBackend:
                 node_labels=nodes[worker.node].labels,
                 claim_uid=claim_uid,
             )
-            for worker in gang.workers
+            for worker in workers
         ]
         ensured = list(self._pool.map(lambda body: self._ensure_pod(body, gang.attempt), bodies))
         failure = next((outcome for outcome in ensured if isinstance(outcome, LaunchError)), None)
         if failure is not None:
-            self._abandon(gang)
+            self._abandon(gang, workers)
             raise failure
         pods: list[Mapping[str, Any]] = [outcome for outcome in ensured]  # type: ignore[misc]
         if os.environ.get(FAULT_KILL_BEFORE_BIND) == "1":
             os.kill(os.getpid(), signal.SIGKILL)
         to_bind = [
             (pod, worker)
-            for pod, worker in zip(pods, gang.workers, strict=True)
+            for pod, worker in zip(pods, workers, strict=True)
             if (pod.get("spec") or {}).get("nodeName") != worker.node
         ]
         bound = list(self._pool.map(lambda item: self._bind(*item), to_bind))
         failure = next((outcome for outcome in bound if isinstance(outcome, LaunchError)), None)
         if failure is not None:
-            self._abandon(gang)
+            self._abandon(gang, workers)
             raise failure
         for pod, worker in to_bind:
             meta = pod.get("metadata") or {}
@@ -667,11 +676,35 @@ class KubernetesBackend:
             return LaunchError(f"binding {name}: apiserver unreachable: {exc}")
         return None
 
-    def _abandon(self, gang: GangLaunch) -> None:
-        """Delete every pod of this attempt (they never ran as a gang)."""
+    def _missing_workers(self, gang: GangLaunch) -> list[WorkerLaunch]:
+        """The gang's workers whose pod is not there yet, bound where the core put it.
+
+        A model service's launch names every replica but usually adds one (a rolling
+        update's surge, an autoscaled replica, a restart): its running replicas' pods
+        are in the cache, and are left alone without an API call."""
         with self._lock:
-            self._stopped.setdefault(gang.job_id, set()).add(gang.attempt)
-        names = [pod_name(gang.job_id, w.index) for w in gang.workers]
+            missing = []
+            for worker in gang.workers:
+                pod = self.pod_cache.get(f"{self._namespace}/{pod_name(gang.job_id, worker.index)}")
+                if (
+                    pod is None
+                    or pod.worker is None
+                    or pod.worker.attempt != gang.attempt
+                    or pod.node != worker.node
+                    or pod.deleting
+                ):
+                    missing.append(worker)
+            return missing
+
+    def _abandon(self, gang: GangLaunch, workers: Sequence[WorkerLaunch]) -> None:
+        """Delete the pods this launch was making: a gang's, every pod of this attempt
+        (they never ran as a gang); a model service's, only the replicas it was adding
+        (the others serve on, each replica stands alone)."""
+        if not is_model_service(gang):
+            with self._lock:
+                self._stopped.setdefault(gang.job_id, set()).add(gang.attempt)
+            workers = gang.workers
+        names = [pod_name(gang.job_id, w.index) for w in workers]
         list(self._pool.map(lambda name: self._delete_pod(name, 0, attempt=gang.attempt), names))
 
     def _delete_pod(self, name: str, grace: int, *, attempt: int | None = None) -> None:
@@ -714,6 +747,41 @@ class KubernetesBackend:
                 return False
             self._forgetting.add(pod.uid)
         self._delete_pod(pod.name, 0, attempt=attempt)
+        return False
+
+    def stop_worker(
+        self, job_id: str, attempt: int, index: int, *, grace_seconds: float, reason: str
+    ) -> bool:
+        """Stop ONE worker: delete its pod with `grace_seconds` (the kubelet's SIGTERM,
+        then SIGKILL), for a model service replica a rolling update or a scale-down
+        retires. Level-triggered like `stop`: called again every cycle until it answers
+        True (nothing of the worker left); the delete is issued once, and once more
+        without grace whenever the pod outlived its grace by 5 s (a dead kubelet never
+        confirms; a delete call that failed).
+        A pod of another attempt that took the name is never touched."""
+        key = f"{self._namespace}/{pod_name(job_id, index)}"
+        now = time.monotonic()
+        with self._lock:
+            tombstone = self._tombstones.get(key)
+            if tombstone is not None and tombstone.attempt == attempt:
+                del self._tombstones[key]
+            pod = self.pod_cache.get(key)
+            if pod is None or pod.worker is None or pod.worker.attempt != attempt:
+                return True
+            self._retiring.add(pod.uid)
+            issued = self._deletes.get(pod.uid)
+            if issued is None:
+                grace = max(0, int(grace_seconds))
+                self._deletes[pod.uid] = (now, float(grace))
+            elif now - issued[0] > issued[1] + 5:  # again, at once (also after a failed call)
+                grace = 0
+                self._deletes[pod.uid] = (now, 0.0)
+            else:
+                return False
+        if grace and not pod.terminated:
+            self.events.record(PodEvent(self._namespace, pod.name, pod.uid, "Stopping", reason))
+        self._delete_pod(pod.name, grace, attempt=attempt)
+        self._wake()
         return False
 
     def service_endpoint(self, job_id: str, name: str, spec: Mapping[str, Any]) -> str:

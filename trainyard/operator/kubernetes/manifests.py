@@ -26,11 +26,15 @@ from trainyard.operator.kubernetes.names import (
     JOB_NAME_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
     OWNER_ANNOTATION,
     QUEUE_ANNOTATION,
     QUEUE_LABEL,
     RENDEZVOUS_PORT,
+    REVISION_LABEL,
     SCHEDULER_NAME,
+    SCRAPE_ANNOTATIONS,
     TARGET_NODE_ANNOTATION,
     WORKER_INDEX_LABEL,
     is_label_value,
@@ -52,6 +56,7 @@ from trainyard.scheduler.types import (
     TPU_RESOURCE,
     TPU_TOPOLOGY_LABEL,
 )
+from trainyard.service_revisions import revision_of
 
 _RESERVED_PREFIX = "trainyard.io/"
 TERMINATION_LOG = "/dev/termination-log"
@@ -211,12 +216,23 @@ def pod_manifest(
     labels.update(job_labels(gang))
     labels[ATTEMPT_LABEL] = str(gang.attempt)
     labels[WORKER_INDEX_LABEL] = str(worker.index)
+    if is_model_service(gang):
+        labels[REVISION_LABEL] = str(revision_of(gang.spec))
     annotations = {k: v for k, v in gang.annotations.items() if not k.startswith(_RESERVED_PREFIX)}
     annotations[QUEUE_ANNOTATION] = gang.queue
     annotations[OWNER_ANNOTATION] = gang.owner
     annotations[TARGET_NODE_ANNOTATION] = worker.node
+    serves_metrics = _serves_metrics(gang)
+    metrics_ports = _metrics_ports(gang, worker) if serves_metrics else []
+    if serves_metrics:
+        annotations.update(
+            zip(SCRAPE_ANNOTATIONS, ("true", str(METRICS_PORT), "/metrics"), strict=True)
+        )
 
     env: dict[str, str] = {**config.nccl_env, **worker.env}
+    if serves_metrics:
+        # The ports the pod declares are where the runtime serves, whatever the job's env.
+        env.update(TRAINYARD_METRICS_PORT=str(METRICS_PORT), TRAINYARD_METRICS_ADDR="0.0.0.0")
     # Worker 0 reports its checkpoints there (trainyard.worker.termination).
     env[TERMINATION_ENV] = TERMINATION_LOG
     if worker.tpu_chips:
@@ -290,7 +306,7 @@ def pod_manifest(
                     "terminationMessagePath": TERMINATION_LOG,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "env": env_list,
-                    "ports": _container_ports(gang),
+                    "ports": _container_ports(gang) + metrics_ports,
                     **_probes(gang),
                     "resources": _resources(worker),
                     "securityContext": {
@@ -328,6 +344,30 @@ def _container_ports(gang: GangLaunch) -> list[dict[str, Any]]:
     if is_model_service(gang):
         return [{"name": "http", "containerPort": service_port(gang.spec)}]
     return [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
+
+
+def _serves_metrics(gang: GangLaunch) -> bool:
+    """Whether the worker runtime runs (and serves `trainyard_worker_*` on METRICS_PORT
+    + local rank): a builtin workload, not a `command` one."""
+    workload = gang.spec.get("workload")
+    return isinstance(workload, Mapping) and bool(workload.get("builtin"))
+
+
+def _metrics_ports(gang: GangLaunch, worker: WorkerLaunch) -> list[dict[str, Any]]:
+    """The runtime's metrics ports, one per local rank (`metrics-0`, ...), so the chart's
+    PodMonitor finds every rank; the prometheus.io/port annotation names the first
+    (annotation-based scrape configs take one port per pod: rank 0).
+
+    A training worker runs one process per GPU, an inference worker one. A service whose
+    own port is the metrics port serves /metrics there, already declared as `http`.
+    """
+    if is_model_service(gang) and service_port(gang.spec) == METRICS_PORT:
+        return []
+    ranks = 1 if gang.spec.get("kind") == "inference" else max(1, worker.gpus)
+    return [
+        {"name": METRICS_PORT_NAME.format(rank=rank), "containerPort": METRICS_PORT + rank}
+        for rank in range(ranks)
+    ]
 
 
 def _probes(gang: GangLaunch) -> dict[str, Any]:

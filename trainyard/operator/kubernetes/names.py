@@ -18,6 +18,9 @@ JOB_NAME_LABEL = "trainyard.io/job-name"
 ATTEMPT_LABEL = "trainyard.io/attempt"
 WORKER_INDEX_LABEL = "trainyard.io/worker-index"
 QUEUE_LABEL = "trainyard.io/queue"
+REVISION_LABEL = "trainyard.io/revision"
+"""A model service replica's revision of the job document (rollout.py): which pods a
+rolling update has replaced is visible to kubectl (`-L trainyard.io/revision`)."""
 
 QUEUE_ANNOTATION = "trainyard.io/queue"
 OWNER_ANNOTATION = "trainyard.io/owner"
@@ -28,6 +31,14 @@ create and bind) still says where it belongs."""
 SCHEDULER_NAME = "trainyard"
 CONTAINER_NAME = "worker"
 RENDEZVOUS_PORT = 29500
+METRICS_PORT = 9400
+"""The worker runtime's metrics port (trainyard.worker.config's default base): local rank
+r of a worker serves `trainyard_worker_*` on METRICS_PORT + r."""
+METRICS_PORT_NAME = "metrics-{rank}"
+"""Container port names of the metrics ports; the chart's PodMonitor keeps every port
+whose name matches `metrics(-[0-9]+)?` (values.yaml `metrics.podMonitor.portNamePattern`)."""
+SCRAPE_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+"""The conventional annotations of annotation-based Prometheus scrape configs."""
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -13,6 +13,7 @@ them from the placements in its store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from trainyard.scheduler.types import (
 )
 
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+WORKER_METRICS_PORT = 9400  # trainyard.worker.config's default metrics port
 # Waiting reasons that can never heal by waiting: fail the worker at once.
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 # Waiting reasons that may heal (a registry hiccup, a secret created late): fail after
@@ -95,6 +97,10 @@ class PodRecord:
     # What worker 0 reported its output directory holds when its container ended
     # (trainyard.checkpoint_index); None when it reported nothing.
     checkpoints: Checkpoints | None = None
+    ready: bool = False  # the Ready condition is True (the kubelet's readiness probe)
+    ip: str = ""  # status.podIP, "" until the pod has one
+    serve_port: int | None = None  # the container port named "http" (a model service)
+    metrics_port: int | None = None  # where its worker runtime serves /metrics
 
     @property
     def terminated(self) -> bool:
@@ -176,6 +182,32 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
+def _pod_ready(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+
+
+def _serve_port(spec: Mapping[str, Any]) -> int | None:
+    for container in spec.get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == "http" and port.get("containerPort"):
+                return int(port["containerPort"])
+    return None
+
+
+def _metrics_port(spec: Mapping[str, Any]) -> int:
+    """The worker runtime's metrics port in the pod: its TRAINYARD_METRICS_PORT, else the
+    runtime's default (trainyard.worker.config)."""
+    for container in spec.get("containers") or ():
+        for variable in container.get("env") or ():
+            if variable.get("name") == "TRAINYARD_METRICS_PORT":
+                with contextlib.suppress(TypeError, ValueError):
+                    return int(variable.get("value"))
+    return WORKER_METRICS_PORT
+
+
 def _worker_key(labels: Mapping[str, str]) -> WorkerKey | None:
     try:
         return WorkerKey(
@@ -255,6 +287,10 @@ def pod_record(obj: Mapping[str, Any], our_namespace: str) -> PodRecord:
         running=running,
         log_tail=tail,
         checkpoints=reported,
+        ready=_pod_ready(status) if worker else False,
+        ip=str(status.get("podIP") or "") if worker else "",
+        serve_port=_serve_port(spec) if worker else None,
+        metrics_port=_metrics_port(spec) if worker else None,
     )
 
 
@@ -357,9 +393,16 @@ def worker_status(
     stopping: bool,
 ) -> WorkerStatus:
     """One of our pods as a WorkerStatus, with node loss and stuck starts turned into
-    FAILED (their messages name the node and condition, or the container's reason)."""
+    FAILED (their messages name the node and condition, or the container's reason).
+
+    A model service replica's pod (one with an "http" port) also says where it serves
+    (pod IP and that port: /predict and /healthz; pod IP and the runtime's metrics
+    port: /metrics, which the autoscaler scrapes by pod IP) and whether it is ready:
+    its Ready condition, set by the kubelet from the readiness probe on /healthz, the
+    same verdict the Service routes by."""
     assert pod.worker is not None
     key = pod.worker
+    replica = pod.serve_port is not None
     node = pod.node or pod.target_node
     phase, message, exit_code = WorkerPhase.STARTING, "", pod.exit_code
     if pod.phase == "Succeeded":
@@ -397,4 +440,7 @@ def worker_status(
         exit_code=exit_code,
         message=message,
         stopping=stopping or pod.deleting,
+        metrics_address=f"{pod.ip}:{pod.metrics_port}" if replica and pod.ip else None,
+        serve_address=f"{pod.ip}:{pod.serve_port}" if replica and pod.ip else None,
+        ready=(phase is WorkerPhase.RUNNING and pod.ready) if replica else None,
     )
