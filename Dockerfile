@@ -5,7 +5,8 @@
 #   docker build -t REGISTRY/trainyard:0.1.0 .        # from the repository root
 #
 # Two stages: the first builds the wheel and installs it with its pinned dependencies
-# (pyproject.toml; the `postgres` extra for an external store) into a virtualenv; the
+# (pyproject.toml; the `postgres` extra for an external store; every transitive one
+# pinned too, by image-constraints.txt) into a virtualenv; the
 # second is the same slim base plus that virtualenv and nothing else: no compilers, no
 # pip cache, no sources, and no torch (torch is only in the `worker` extra, which the
 # worker image installs). The base is pinned to an exact Python patch release; pin it by
@@ -17,11 +18,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md image-constraints.txt ./
 COPY trainyard ./trainyard
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/trainyard \
-    && /opt/trainyard/bin/pip install "$(ls /wheels/trainyard-*.whl)[postgres]" \
+    && /opt/trainyard/bin/pip install --constraint image-constraints.txt "$(ls /wheels/trainyard-*.whl)[postgres]" \
     && /opt/trainyard/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
     && /opt/trainyard/bin/trainyard serve --help >/dev/null
 

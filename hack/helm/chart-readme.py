@@ -72,14 +72,22 @@ def comments_by_path(values_text: str) -> dict[str, str]:
     return found
 
 
-def schema_leaves(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each value the schema defines: (dotted path, its schema), sections descended into."""
+def schema_leaves(
+    schema: dict[str, Any], values: Any, prefix: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each value the schema defines: (dotted path, its schema), sections descended into.
+
+    A section is an object with `properties` that values.yaml spells out key by key; one
+    whose default is empty (`affinity: {}`, a Kubernetes type the schema closes down to
+    its leaves) is one value, documented as a whole.
+    """
     for key, sub in schema.get("properties", {}).items():
         if not prefix and key in SCHEMA_ONLY:
             continue
         path = f"{prefix}{key}"
-        if sub.get("type") == "object" and "properties" in sub:
-            yield from schema_leaves(sub, f"{path}.")
+        default = values.get(key) if isinstance(values, dict) else None
+        if sub.get("type") == "object" and "properties" in sub and default != {}:
+            yield from schema_leaves(sub, default, f"{path}.")
         else:
             yield path, sub
 
@@ -112,7 +120,7 @@ def values_table(chart_dir: Path = CHART_DIR) -> str:
     comments = comments_by_path(values_text)
     rows = ["| Value | Type | Default | Description |", "| --- | --- | --- | --- |"]
     missing: list[str] = []
-    for path, sub in schema_leaves(schema):
+    for path, sub in schema_leaves(schema, values):
         default = json.dumps(lookup(values, path), separators=(", ", ": "))
         description = comments.get(path)
         if not description:

@@ -50,7 +50,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "trainyard.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
@@ -87,8 +87,14 @@ Refuse value combinations that would install something unsafe, with a message th
 says what to change. Called from the Deployment, so every render checks them.
 */}}
 {{- define "trainyard.validate" -}}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: the control plane never runs as the namespace's default ServiceAccount, which every other pod there shares (and the chart's roles would be bound to it)" }}
+{{- end }}
 {{- if and (eq .Values.store.type "sqlite") (gt (int .Values.replicaCount) 1) }}
 {{- fail (printf "replicaCount=%d with store.type=sqlite is refused: SQLite on a ReadWriteOnce volume serves one replica only. Use store.type=postgresql (store.postgresql.url or secrets.existingSecret) for more replicas." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable=%d with replicaCount=%d is refused: no pod could ever be evicted, so every node drain would hang. Use at most %d." (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount) (sub (int .Values.replicaCount) 1)) }}
 {{- end }}
 {{- if and (eq .Values.store.type "postgresql") (not .Values.store.postgresql.url) (not .Values.secrets.existingSecret) }}
 {{- fail "store.type=postgresql needs store.postgresql.url, or secrets.existingSecret naming a Secret with a database-url key" }}

@@ -32,6 +32,8 @@ from tests.integration.cluster.simcluster import (
     KWOK_IMMEDIATE,
     KWOK_NODE_ANNOTATION,
     MERGE_PATCH,
+    REPO_ROOT,
+    SIM_DURATION,
     Cluster,
     create_namespace,
     wait_until,
@@ -47,8 +49,11 @@ from tests.integration.helm.charttool import (
     random_free_port,
     render_text,
     served,
+    tool,
 )
 from trainyard.api.schemas import JobCreate
+from trainyard.operator.kubernetes.names import service_name
+from trainyard.operator.kubernetes.storage import checkpoint_claim_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -264,6 +269,49 @@ def test_notes_first_job_is_a_valid_job_document(release: Release, tmp_path: Pat
     assert job.queue == "default" and job.workers == 1
 
 
+def test_notes_token_command_fetches_the_admin_token(release: Release) -> None:
+    """The NOTES' `export TRAINYARD_TOKEN=...` line, run as printed (kubectl and base64
+    on the PATH), yields the token the release's Secret holds."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    (line,) = [line.strip() for line in notes.splitlines() if "TRAINYARD_TOKEN=" in line]
+    env = {**os.environ, "PATH": f"{tool('kubectl').parent}:{os.environ['PATH']}"}
+    fetched = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; {line}; printf %s "$TRAINYARD_TOKEN"'],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    secret = release.core.read_namespaced_secret(FULLNAME, release.namespace)
+    assert fetched == base64.b64decode(secret.data["admin-token"]).decode()
+    assert len(fetched) == 48
+
+
+def test_notes_user_token_command_creates_an_expiring_token(
+    release: Release, tmp_path: Path
+) -> None:
+    """The NOTES' per-user token command, run as the pod would run it, makes a token that
+    expires (the safe default: a leaked user token stops working by itself)."""
+    notes = helm("status", RELEASE, "--namespace", release.namespace).stdout
+    (line,) = [line for line in notes.splitlines() if "trainyard token create" in line]
+    exec_prefix = f"kubectl -n {release.namespace} exec deploy/{FULLNAME} -- "
+    assert line.strip().startswith(exec_prefix), line
+    argv = line.strip().removeprefix(exec_prefix).split()
+    assert argv[0] == "trainyard"
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
+        "TRAINYARD_HOME": str(tmp_path / "home"),
+    }
+    cli = [sys.executable, "-c", "from trainyard.cli import main; main()"]
+    created = subprocess.run(
+        [*cli, *argv[1:]], env=env, capture_output=True, text=True, check=True
+    )  # fmt: skip
+    assert len(created.stdout.strip()) >= 32
+    listed = subprocess.run(
+        [*cli, "token", "list", "-o", "json"], env=env, capture_output=True, text=True, check=True
+    )  # fmt: skip
+    (token,) = json.loads(listed.stdout)
+    assert token["user"] == "alice" and not token["admin"]
+    assert token["expires_at"], "the NOTES' user token never expires"
+
+
 def can_i(release: Release, verb: str, resource: str, namespace: str | None) -> str:
     """`kubectl auth can-i` as the chart's ServiceAccount: "yes" or "no"."""
     name, _, sub = resource.partition("/")
@@ -351,19 +399,24 @@ def service_account_kubeconfig(release: Release, cluster: Cluster, path: Path) -
     return path
 
 
-def test_control_plane_with_the_service_account_token_sees_the_cluster(
+def test_control_plane_with_the_service_account_token_runs_a_job_end_to_end(
     release: Release, kube_cluster: Cluster, tmp_path: Path
 ) -> None:
-    """The control plane, out of cluster, with nothing but the chart's ServiceAccount.
+    """The Kubernetes backend's smoke test, run with nothing but the chart's ServiceAccount.
 
-    TODO at merge: run the Kubernetes backend's smoke test (issue 9) with this
-    kubeconfig; until the backend is on main this checks what main's kubernetes mode
-    calls (the node inventory) and that the token is no key to Secrets.
+    `trainyard serve --backend kubernetes`, out of cluster, with a kubeconfig holding only
+    a token of the release's ServiceAccount and the release namespace as its workers
+    namespace (where the chart's Role is): it must watch nodes and pods, take the leader
+    Lease, create the job's checkpoint claim, headless Service and pods, bind them, post
+    Events, see the job succeed, delete the Service, and have the retention sweep list
+    and delete the claim. Every one of those calls is the backend's own code, so a call
+    the chart does not grant fails this test (and is logged as forbidden).
     """
+    core, ns = release.core, release.namespace
     kubeconfig = service_account_kubeconfig(release, kube_cluster, tmp_path / "sa-kubeconfig")
     sa_api = kube_config.new_client_from_config(config_file=str(kubeconfig))
     with pytest.raises(ApiException) as denied:
-        client.CoreV1Api(sa_api).list_namespaced_secret(release.namespace)
+        client.CoreV1Api(sa_api).list_namespaced_secret(ns)
     assert denied.value.status == 403
     port = random_free_port()
     token = "helm-test-admin-token-0123456789abcdef"
@@ -371,18 +424,110 @@ def test_control_plane_with_the_service_account_token_sees_the_cluster(
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")},
         "TRAINYARD_HOME": str(tmp_path / "home"),
         "TRAINYARD_ADMIN_TOKEN": token,
+        "TRAINYARD_NAMESPACE": ns,
+        "TRAINYARD_LOOP_PERIOD_SECONDS": "0.5",
+        "TRAINYARD_STOP_GRACE_SECONDS": "2",
+        "TRAINYARD_LEASE_TTL_SECONDS": "4",
+        # Claims of finished jobs are deleted at the next sweep, a second later.
+        "TRAINYARD_CHECKPOINT_RETENTION_SECONDS": "0",
+        "TRAINYARD_RETENTION_SWEEP_SECONDS": "1",
     }
     argv = [sys.executable, "-c", "from trainyard.cli import main; main()", "serve",
             "--backend", "kubernetes", "--kubeconfig", str(kubeconfig),
             "--port", str(port)]  # fmt: skip
-    with served(argv, env, port, tmp_path / "serve.log") as url:
+    log = tmp_path / "serve.log"
+
+    def refused_calls() -> None:
+        """Fail at once, with the log, when the apiserver refused one of our calls."""
+        text = log.read_text()
+        assert "forbidden" not in text.lower(), text[-3000:]
+
+    job = {
+        "name": "helm-smoke",
+        "workers": 2,
+        "resources": {"cpu": "1", "memory": "1Gi", "gpu": 1},
+        "workload": {"builtin": "gpt", "args": {"steps": 10}},
+        "checkpoint": {"storage": "pvc", "size": "1Gi", "storage_class": "nfs-rwx"},
+        "annotations": {**KWOK_IMMEDIATE, SIM_DURATION: "3"},
+    }
+    with (
+        served(argv, env, port, log) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api,
+    ):
         # Our admin token is accepted, so this is our server answering.
-        reply = httpx.get(
-            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        nodes = api.get("/v1/cluster")
+        assert nodes.status_code == 200, nodes.text
+        assert free_cpu_node(core) in {n["name"] for n in nodes.json()["nodes"]}
+        created = api.post("/v1/jobs", json=job)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        selector = f"trainyard.io/job-id={job_id}"
+
+        def job_state() -> dict[str, Any]:
+            reply = api.get(f"/v1/jobs/{job_id}")
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+
+        def bound_pods() -> list[client.V1Pod] | None:
+            refused_calls()
+            found = core.list_namespaced_pod(ns, label_selector=selector).items
+            bound = [p for p in found if p.spec.node_name]
+            return bound if len(bound) == 2 else None
+
+        pods = wait_until(f"job {job_id}'s two pods to be bound", bound_pods, timeout=180)
+        assert {p.spec.scheduler_name for p in pods} == {"trainyard"}
+        assert core.read_namespaced_service(service_name(job_id), ns).spec.cluster_ip == "None"
+        claim = core.read_namespaced_persistent_volume_claim(checkpoint_claim_name(job_id), ns)
+        assert claim.spec.storage_class_name == "nfs-rwx"
+        lease = client.CoordinationV1Api(kube_cluster.api).read_namespaced_lease(
+            "trainyard-scheduler", ns
         )
-    assert reply.status_code == 200, reply.text
-    names = {n["name"] for n in reply.json()["nodes"]}
-    assert free_cpu_node(release.core) in names
+        assert lease.spec.holder_identity, "the control plane holds no leader Lease"
+
+        def finished() -> dict[str, Any] | None:
+            refused_calls()
+            current = job_state()
+            if current["state"] in ("FAILED", "CANCELLED"):
+                raise AssertionError(f"job ended {current['state']}: {current.get('reason')}")
+            return current if current["state"] == "SUCCEEDED" else None
+
+        done = wait_until(f"job {job_id} to succeed", finished, timeout=180)
+        assert done["reason"] == "all workers exited 0"
+        transitions = [
+            e["to_state"]
+            for e in api.get(f"/v1/jobs/{job_id}/events").json()["data"]
+            if e["from_state"] != e["to_state"]
+        ]
+        assert transitions == ["PENDING", "ADMITTED", "RUNNING", "SUCCEEDED"]
+        scheduled = [
+            e
+            for e in core.list_namespaced_event(ns).items
+            if e.reason == "Scheduled" and e.involved_object.name.startswith(job_id)
+        ]
+        assert len(scheduled) == 2
+
+        def gone(read: Any, name: str) -> bool:
+            try:
+                found = read(name, ns)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return found.metadata.deletion_timestamp is not None
+
+        wait_until(
+            "the job's pods, Service and checkpoint claim to be deleted",
+            lambda: (
+                refused_calls() is None
+                and not core.list_namespaced_pod(ns, label_selector=selector).items
+                and gone(core.read_namespaced_service, service_name(job_id))
+                and gone(
+                    core.read_namespaced_persistent_volume_claim, checkpoint_claim_name(job_id)
+                )
+            ),
+            timeout=120,
+        )
+        refused_calls()
 
 
 def test_service_account_token_makes_each_call_of_the_backend(
@@ -505,6 +650,68 @@ def test_upgrade_applies_changed_values_and_keeps_the_admin_token(release: Relea
     assert [h["status"] for h in history] == ["superseded", "deployed"]
 
 
+def chart_without_allow_host_path(destination: Path) -> Path:
+    """A copy of the chart as it was before `workers.allowHostPath` existed: an older
+    chart version, for upgrading from to this one."""
+    chart = chart_copy(destination, with_fixture_files=False)
+    values = chart / "values.yaml"
+    lines = values.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip() == "allowHostPath: false")
+    assert lines[at - 1].strip().startswith("#")
+    values.write_text("".join(lines[: at - 1] + lines[at + 1 :]))
+    schema_path = chart / "values.schema.json"
+    schema = json.loads(schema_path.read_text())
+    workers = schema["properties"]["workers"]
+    del workers["properties"]["allowHostPath"]
+    workers["required"].remove("allowHostPath")
+    schema_path.write_text(json.dumps(schema))
+    deployment = chart / "templates" / "deployment.yaml"
+    text = deployment.read_text()
+    entry = (
+        "            - name: TRAINYARD_ALLOW_HOST_PATH\n"
+        "              value: {{ .Values.workers.allowHostPath | toString | quote }}\n"
+    )
+    assert entry in text
+    deployment.write_text(text.replace(entry, ""))
+    return chart
+
+
+def readme_upgrade_flags() -> list[str]:
+    """The flags of the README's upgrade command other than the --set it shows."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    upgrade = readme.split("**Upgrade.** `", 1)[1].split("`", 1)[0].split()
+    assert upgrade[:5] == ["helm", "upgrade", "trainyard", "helm/trainyard", "-n"], upgrade
+    flags = [arg for arg in upgrade[6:] if arg.startswith("--") and arg != "--set"]
+    assert flags, upgrade
+    return flags
+
+
+def test_readme_upgrade_keeps_the_users_values_and_applies_new_defaults(
+    kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The README's upgrade command, from a chart version without a value this one adds:
+    the values given at install stay, and the new value gets its default (plain
+    --reuse-values would carry the old chart's values over and miss it)."""
+    core = kube_cluster.core
+    ns = create_namespace(core, prefix="helm-upgrade")
+    old_chart = chart_without_allow_host_path(tmp_path / "old")
+    try:
+        helm("install", RELEASE, str(old_chart), "--namespace", ns, *install_flags(),
+             "--set", "scheduler.loopPeriodSeconds=2")  # fmt: skip
+        helm("upgrade", RELEASE, str(CHART_DIR), "--namespace", ns, *readme_upgrade_flags(),
+             "--set", "image.tag=0.2.0")  # fmt: skip
+        config = core.read_namespaced_config_map(FULLNAME, ns).data
+        assert config["TRAINYARD_LOOP_PERIOD_SECONDS"] == "2", "the install's value was lost"
+        apps = client.AppsV1Api(core.api_client)
+        (main,) = apps.read_namespaced_deployment(FULLNAME, ns).spec.template.spec.containers
+        assert main.image.endswith(":0.2.0")
+        env = {e.name: e.value for e in main.env}
+        assert env["TRAINYARD_ALLOW_HOST_PATH"] == "false"
+    finally:
+        helm("uninstall", RELEASE, "--namespace", ns, "--wait", check=False)
+        core.delete_namespace(ns, body=client.V1DeleteOptions(propagation_policy="Background"))
+
+
 def test_two_replicas_on_sqlite_are_refused_at_install(release: Release) -> None:
     with pytest.raises(CommandFailed) as failure:
         helm("install", "refused", str(CHART_DIR), "--namespace", release.namespace,
@@ -516,18 +723,29 @@ def test_two_replicas_on_sqlite_are_refused_at_install(release: Release) -> None
 def test_uninstall_leaves_nothing_behind(release: Release) -> None:
     """Runs last in this module: it removes the release the others used."""
     ns = release.namespace
-    helm("uninstall", RELEASE, "--namespace", ns, "--wait")
     kinds = "all,configmaps,secrets,persistentvolumeclaims,serviceaccounts,poddisruptionbudgets,ingresses,roles,rolebindings"  # noqa: E501
 
-    def leftovers() -> str:
+    def leftovers() -> set[str]:
         selector = f"app.kubernetes.io/instance={RELEASE}"
         found = kubectl("get", kinds, "--namespace", ns, "-l", selector, "-o", "name").stdout
-        return found.strip()
+        return set(found.split())
 
+    def ours_cluster_wide() -> set[str]:
+        found = kubectl(
+            "get", "clusterroles,clusterrolebindings", "-o", "name",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        ).stdout.split()  # fmt: skip
+        return {name for name in found if name.endswith(f"/{ns}-{FULLNAME}")}
+
+    # The same queries see every object the release made, so "none left" means something.
+    installed = leftovers()
+    for kind in ("deployment.apps", "service", "configmap", "secret", "serviceaccount",
+                 "persistentvolumeclaim", "role.rbac.authorization.k8s.io",
+                 "rolebinding.rbac.authorization.k8s.io"):  # fmt: skip
+        assert any(name.startswith(f"{kind}/") for name in installed), (kind, installed)
+    assert len(ours_cluster_wide()) == 2, ours_cluster_wide()
+    helm("uninstall", RELEASE, "--namespace", ns, "--wait")
     wait_until("nothing of the release left in its namespace", lambda: not leftovers() or None, 120)
     assert not control_plane_pods(release.core, ns)
-    cluster_scoped = kubectl(
-        "get", "clusterroles,clusterrolebindings", "-o", "name",
-        "-l", f"app.kubernetes.io/instance={RELEASE}",
-    ).stdout.split()  # fmt: skip
-    assert not [name for name in cluster_scoped if name.endswith(f"/{ns}-{FULLNAME}")]
+    assert not ours_cluster_wide()
+    assert helm("status", RELEASE, "--namespace", ns, check=False).returncode != 0

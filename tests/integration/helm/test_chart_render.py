@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.integration.cluster.simcluster import REPO_ROOT
+from tests.integration.helm.backend_calls import Call, code_calls
 from tests.integration.helm.backend_permissions import permission_set
 from tests.integration.helm.charttool import (
     CHART_DIR,
@@ -33,12 +34,6 @@ from trainyard.operator.config import scheduler_config
 from trainyard.scheduler.policies import live_policy_names
 
 EVERYTHING = FIXTURES / "values-everything.yaml"
-
-PENDING_SETTINGS: dict[str, str] = {}
-"""Environment variables the chart sets for settings the Kubernetes backend (issue 9) adds
-to trainyard/config.py (Settings.namespace, worker_image, node_lost_grace on its branch)
-but main does not have yet. When a name appears in
-Settings the test below fails, so the entry is removed rather than forgotten."""
 
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
@@ -113,6 +108,8 @@ def test_defaults_are_one_hardened_replica_on_sqlite() -> None:
     assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert main["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
     assert main["resources"]["limits"] == {"memory": "1Gi"}
+    plain_env = {e["name"]: e.get("value") for e in main["env"]}
+    assert plain_env["TRAINYARD_ALLOW_HOST_PATH"] == "false", "host paths are off by default"
     volumes = {v["name"]: v for v in pod["volumes"]}
     claim = one(objects, "PersistentVolumeClaim")
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
@@ -124,6 +121,9 @@ def test_defaults_are_one_hardened_replica_on_sqlite() -> None:
 
 def test_everything_on_renders_every_optional_object(everything_chart: Path) -> None:
     objects = render(chart=everything_chart, values=[EVERYTHING])
+    for obj in objects:
+        missing = [key for key in STANDARD_LABELS if key not in obj["metadata"]["labels"]]
+        assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
     for kind in (
         "PodDisruptionBudget",
         "Ingress",
@@ -143,6 +143,10 @@ def test_everything_on_renders_every_optional_object(everything_chart: Path) -> 
     assert env["TRAINYARD_NAMESPACE"]["value"] == "trainyard-workers"
     assert env["TRAINYARD_WORKER_IMAGE"]["value"] == "registry.example/trainyard-worker:2"
     assert container(objects)["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
+    # A whole Affinity passes the schema and reaches the pod as given (the dry run in
+    # test_chart_cluster.py has the apiserver check it).
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["affinity"] == yaml.safe_load(EVERYTHING.read_text())["affinity"]
     dashboards = [
         o for o in by_kind(objects, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]
     ]
@@ -175,6 +179,40 @@ def test_two_replicas_on_sqlite_are_refused(tmp_path: Path) -> None:
     assert "replicaCount=2 with store.type=sqlite is refused" in stderr
 
 
+def test_an_existing_service_account_must_be_named(tmp_path: Path) -> None:
+    """Never the namespace's `default` ServiceAccount: the roles would go to every pod
+    that runs without one of its own."""
+    stderr = refusal(tmp_path, {"serviceAccount": {"create": False}})
+    assert "serviceAccount.create=false needs serviceAccount.name" in stderr
+    objects = render(sets=["serviceAccount.create=false", "serviceAccount.name=ops-trainyard"])
+    assert not by_kind(objects, "ServiceAccount")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ops-trainyard"
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        (subject,) = one(objects, kind)["subjects"]
+        assert subject["name"] == "ops-trainyard"
+
+
+def test_rbac_off_and_an_existing_claim_render_neither(tmp_path: Path) -> None:
+    objects = render(sets=["rbac.create=false", "store.sqlite.existingClaim=old-store"])
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    assert "PersistentVolumeClaim" not in kinds
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    data = next(v for v in volumes if v["name"] == "data")
+    assert data["persistentVolumeClaim"]["claimName"] == "old-store"
+
+
+def test_a_budget_that_would_block_every_drain_is_refused(tmp_path: Path) -> None:
+    """minAvailable equal to the replicas lets no pod be evicted: a node drain would hang."""
+    store = {"type": "postgresql", "postgresql": {"url": "postgresql://db/t"}}
+    values = {"replicaCount": 2, "podDisruptionBudget": {"minAvailable": 2}, "store": store}
+    stderr = refusal(tmp_path, values)
+    assert "podDisruptionBudget.minAvailable=2 with replicaCount=2" in stderr
+    values["podDisruptionBudget"]["minAvailable"] = 1
+    assert one(render(values=[write_values(tmp_path, values)]), "PodDisruptionBudget")
+
+
 def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
     stderr = refusal(tmp_path, {"store": {"type": "postgresql"}})
     assert "store.type=postgresql needs store.postgresql.url" in stderr
@@ -202,6 +240,26 @@ def test_postgresql_needs_a_url_or_an_existing_secret(tmp_path: Path) -> None:
         ({"store": {"type": "mysql"}}, r"store.*type.*(sqlite|postgresql)"),
         ({"scheduler": {"queues": [{"name": "q", "policy": "lottery"}]}}, r"policy"),
         ({"resources": {"requests": {"cpu": "lots"}}}, r"cpu.*does not match"),
+        (
+            {"tolerations": [{"key": "gpu", "operator": "Exists", "efect": "NoSchedule"}]},
+            r"tolerations/0.*additional properties 'efect' not allowed",
+        ),
+        ({"affinity": {"nodeAfinity": {}}}, r"affinity.*additional properties 'nodeAfinity'"),
+        (
+            {
+                "affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {"topologykey": "kubernetes.io/hostname"},
+                            }
+                        ]
+                    }
+                }
+            },
+            r"podAffinityTerm.*additional properties 'topologykey' not allowed",
+        ),
     ],
 )
 def test_schema_refuses_wrong_types_and_unknown_keys(
@@ -213,20 +271,30 @@ def test_schema_refuses_wrong_types_and_unknown_keys(
 
 
 def test_schema_types_every_value_and_closes_every_section() -> None:
+    """Every value has a type, every object with named keys refuses others, every map
+    types its values, every list its items, down to the leaves (through $refs too).
+    Only `global` is open: Helm passes a parent chart's shared values there."""
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
 
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            assert set(node) == {"$ref"}, f"keywords beside a $ref are ignored: {node}"
+            *_, name = node["$ref"].split("/")
+            node = schema["definitions"][name]
+        return node
+
     def walk(node: dict[str, Any], path: str) -> None:
+        node = resolve(node)
         assert "type" in node, f"{path or '<root>'} has no type"
         if "properties" in node:
             assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
             for key, sub in node["properties"].items():
                 walk(sub, f"{path}.{key}" if path else key)
-        elif node["type"] == "object" and path not in ("affinity", "global"):
+        elif node["type"] == "object" and path != "global":
             assert isinstance(node.get("additionalProperties"), dict), f"{path}: untyped map"
+            walk(node["additionalProperties"], f"{path}.*")
         if node["type"] == "array":
-            assert "type" in node["items"], f"{path}: untyped list items"
-            if "properties" in node["items"]:
-                walk(node["items"], f"{path}[]")
+            walk(node["items"], f"{path}[]")
 
     walk(schema, "")
 
@@ -273,6 +341,30 @@ def test_roles_grant_exactly_what_the_backend_calls(tmp_path: Path, workers_name
         assert one(objects, "RoleBinding")["metadata"]["namespace"] == workers_namespace
 
 
+def test_roles_grant_every_call_in_the_code_and_nothing_it_never_makes() -> None:
+    """The chart against the code itself, not against permissions.py: each Kubernetes
+    API call anywhere in `trainyard` (see backend_calls) is granted by the rendered
+    roles, so a new call fails here until the chart grants it; and each grant is used."""
+    objects = render()
+    cluster, namespace = granted(one(objects, "ClusterRole")), granted(one(objects, "Role"))
+    calls = code_calls()
+    assert len(calls) >= 15, f"found too few calls to be reading the code: {calls}"
+
+    def allowed(call: Call) -> bool:
+        triple = (call.group, call.resource, call.verb)
+        return triple in cluster or (call.namespaced and triple in namespace)
+
+    refused = {where: sorted(options, key=str) for options, where in calls.items()
+               if not any(allowed(call) for call in options)}  # fmt: skip
+    assert not refused, f"the code makes calls the chart does not grant: {refused}"
+    used = {(c.group, c.resource, c.verb, c.namespaced) for options in calls for c in options}
+    unused_cluster = {g for g in cluster if (*g, False) not in used and (*g, True) not in used}
+    unused_namespace = {g for g in namespace if (*g, True) not in used}
+    assert not unused_cluster | unused_namespace, (
+        f"granted, never called: {sorted(unused_cluster)} {sorted(unused_namespace)}"
+    )
+
+
 def test_every_environment_variable_names_a_setting(everything_chart: Path) -> None:
     names = {
         e["name"] for e in container(render(chart=everything_chart, values=[EVERYTHING]))["env"]
@@ -280,10 +372,34 @@ def test_every_environment_variable_names_a_setting(everything_chart: Path) -> N
     names |= set(one(render(), "ConfigMap")["data"])
     names.discard("TRAINYARD_EXAMPLE")  # the everything-on file's own extraEnv entry
     known = {f"TRAINYARD_{field.upper()}" for field in Settings.model_fields}
-    arrived = set(PENDING_SETTINGS) & known
-    assert not arrived, f"now real settings, remove from PENDING_SETTINGS: {sorted(arrived)}"
-    unknown = names - known - set(PENDING_SETTINGS)
+    unknown = names - known
     assert not unknown, f"the chart sets variables no setting reads: {sorted(unknown)}"
+
+
+NOT_CHART_VALUES: dict[str, str] = {
+    "kubeconfig": "in a pod the backend uses its ServiceAccount's in-cluster config",
+    "loop": "every replica runs the loop; the leader Lease picks the one that acts",
+    "local_cpus": "the local backend's node only",
+    "local_memory_bytes": "the local backend's node only",
+    "local_gpus": "the local backend's node only",
+    "quota_file": "quotas (issue 12): a file to mount; server.extraEnv names it",
+    "accelerator_prices": "accounting (issue 10): server.extraEnv, as JSON",
+    "price_currency": "accounting (issue 10): server.extraEnv",
+}
+"""Settings the chart deliberately has no value of its own for, and why. A new setting
+fails the test below until it is given a value or a reason here."""
+
+
+def test_every_setting_is_a_chart_value_or_deliberately_left_out(everything_chart: Path) -> None:
+    """With everything on (PostgreSQL, so the database URL too)."""
+    names = {
+        e["name"] for e in container(render(chart=everything_chart, values=[EVERYTHING]))["env"]
+    }
+    names |= set(one(render(), "ConfigMap")["data"])
+    set_by_chart = {name.removeprefix("TRAINYARD_").lower() for name in names}
+    assert not set_by_chart & set(NOT_CHART_VALUES), "set by the chart yet listed as left out"
+    left = set(Settings.model_fields) - set_by_chart - set(NOT_CHART_VALUES)
+    assert not left, f"settings the chart neither sets nor says why not: {sorted(left)}"
 
 
 def test_configmap_and_env_parse_as_the_settings_they_configure(
@@ -293,7 +409,7 @@ def test_configmap_and_env_parse_as_the_settings_they_configure(
     config = one(objects, "ConfigMap")["data"]
     plain_env = {e["name"]: e["value"] for e in container(objects)["env"] if "value" in e}
     for name, value in {**plain_env, **config}.items():
-        if name not in PENDING_SETTINGS and name != "TRAINYARD_EXAMPLE":
+        if name != "TRAINYARD_EXAMPLE":
             monkeypatch.setenv(name, value)
     settings = Settings()
     assert [(q.name, q.policy) for q in settings.queues] == [
@@ -310,6 +426,7 @@ def test_configmap_and_env_parse_as_the_settings_they_configure(
     assert settings.checkpoint_storage_class == "shared-rwx"
     assert settings.checkpoint_node_path == "/var/lib/trainyard-checkpoints"
     assert settings.checkpoint_retention_seconds == 86400
+    assert (settings.retention_sweep_seconds, settings.allow_host_path) == (60, True)
     # What `trainyard serve` checks at start: every policy named exists.
     config = scheduler_config(settings)
     assert (
@@ -353,3 +470,17 @@ def test_chart_readme_script_refuses_an_uncommented_value(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "values without a comment in values.yaml: service.port" in result.stderr
+
+
+def test_readme_lists_exactly_the_roles_namespace_verbs() -> None:
+    """The README's "Run on a GPU cluster" names the Role's grants; they are the backend's."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    section = readme.split("## Run on a GPU cluster", 1)[1].split(" ## ", 1)[0]
+    match = re.search(r"a Role in the workers namespace \(([^)]*)\)", section)
+    assert match, "the README's GPU-cluster section describes the Role"
+    listed = set()
+    for item in match.group(1).split(", "):
+        resource, verbs = item.split(" ")
+        listed |= {(resource, verb) for verb in verbs.split("/")}
+    called = {(resource, verb) for _, resource, verb in permission_set("namespace")}
+    assert listed == called, f"extra: {sorted(listed - called)}, missing: {sorted(called - listed)}"
