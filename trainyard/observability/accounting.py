@@ -139,8 +139,10 @@ def aggregate(
             if first and started is not None and since_us <= started <= now_us:
                 group.wait_seconds_total += max(0, started - row.job_created_at) / 1e6
                 group.waited_jobs += 1
+        if row.energy_joules is not None:  # measured even when it ended before RUNNING
+            group.energy_joules = (group.energy_joules or 0.0) + row.energy_joules
         if row.started_at is None:
-            continue  # admitted, never ran: no resource time
+            continue  # admitted, never seen running: no resource time
         begin = max(row.started_at, since_us)
         end = min(row.ended_at if row.ended_at is not None else now_us, now_us)
         hours = max(0, end - begin) / 3.6e9
@@ -149,8 +151,6 @@ def aggregate(
         group.gpu_hours += worker_hours * row.gpus
         group.tpu_chip_hours += worker_hours * row.tpu_chips
         group.cpu_core_hours += worker_hours * row.cpu_millicores / 1000
-        if row.energy_joules is not None:
-            group.energy_joules = (group.energy_joules or 0.0) + row.energy_joules
         accelerator_hours = worker_hours * (row.gpus or row.tpu_chips)
         price = prices.get(row.accelerator_model or "")
         if accelerator_hours and price is not None:

@@ -135,6 +135,14 @@ def test_the_window_clips_attempts_and_adjacent_windows_add_up() -> None:
     assert priced.key == "A100" and priced.cost == pytest.approx(24.0)
 
 
+def test_energy_of_an_attempt_never_seen_running_still_counts() -> None:
+    """A gang that failed before the loop saw it RUNNING has no resource time, but the
+    energy its ranks measured (and the attempt stored) is still its queue's."""
+    rows = [_row(started_at=None, ended_at=10, energy_joules=42.5), _row(job_id="k")]
+    (group,) = aggregate(rows, group_by="queue", since_us=0, now_us=100, prices={})
+    assert group.energy_joules == pytest.approx(42.5) and group.attempts == 2
+
+
 class FakeNvml:
     """Stands in for pynvml (no GPU on this machine): a counter in millijoules."""
 
