@@ -58,7 +58,8 @@ RELATIONAL_RULES = frozenset(
     }
 )
 """422 rules for relations between values and facts of the store or the caller, which no
-JSON Schema keyword states (the schema test accepts a 422 made only of these)."""
+JSON Schema keyword states (the schema test makes them hold in the data it sends, so every
+check still runs on every response)."""
 
 VOLUME_SOURCES = ("pvc", "empty_dir", "config_map", "secret", "host_path")
 TRAINYARD_PATHS = ("/output", "/dev/shm")
