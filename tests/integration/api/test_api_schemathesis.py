@@ -131,5 +131,11 @@ def _satisfy_relations(case: schemathesis.Case, *, checkpoint_job: str) -> None:
 
 
 def _count(body: dict[str, Any], name: str) -> int | None:
+    """A replica or worker count as the server reads it: an integer, or a whole float
+    (the schema allows 24.0 for a count, as the server does)."""
     value = body.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
