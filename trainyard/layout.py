@@ -39,9 +39,30 @@ def secrets_dir(home: Path) -> Path:
     return home / "secrets"
 
 
+def create_private_dirs(path: Path) -> Path:
+    """Create `path` and every missing parent as 0700; existing ones are left as they are.
+
+    (`Path.mkdir(mode, parents=True)` gives the mode to the last directory only: the
+    parents it creates get the umask's 0755, so `logs/` and `jobs/` listed every job.)
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # created meanwhile (another process): theirs is private too
+            continue
+    return path
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) as 0700; tighten it if it already exists more open."""
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    create_private_dirs(path)
     if path.stat().st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR)
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from trainyard.layout import ensure_private_dir
 from trainyard.store import (
     TokenRecord,
     find_token,
@@ -103,7 +104,7 @@ def ensure_admin_token(engine: Engine, *, home: Path, configured: str | None) ->
     if configured:
         _register(engine, configured, "admin token from TRAINYARD_ADMIN_TOKEN")
         return None
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(home)
     path = home / ADMIN_TOKEN_FILE
     token = _read_admin_token(path)
     if token is None:

@@ -16,7 +16,9 @@ level 1), checked on the parsed body before anything else looks at it: free-form
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any
 
 from trainyard.api.errors import FieldRuleError
@@ -140,6 +142,50 @@ def check_structure(document: Any, limit: int = MAX_DEPTH) -> None:
                     "string_unicode",
                     "must be valid Unicode (a lone surrogate such as \\ud800 is not)",
                 )
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+"""A JSON string (escapes included), or one of the structural characters."""
+
+
+def deep_json_field(text: str, limit: int = MAX_DEPTH) -> str:
+    """The field `check_structure` would name for JSON `text` nested deeper than `limit`,
+    found without building the document; "body" if it is not that deep.
+
+    For a body too deep for Python's JSON parser (it recurses once per level and gives up
+    near 1000), so that the 422 names the same field at any depth. Iterative, and it stops
+    at the first container past the limit.
+    """
+    frames: list[list[Any]] = []  # per open container: [its opening character, current key]
+    expect_key = False
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "{[":
+            if len(frames) >= limit:
+                field = ""
+                for frame in frames[:2]:
+                    if frame[1] is not None:
+                        field = _join(field, frame[1])
+                return field or "body"
+            frames.append([token, None if token == "{" else 0])
+            expect_key = token == "{"
+        elif token in "}]":
+            if frames:
+                frames.pop()
+            expect_key = False
+        elif token == ",":
+            if frames and frames[-1][0] == "[":
+                frames[-1][1] += 1
+            expect_key = bool(frames) and frames[-1][0] == "{"
+        elif token == ":":
+            expect_key = False
+        elif expect_key and frames:
+            try:
+                frames[-1][1] = json.loads(token)
+            except ValueError:
+                frames[-1][1] = token[1:-1]
+            expect_key = False
+    return "body"
 
 
 def _path_text(path: tuple[str | int, ...]) -> str:

@@ -11,7 +11,8 @@ rule JSON Schema can state is added here, next to the validator that enforces it
 - `workload`: exactly one of `builtin` and `command` (oneOf); `args` only with `builtin`;
   `command[0]` names a program (prefixItems).
 - `max_runtime` longer than 0s (not: an all-zero duration).
-- No NUL character in any free-form string, key or `args` value (`check_document`).
+- No NUL character in any free-form string (`image`, `serve_checkpoint`, `checkpoint_job`,
+  `command`, map values), key or `args` value (`check_document`).
 - `args` values: any JSON without NUL (a recursive schema); the nesting limit is stated in
   `x-max-depth` and the description (see `args_value_schema` for why not as keywords).
 
@@ -58,7 +59,8 @@ RELATIONAL_RULES = frozenset(
     }
 )
 """422 rules for relations between values and facts of the store or the caller, which no
-JSON Schema keyword states (the schema test accepts a 422 made only of these)."""
+JSON Schema keyword states (the schema test makes them hold in the data it sends, so every
+check still runs on every response)."""
 
 VOLUME_SOURCES = ("pvc", "empty_dir", "config_map", "secret", "host_path")
 TRAINYARD_PATHS = ("/output", "/dev/shm")
@@ -156,6 +158,13 @@ def express_document_rules(schema: dict[str, Any]) -> None:
             _no_nul_strings(value)
         if env.get("patternProperties"):
             env["additionalProperties"] = False
+    for name in ("JobCreate", "JobPublic", "JobUpdate"):
+        # The service-only strings (free text, like `image`): no NUL, as `check_document`
+        # refuses it in every string of a stored document.
+        properties = components.get(name, {}).get("properties", {})
+        for field in ("serve_checkpoint", "checkpoint_job"):
+            if field in properties:
+                _no_nul_strings(properties[field])
     for name in ("JobCreate", "JobPublic"):
         properties = components[name]["properties"]
         properties["max_runtime"]["not"] = {"type": "string", "pattern": ZERO_DURATION}

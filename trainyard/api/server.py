@@ -153,10 +153,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_started:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
             detail = f"request body not complete within {self._limits.body_seconds:g}s"
             self.transport.write(_raw_response(408, "Request Timeout", detail))
-            self.cycle.response_complete = True  # nothing else may be written
+            cycle.response_complete = True  # nothing else may be written
+        if cycle is not None:
+            # For the application the client is gone: its receive() answers http.disconnect
+            # now, and its send() is a no-op. uvicorn only marks a cycle disconnected when
+            # the connection is lost before the response completed, which the 408 above
+            # just did; without this the application's own answer went to the closed
+            # transport, and uvloop raises there (an ERROR traceback per slow client).
+            cycle.disconnected = True
+            cycle.message_event.set()
         self.transport.close()
 
 

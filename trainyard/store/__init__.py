@@ -68,10 +68,12 @@ from trainyard.store.states import (
     JobState,
     can_transition,
 )
+from trainyard.store.tables import MAX_ROW_ID
 
 __all__ = [
     "ACTIVE_STATES",
     "CANCELLABLE_STATES",
+    "MAX_ROW_ID",
     "SERVER_KEY_PREFIX",
     "TERMINAL_STATES",
     "TRANSITIONS",

@@ -31,6 +31,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from trainyard.layout import create_private_dirs
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
@@ -90,8 +92,7 @@ def make_sqlite_files_private(database: Path) -> None:
     app). The database file is created 0600 before SQLite opens it, and the database,
     WAL, shared-memory and journal files are tightened to 0600 when they are more open.
     """
-    if not database.parent.exists():
-        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    create_private_dirs(database.parent)
     with suppress(FileExistsError):
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     for suffix in SQLITE_SUFFIXES:

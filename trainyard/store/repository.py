@@ -43,7 +43,7 @@ from trainyard.store.records import (
     TokenRecord,
 )
 from trainyard.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState, can_transition
-from trainyard.store.tables import job_events, jobs, tokens
+from trainyard.store.tables import MAX_ROW_ID, job_events, jobs, tokens
 
 
 class _Unset:
@@ -811,7 +811,13 @@ def list_tokens(conn: Connection, *, user: str | None = None) -> list[TokenRecor
 
 
 def revoke_token(conn: Connection, *, token_id: int) -> TokenRecord | None:
-    """Revoke a token from now on (a no-op if it already is); None if there is no such id."""
+    """Revoke a token from now on (a no-op if it already is); None if there is no such id.
+
+    An id outside what the column can hold names no token: the database would refuse it as
+    a parameter (OverflowError on SQLite, "bigint out of range" on PostgreSQL) instead.
+    """
+    if not 1 <= token_id <= MAX_ROW_ID:
+        return None
     conn.execute(
         update(tokens)
         .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))

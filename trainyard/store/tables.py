@@ -27,6 +27,8 @@ from sqlalchemy import (
 # BIGINT PRIMARY KEY is not a rowid alias in SQLite; INTEGER PRIMARY KEY is, and is the
 # cheapest possible insert there.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ROW_ID = 2**63 - 1
+"""The largest id a RowId column holds (64-bit signed on both databases)."""
 
 metadata = MetaData(
     naming_convention={

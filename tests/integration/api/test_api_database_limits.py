@@ -123,3 +123,27 @@ def test_a_job_document_over_the_stored_limit_is_413(small_pages: ApiServer) -> 
         assert client.get("/v1/jobs").json()["count"] == 0
     assert response.status_code == 413, response.text
     assert "TRAINYARD_MAX_JOB_DOCUMENT_BYTES" in response.json()["detail"]
+
+
+def test_an_update_that_takes_the_document_over_the_stored_limit_is_413(
+    small_pages: ApiServer,
+) -> None:
+    """PATCH merged into the stored document without the size check a submit has, so a
+    service's document could grow past the cap one update at a time."""
+    service = {
+        **JOB,
+        "kind": "inference",
+        "mode": "service",
+        "serve_checkpoint": "/models/a",
+    }
+    with small_pages.client() as client:
+        job = client.post("/v1/jobs", json=service).json()
+        grown = client.patch(
+            f"/v1/jobs/{job['id']}", json={"env": {f"K{i}": "z" * 4000 for i in range(13)}}
+        )
+        small = client.patch(f"/v1/jobs/{job['id']}", json={"env": {"K": "v"}})
+        stored = client.get(f"/v1/jobs/{job['id']}").json()
+    assert grown.status_code == 413, grown.text[:300]
+    assert "TRAINYARD_MAX_JOB_DOCUMENT_BYTES" in grown.json()["detail"]
+    assert small.status_code == 200, small.text[:300]
+    assert stored["env"] == {"K": "v"}

@@ -8,6 +8,7 @@ traceback at ERROR.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.servers import ApiServer, wait_for
-from trainyard.api.document_rules import MAX_DEPTH
+from trainyard.api.document_rules import MAX_DEPTH, check_structure, deep_json_field
+from trainyard.api.errors import FieldRuleError
 from trainyard.store import submit_job
 
 SURROGATE_JSON = b'{"name":"s","workload":{"builtin":"gpt","args":{"a":"\\ud800"}}}'
@@ -88,30 +90,59 @@ def _nested(depth: int) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("depth", "field"),
+    ("depth", "content_type"),
     [
-        (MAX_DEPTH, "workload.args"),
-        (300, "workload.args"),
-        (900, "workload.args"),
-        # Too deep for Python's parser to even build: the same rule, on the whole body.
-        (5000, "body"),
+        (MAX_DEPTH, "application/json"),
+        (256, "application/json"),
+        (900, "application/json"),
+        # Too deep for Python's parsers to build: still the same 422 naming the same field
+        # (it once named only `body` there).
+        (990, "application/json"),
+        (5000, "application/json"),
+        (100_000, "application/json"),
+        (256, "application/yaml"),
+        (990, "application/yaml"),
+        (5000, "application/yaml"),
     ],
 )
 def test_args_nested_too_deep_is_one_422_naming_the_field_and_limit(
-    server: ApiServer, depth: int, field: str
+    server: ApiServer, depth: int, content_type: str
 ) -> None:
     # json.dumps itself recurses too deeply for the larger cases: write the text directly.
+    # Flow-style YAML is JSON, so the same text serves both parsers.
     args = '{"a":' * depth + "{}" + "}" * depth
     body = '{"name":"deep","workload":{"builtin":"gpt","args":' + args + "}}"
     with server.client() as client:
         response = client.post(
-            "/v1/jobs", content=body.encode(), headers={"Content-Type": "application/json"}
+            "/v1/jobs", content=body.encode(), headers={"Content-Type": content_type}
         )
     assert response.status_code == 422, response.text
     (error,) = response.json()["errors"]
-    assert (error["field"], error["rule"]) == (field, "max_depth")
+    assert (error["field"], error["rule"]) == ("workload.args", "max_depth")
     assert str(MAX_DEPTH) in error["message"]
     assert _count_jobs(server) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"a": [1, {"b": "[{"}, ' + "[" * 40 + "]" * 40 + "]}", "a[2]"),
+        ('[{"x,y": {"z": ' + '{"k":' * 40 + "0" + "}" * 40 + "}}]", "[0].x,y"),
+        ('{"s": "\\"{{{{", "t": {"u": ' + "[" * 50 + "]" * 50 + "}}", "t.u"),
+        ("[" * 40 + "]" * 40, "[0][0]"),
+        ('{"shallow": [[[]]]}', "body"),
+    ],
+)
+def test_the_deep_json_scan_names_the_same_field_as_the_structure_check(
+    text: str, field: str
+) -> None:
+    """The scan used where the parser cannot build the document agrees with the check
+    made on documents it can (strings holding brackets, escaped quotes, keys with commas)."""
+    assert deep_json_field(text) == field
+    if field != "body":
+        with pytest.raises(FieldRuleError) as raised:
+            check_structure(json.loads(text))
+        assert raised.value.field == field
 
 
 def test_args_at_the_depth_limit_are_accepted(server: ApiServer) -> None:
@@ -125,14 +156,16 @@ def test_args_at_the_depth_limit_are_accepted(server: ApiServer) -> None:
     assert response.json()["workload"]["args"] == args
 
 
-def test_deep_yaml_is_the_same_depth_422(server: ApiServer) -> None:
-    body = b"name: deep\nworkload:\n  builtin: gpt\n  args:\n    a: " + b"[" * 300 + b"]" * 300
+@pytest.mark.parametrize("depth", [300, 900, 5000])
+def test_deep_block_yaml_is_the_same_depth_422(server: ApiServer, depth: int) -> None:
+    body = b"name: deep\nworkload:\n  builtin: gpt\n  args:\n    a: " + b"[" * depth + b"]" * depth
     with server.client() as client:
         response = client.post(
             "/v1/jobs", content=body, headers={"Content-Type": "application/yaml"}
         )
     assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["rule"] == "max_depth"
+    (error,) = response.json()["errors"]
+    assert (error["field"], error["rule"]) == ("workload.args", "max_depth")
 
 
 @pytest.mark.parametrize(

@@ -122,18 +122,20 @@ def test_nul_and_non_finite_numbers_are_422_not_stored(
 
 
 @pytest.mark.parametrize(
-    ("document", "rule", "message"),
+    ("document", "field", "rule", "message"),
     [
         (
             b'{"name":"ok","workload":{"builtin":"gpt","args":{"a":'
             + b"[" * 100_000
             + b"]" * 100_000
             + b"}}}",
-            "max_depth",  # the one nesting limit (issue 14, item 2)
+            "workload.args",  # the one nesting limit, naming the field (issue 14, item 2)
+            "max_depth",
             "nests deeper than the limit of 32 levels",
         ),
         (
             b'{"name":"ok","workload":{"builtin":"gpt"},"retries":' + b"9" * 5000 + b"}",
+            "body",
             "json_invalid",
             "body is not valid JSON: ",
         ),
@@ -141,7 +143,7 @@ def test_nul_and_non_finite_numbers_are_422_not_stored(
     ids=["nested-100000-deep", "5000-digit-integer"],
 )
 def test_unloadable_json_is_422_saying_why(
-    server: ApiServer, document: bytes, rule: str, message: str
+    server: ApiServer, document: bytes, field: str, rule: str, message: str
 ) -> None:
     with server.client() as client:
         response = client.post(
@@ -149,7 +151,7 @@ def test_unloadable_json_is_422_saying_why(
         )
     assert response.status_code == 422, response.text
     (error,) = response.json()["errors"]
-    assert (error["field"], error["rule"]) == ("body", rule)
+    assert (error["field"], error["rule"]) == (field, rule)
     assert error["message"].startswith(message)
 
 

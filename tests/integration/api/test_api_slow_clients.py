@@ -4,6 +4,7 @@ were all held open for as long as the client liked (600 connections for 95 s).""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,36 @@ def test_a_connection_that_sends_nothing_is_closed(strict: ApiServer) -> None:
     assert answer.startswith(b"HTTP/1.1 408") or answer == b""
 
 
-def test_a_body_that_does_not_arrive_in_time_is_408(strict: ApiServer) -> None:
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def server_log() -> Iterator[_Records]:
+    """What the server logs (it runs in this process)."""
+    handler = _Records()
+    loggers = [logging.getLogger(name) for name in ("trainyard.api", "uvicorn.error")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield handler
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(
+    strict: ApiServer, server_log: _Records
+) -> None:
+    """The request is then over for the application too: it sees the client as gone and
+    logs one debug line (its answer once went to the closed connection, and uvloop raised:
+    a 60-line ERROR traceback per slow client)."""
     with _connect(strict) as sock:
         sock.sendall(
             b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -80,8 +110,14 @@ def test_a_body_that_does_not_arrive_in_time_is_408(strict: ApiServer) -> None:
         answer = _read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"body not complete within 1s" in answer
+    wait_for(
+        lambda: any("went away" in r.getMessage() for r in server_log.records),
+        timeout=30,
+        what="the application to see the client as gone",
+    )
     with strict.client() as client:
         assert client.get("/v1/jobs").json()["count"] == 0
+    assert not [r.getMessage() for r in server_log.records if r.levelno >= logging.ERROR]
 
 
 def test_connections_per_client_address_are_capped(capped: ApiServer) -> None:

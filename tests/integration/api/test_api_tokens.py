@@ -112,3 +112,22 @@ def test_cli_token_create_list_and_revoke(server: ApiServer) -> None:
         cli_app, ["token", "create", "--user", "h", "--expires-in", "soon"], env=env
     )
     assert bad.exit_code == 1 and "--expires-in" in bad.stderr
+
+
+def test_a_token_id_beyond_any_row_id_is_refused_not_a_server_error(server: ApiServer) -> None:
+    """An id past 64 bits was a 500 on SQLite (OverflowError) and a 503 'retry later' on
+    PostgreSQL (bigint out of range); the CLI printed the raw SQL error."""
+    with server.client() as admin:
+        huge = admin.post(f"/v1/tokens/{2**63}/revoke")
+        huger = admin.post("/v1/tokens/99999999999999999999/revoke")
+        zero = admin.post("/v1/tokens/0/revoke")
+    for response in (huge, huger, zero):
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["errors"]
+        assert error["field"] == "token_id"
+    env = {
+        "TRAINYARD_HOME": str(server.home),
+        "TRAINYARD_DATABASE_URL": server.engine.url.render_as_string(hide_password=False),
+    }
+    cli = CliRunner().invoke(cli_app, ["token", "revoke", str(2**63)], env=env)
+    assert cli.exit_code == 1 and f"no token with id {2**63}" in cli.stderr, cli.output

@@ -12,7 +12,8 @@ import pytest
 
 from trainyard.api.app import create_app
 from trainyard.config import Settings
-from trainyard.store import submit_job
+from trainyard.layout import ensure_private_dir, job_output_dir, logs_dir
+from trainyard.store import make_engine, submit_job
 
 
 def mode(path: Path) -> int:
@@ -67,3 +68,28 @@ def test_an_existing_open_home_is_tightened_at_start(tmp_path: Path) -> None:
     _write_a_job(home)
     assert mode(home) == 0o700
     assert mode(home / "trainyard.db") == 0o600
+
+
+def test_every_directory_trainyard_creates_is_0700(tmp_path: Path) -> None:
+    """`logs/`, `jobs/<id>/` and the parents of a new home came out 0755 (only the last
+    directory of a path got 0700), so other users could list every job's id."""
+    home = tmp_path / "new" / "home"
+    _write_a_job(home)
+    for path in (logs_dir(home, "j1"), job_output_dir(home, "j1")):
+        ensure_private_dir(path)
+    created = [tmp_path / "new", home, home / "logs", home / "logs" / "j1", home / "jobs"]
+    created += [home / "jobs" / "j1", home / "jobs" / "j1" / "output"]
+    modes = {str(path.relative_to(tmp_path)): oct(mode(path)) for path in created}
+    assert modes == {name: oct(0o700) for name in modes}
+
+
+def test_an_existing_parent_is_left_as_it_is(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    ensure_private_dir(shared / "a" / "b")
+    make_engine(f"sqlite:///{shared / 'db' / 'trainyard.db'}").dispose()
+    assert mode(shared) == 0o755
+    assert [oct(mode(p)) for p in (shared / "a", shared / "a" / "b", shared / "db")] == [
+        oct(0o700)
+    ] * 3

@@ -125,6 +125,17 @@ def check_checkpoint_job(
         )
 
 
+def check_stored_size(spec_json: str, settings: Settings) -> None:
+    """413 when a job document, as stored, is over the per-job limit (a submit, or the
+    document an update would leave): list pages and the loop read whole documents."""
+    if len(spec_json) > settings.max_job_document_bytes:
+        raise HTTPException(
+            status_code=413,
+            detail=f"the job document is {len(spec_json)} bytes as stored; the limit is "
+            f"{settings.max_job_document_bytes} (TRAINYARD_MAX_JOB_DOCUMENT_BYTES)",
+        )
+
+
 def _visible_owner(principal: Principal) -> str | None:
     return None if principal.is_admin else principal.user
 
@@ -174,12 +185,7 @@ async def submit(
     spec = job.model_dump(mode="json")
     check_document(spec)
     spec_json = dump_document(spec)
-    if len(spec_json) > settings.max_job_document_bytes:
-        raise HTTPException(
-            status_code=413,
-            detail=f"the job document is {len(spec_json)} bytes as stored; the limit is "
-            f"{settings.max_job_document_bytes} (TRAINYARD_MAX_JOB_DOCUMENT_BYTES)",
-        )
+    check_stored_size(spec_json, settings)
     request_hash = (
         hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         if idempotency_key

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,6 +28,7 @@ from trainyard.api.routes.common import ERRORS
 from trainyard.api.schemas import ErrorBody, _whole_number
 from trainyard.api.views import iso_time, json_response
 from trainyard.store import (
+    MAX_ROW_ID,
     TokenRecord,
     list_tokens,
     read_transaction,
@@ -132,7 +133,15 @@ def list_(_admin: AdminDep, engine: EngineDep) -> Response:
     responses={404: {"model": ErrorBody, "description": "No such token"}},
     summary="Revoke a token (refused from the next request on)",
 )
-def revoke(token_id: int, _admin: AdminDep, engine: EngineDep) -> Response:
+def revoke(
+    token_id: Annotated[
+        int,
+        # A row id: past 64 bits the database would refuse the parameter (a 500 on SQLite).
+        Path(ge=1, le=MAX_ROW_ID, description="The token's id (from GET /v1/tokens)."),
+    ],
+    _admin: AdminDep,
+    engine: EngineDep,
+) -> Response:
     with write_transaction(engine) as conn:
         record = revoke_token(conn, token_id=token_id)
     if record is None:

@@ -25,7 +25,7 @@ from trainyard.api.deps import EngineDep, PrincipalDep, SettingsDep, WakerDep
 from trainyard.api.document_rules import check_document
 from trainyard.api.errors import FieldRuleError
 from trainyard.api.routes.common import CONFLICT, ERRORS, NOT_FOUND, TOO_LARGE
-from trainyard.api.routes.jobs import check_checkpoint_job
+from trainyard.api.routes.jobs import check_checkpoint_job, check_stored_size
 from trainyard.api.schemas import UPDATABLE_FIELDS, JobCreate, JobPublic, JobUpdate
 from trainyard.api.views import job_public, json_response
 from trainyard.config import Settings
@@ -35,6 +35,7 @@ from trainyard.store import (
     ConcurrentUpdate,
     JobNotFound,
     JobRecord,
+    dump_document,
     get_job,
     write_transaction,
 )
@@ -112,6 +113,7 @@ def _apply(
                 spec = merged_document(job.spec, changes)
                 if spec == job.spec:
                     return job  # nothing changes: no event, no new version
+                check_stored_size(dump_document(dict(spec)), settings)
                 revision = revision_of(spec)
                 what = ", ".join(sorted(changes))
                 kind = (
