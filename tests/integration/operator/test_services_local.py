@@ -125,6 +125,12 @@ def test_a_two_replica_service_answers_through_the_proxy_and_survives_a_sigkill(
         reply = client.post(f"/v1/jobs/{job_id}/predict", json={"id": 7, "text": "Ashford"})
         assert reply.status_code == 200, reply.text
         assert reply.json()["id"] == 7
+        yaml_reply = client.post(
+            f"/v1/jobs/{job_id}/predict",
+            content=b"id: 8\ntext: Ashford\n",
+            headers={"content-type": "application/yaml"},
+        )  # a YAML body like every other route's: the replica gets it as JSON
+        assert yaml_reply.status_code == 200 and yaml_reply.json()["id"] == 8, yaml_reply.text
         bad = client.post(f"/v1/jobs/{job_id}/predict", json={"text": ""})
         assert bad.status_code == 422 and "text" in bad.text  # the replica's own answer
         training = client.post(f"/v1/jobs/{train_id}/predict", json={"text": "x"})

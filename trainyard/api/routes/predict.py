@@ -19,6 +19,7 @@ so a service that just ended answers its 409 and a replaced replica is found.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +174,13 @@ async def _forward(
     return None, last_error
 
 
+def _json_body(record: dict[str, Any]) -> bytes:
+    """What a replica is sent: the parsed record as JSON, the only body it speaks. Not the
+    request's own bytes: a YAML request reaches this route relabelled as JSON with its
+    YAML bytes (trainyard.api.body), which a replica would refuse."""
+    return json.dumps(record, separators=(",", ":")).encode()  # ASCII: a lone surrogate too
+
+
 @router.post(
     "/{job_id}/predict",
     summary="Predict one record with a model service (proxied to a ready replica)",
@@ -195,7 +203,7 @@ async def predict(
         found, ready = await routes.read(engine, job_id)
         job = _visible(found, owner, job_id)
     _check_service(job)
-    body = await request.body()
+    body = _json_body(record)
     client = _client(request)
     answer, last_error = (None, "") if not ready else await _forward(client, job_id, ready, body)
     if answer is None and route is not None:
