@@ -7,6 +7,7 @@ wait on conditions with deadlines (never sleeps).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,8 +113,12 @@ def serve_env(home: Path, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(home: Path, port: int | None = None, **settings: str) -> Iterator[Serve]:
-    """Run `trainyard serve` (local backend) until the block ends."""
+def serve(
+    home: Path, port: int | None = None, *, reap_workers: bool = False, **settings: str
+) -> Iterator[Serve]:
+    """Run `trainyard serve` (local backend) until the block ends; with `reap_workers`,
+    then also kill the workers it left (off by default: tests of adoption after a
+    restart, and two servers on one store, need them to outlive this server)."""
     port = port or free_port()
     env = serve_env(home, **settings)
     home.mkdir(parents=True, exist_ok=True)
@@ -149,23 +154,47 @@ def serve(home: Path, port: int | None = None, **settings: str) -> Iterator[Serv
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+        if reap_workers:
+            _reap_workers_of(home)
 
 
-def processes_of(job_id: str) -> list[int]:
-    """Live processes (any) whose environment names this job: its workers and children."""
+def _reap_workers_of(home: Path) -> None:
+    """Kill what the server's local backend started and left running. Workers outlive
+    their server by design (the next one adopts them), so a test that ends with a service
+    still up, or fails before cancelling its jobs, would otherwise leave them behind.
+    A worker is found by its output directory under `home`; its supervisor leads its
+    session and goes first, so that nothing restarts it."""
+    mine = os.getsid(0)
+    for pid in _pids_with_env(f"TRAINYARD_OUTPUT_DIR={home}/".encode(), prefix=True):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            session, group = os.getsid(pid), os.getpgid(pid)
+            if session != mine:
+                os.kill(session, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
+
+
+def _pids_with_env(needle: bytes, *, prefix: bool = False) -> list[int]:
+    """Live processes with `needle` as one entry of their environment (or one entry's
+    beginning, with `prefix`)."""
     pids = []
-    needle = f"TRAINYARD_JOB_ID={job_id}".encode()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             environ = (entry / "environ").read_bytes()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and needle in environ.split(b"\0"):
+        entries = environ.split(b"\0")
+        found = any(e.startswith(needle) for e in entries) if prefix else needle in entries
+        if state != "Z" and found:
             pids.append(int(entry.name))
     return pids
+
+
+def processes_of(job_id: str) -> list[int]:
+    """Live processes (any) whose environment names this job: its workers and children."""
+    return _pids_with_env(f"TRAINYARD_JOB_ID={job_id}".encode())
 
 
 def summary(home: Path, job_id: str) -> dict[str, Any]:

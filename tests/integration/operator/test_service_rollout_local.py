@@ -30,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, s
     """One server for the module and two finished gpt training jobs: an older model
     (4 steps) and a newer one (6 steps)."""
     home = tmp_path_factory.mktemp("rollout") / "home"
-    with serve(home) as server:
+    with serve(home, reap_workers=True) as server:  # services are left running
         jobs = [submit_tiny_gpt_training(server, steps) for steps in (4, 6)]
         for job in jobs:
             server.wait_state(job["id"], "SUCCEEDED", timeout=300)

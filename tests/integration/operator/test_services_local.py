@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, str]]:
     """One server for the module, and a finished gpt training job with checkpoints."""
     home = tmp_path_factory.mktemp("svc") / "home"
-    with serve(home) as server:
+    with serve(home, reap_workers=True) as server:  # services are left running
         job = submit_tiny_gpt_training(server, steps=4)
         server.wait_state(job["id"], "SUCCEEDED", timeout=300)
         yield server, job["id"]

@@ -36,7 +36,7 @@ TEXTS = ["The 6 o'clock train carried coal to Ashford.", "Fog", "Jarrow 07:15, P
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, str]]:
     home = tmp_path_factory.mktemp("onnx-svc") / "home"
-    with serve(home) as server:
+    with serve(home, reap_workers=True) as server:  # services are left running
         job = submit_tiny_gpt_training(server, steps=4)
         server.wait_state(job["id"], "SUCCEEDED", timeout=300)
         yield server, job["id"]
