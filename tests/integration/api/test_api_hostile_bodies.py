@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.integration.api.conftest import LogRecords
 from tests.support.servers import ApiServer, wait_for
 from trainyard.api.document_rules import MAX_DEPTH, check_structure, deep_json_field
 from trainyard.api.errors import FieldRuleError
@@ -220,31 +220,8 @@ def test_405_lists_the_allowed_methods(
     assert allowed in response.json()["detail"]
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def server_log() -> Iterator[_Records]:
-    handler = _Records()
-    loggers = [logging.getLogger(name) for name in ("trainyard.api", "uvicorn.error")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield handler
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def test_an_aborted_upload_is_one_debug_line_not_an_error(
-    server: ApiServer, server_log: _Records
+    server: ApiServer, server_log: LogRecords
 ) -> None:
     address = urlsplit(server.url)
     with socket.create_connection((address.hostname, address.port)) as sock:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.integration.api.conftest import LogRecords
 from tests.support.servers import ApiServer, running_server, wait_for
 
 GUARD_SECONDS = 20  # how long the test waits before calling the connection "held forever"
@@ -71,32 +72,8 @@ def test_a_connection_that_sends_nothing_is_closed(strict: ApiServer) -> None:
     assert answer.startswith(b"HTTP/1.1 408") or answer == b""
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def server_log() -> Iterator[_Records]:
-    """What the server logs (it runs in this process)."""
-    handler = _Records()
-    loggers = [logging.getLogger(name) for name in ("trainyard.api", "uvicorn.error")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield handler
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def test_a_body_that_does_not_arrive_in_time_is_408(
-    strict: ApiServer, server_log: _Records
+    strict: ApiServer, server_log: LogRecords
 ) -> None:
     """The request is then over for the application too: it sees the client as gone and
     logs one debug line (its answer once went to the closed connection, and uvloop raised:
