@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from trainyard.operator.backend import GangLaunch, WorkerPhase, WorkerStatus
 from trainyard.operator.kubernetes import (
     RUNTIME,
@@ -82,3 +84,40 @@ def job_workers(backend: KubernetesBackend, job_id: str) -> list[WorkerStatus]:
 
 def phases(backend: KubernetesBackend, job_id: str) -> list[WorkerPhase]:
     return [w.phase for w in job_workers(backend, job_id)]
+
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def end_container_as_the_kubelet_would(
+    core: client.CoreV1Api, namespace: str, pod: client.V1Pod, message: str, code: int
+) -> None:
+    """Write what a kubelet writes when the pod's only container ends with `code`
+    (kwok runs no containers): the terminated state with its termination message."""
+    now = "2026-12-01T12:00:00Z"
+    container = pod.spec.containers[0]
+    terminated = {
+        "exitCode": code,
+        "reason": "Error" if code else "Completed",
+        "message": message,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    status = {
+        "status": {
+            "phase": "Failed" if code else "Succeeded",
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+    }
+    core.patch_namespaced_pod_status(
+        pod.metadata.name, namespace, status, _content_type=MERGE_PATCH
+    )

@@ -24,64 +24,18 @@ import pytest
 from kubernetes import client
 
 from tests.integration.cluster.simcluster import SIM_DURATION, Cluster
-from tests.integration.operator.k8s_support import running_backend
+from tests.integration.operator.k8s_support import (
+    end_container_as_the_kubelet_would,
+    running_backend,
+)
 from tests.support.servers import running_server, wait_for
+from tests.support.termination_messages import energy_termination_message
 from trainyard.operator.loop import SchedulingLoop
 from trainyard.store import get_job, read_transaction
 from trainyard.store.scheduling import attempt_rows
 from trainyard.store.states import JobState
-from trainyard.worker import termination
 
 pytestmark = pytest.mark.cluster
-
-MERGE_PATCH = "application/merge-patch+json"
-
-
-def pod_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ranks: dict[int, float], failure: str = ""
-) -> str:
-    """What a pod whose ranks measured `ranks` (joules) leaves in its termination log."""
-    log = tmp_path / f"termination-log-{min(ranks)}"
-    log.unlink(missing_ok=True)
-    monkeypatch.setenv(termination.ENV, str(log))
-    for rank, joules in ranks.items():
-        termination.report_energy(rank, joules)
-    if failure:
-        termination.record_failure(failure)
-    monkeypatch.delenv(termination.ENV)
-    return log.read_text()
-
-
-def end_container_as_the_kubelet_would(
-    core: client.CoreV1Api, namespace: str, pod: client.V1Pod, message: str, code: int
-) -> None:
-    now = "2026-12-01T12:00:00Z"
-    container = pod.spec.containers[0]
-    terminated = {
-        "exitCode": code,
-        "reason": "Error" if code else "Completed",
-        "message": message,
-        "startedAt": now,
-        "finishedAt": now,
-    }
-    status = {
-        "status": {
-            "phase": "Failed" if code else "Succeeded",
-            "containerStatuses": [
-                {
-                    "name": container.name,
-                    "image": container.image,
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": terminated},
-                }
-            ],
-        }
-    }
-    core.patch_namespaced_pod_status(
-        pod.metadata.name, namespace, status, _content_type=MERGE_PATCH
-    )
 
 
 def test_the_energy_pods_report_is_in_the_usage_however_the_attempt_ends(
@@ -145,18 +99,24 @@ def test_the_energy_pods_report_is_in_the_usage_however_the_attempt_ends(
         first, second = pods_of(done)
         ranks_0, ranks_1 = {0: 1000.0, 1: 500.25}, {2: 250.0, 3: 0.25}
         end_container_as_the_kubelet_would(
-            core, namespace, first, pod_message(tmp_path, monkeypatch, ranks_0), 0
+            core, namespace, first, energy_termination_message(tmp_path, monkeypatch, ranks_0), 0
         )
         end_container_as_the_kubelet_would(
-            core, namespace, second, pod_message(tmp_path, monkeypatch, ranks_1), 0
+            core, namespace, second, energy_termination_message(tmp_path, monkeypatch, ranks_1), 0
         )
         # Worker 0 fails (its last words before its figure); worker 1 reports its figure
         # as it exits on SIGTERM (143), as when the failure stops its peers.
         first, second = pods_of(failed)
-        message = pod_message(tmp_path, monkeypatch, {0: 40.0}, "RuntimeError: NCCL timeout")
+        message = energy_termination_message(
+            tmp_path, monkeypatch, {0: 40.0}, "RuntimeError: NCCL timeout"
+        )
         end_container_as_the_kubelet_would(core, namespace, first, message, 1)
         end_container_as_the_kubelet_would(
-            core, namespace, second, pod_message(tmp_path, monkeypatch, {1: 2.5}), 143
+            core,
+            namespace,
+            second,
+            energy_termination_message(tmp_path, monkeypatch, {1: 2.5}),
+            143,
         )
         # Exits 0 without any figure: no NVML.
         for pod in pods_of(silent):

@@ -24,7 +24,10 @@ from kubernetes.client.rest import ApiException
 from sqlalchemy import update
 
 from tests.integration.cluster.simcluster import SIM_DURATION, Cluster
-from tests.integration.operator.k8s_support import running_backend
+from tests.integration.operator.k8s_support import (
+    end_container_as_the_kubelet_would,
+    running_backend,
+)
 from tests.support.servers import running_server, wait_for
 from trainyard.operator.kubernetes.storage import checkpoint_claim_name
 from trainyard.operator.loop import SchedulingLoop
@@ -36,8 +39,6 @@ from trainyard.worker import termination
 from trainyard.worker.checkpoint import CheckpointManager
 
 pytestmark = pytest.mark.cluster
-
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def _state() -> dict[str, object]:
@@ -60,39 +61,6 @@ def worker_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: list[i
         manager.save(_state(), step=step)
     monkeypatch.delenv(termination.ENV)
     return log.read_text()
-
-
-def end_container_as_the_kubelet_would(
-    core: client.CoreV1Api, namespace: str, pod: client.V1Pod, message: str
-) -> None:
-    now = "2026-12-01T12:00:00Z"
-    container = pod.spec.containers[0]
-    status = {
-        "status": {
-            "phase": "Succeeded",
-            "containerStatuses": [
-                {
-                    "name": container.name,
-                    "image": container.image,
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 0,
-                            "reason": "Completed",
-                            "message": message,
-                            "startedAt": now,
-                            "finishedAt": now,
-                        }
-                    },
-                }
-            ],
-        }
-    }
-    core.patch_namespaced_pod_status(
-        pod.metadata.name, namespace, status, _content_type=MERGE_PATCH
-    )
 
 
 def claim_gone(core: client.CoreV1Api, namespace: str, name: str) -> bool:
@@ -171,7 +139,7 @@ def test_reported_checkpoints_are_listed_and_served_read_only_and_kept_while_ser
         message = worker_report(tmp_path, monkeypatch, [10, 20, 30])
         pod = pod_of(train_id)
         assert pod is not None
-        end_container_as_the_kubelet_would(core, namespace, pod, message)
+        end_container_as_the_kubelet_would(core, namespace, pod, message, 0)
 
         def reported() -> list[dict[str, Any]]:
             loop.cycle()

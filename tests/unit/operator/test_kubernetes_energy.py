@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.termination_messages import energy_termination_message
 from trainyard.checkpoint_index import REPORT_MARKER
 from trainyard.energy_report import ENERGY_MARKER
 from trainyard.operator.kubernetes.energy import ReportedEnergy
 from trainyard.operator.kubernetes.observe import PodRecord, pod_record
-from trainyard.worker import termination
 
 JOB = "0123456789abcdef0123456789abcdef"
 
@@ -45,24 +45,10 @@ def pod(index: int, message: str, *, attempt: int = 1, job: str = JOB, code: int
     return pod_record(raw, "ty")
 
 
-def worker_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ranks: dict[int, float], failure: str = ""
-) -> str:
-    """What a pod whose ranks measured `ranks` leaves in its termination log."""
-    log = tmp_path / f"termination-log-{min(ranks)}"
-    monkeypatch.setenv(termination.ENV, str(log))
-    for rank, joules in ranks.items():
-        termination.report_energy(rank, joules)
-    if failure:
-        termination.record_failure(failure)
-    monkeypatch.delenv(termination.ENV)
-    return log.read_text()
-
-
 def test_a_pods_energy_is_parsed_and_its_failure_stays_the_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    message = worker_message(
+    message = energy_termination_message(
         tmp_path, monkeypatch, {2: 100.0, 3: 50.5}, "step 41\nRuntimeError: NCCL timeout"
     )
     record = pod(1, message, code=1)
@@ -77,8 +63,8 @@ def test_an_attempt_sums_every_rank_of_every_pod_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     energy = ReportedEnergy()
-    pod0 = pod(0, worker_message(tmp_path, monkeypatch, {0: 1000.0, 1: 500.0}))
-    pod1 = pod(1, worker_message(tmp_path, monkeypatch, {2: 250.0, 3: 0.5}))
+    pod0 = pod(0, energy_termination_message(tmp_path, monkeypatch, {0: 1000.0, 1: 500.0}))
+    pod1 = pod(1, energy_termination_message(tmp_path, monkeypatch, {2: 250.0, 3: 0.5}))
     energy.record(pod0)
     assert energy.joules(JOB, 1) == pytest.approx(1500.0)
     energy.record(pod0)  # the same report seen again (a later watch event)
@@ -92,10 +78,12 @@ def test_a_report_whose_change_hook_has_not_run_yet_still_counts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     energy = ReportedEnergy()
-    energy.record(pod(0, worker_message(tmp_path, monkeypatch, {0: 10.0})))
+    energy.record(pod(0, energy_termination_message(tmp_path, monkeypatch, {0: 10.0})))
     cached = [
-        pod(1, worker_message(tmp_path, monkeypatch, {1: 5.0})),
-        pod(1, worker_message(tmp_path, monkeypatch, {1: 99.0}), attempt=2),  # not this one
+        pod(1, energy_termination_message(tmp_path, monkeypatch, {1: 5.0})),
+        pod(
+            1, energy_termination_message(tmp_path, monkeypatch, {1: 99.0}), attempt=2
+        ),  # not this one
     ]
     assert energy.joules(JOB, 1, cached) == pytest.approx(15.0)
 
@@ -104,7 +92,7 @@ def test_figures_outlive_the_pods_until_the_next_attempt_and_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     energy = ReportedEnergy(limit=2)
-    message = worker_message(tmp_path, monkeypatch, {0: 7.0})
+    message = energy_termination_message(tmp_path, monkeypatch, {0: 7.0})
     energy.record(pod(0, message, attempt=1))
     energy.record(pod(0, message, attempt=2))
     assert energy.joules(JOB, 1) == 7.0  # no pod is left: the figure is kept
