@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.operator.loop_support import serve
+from tests.integration.operator.loop_support import Serve, serve
 from tests.support.servers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,18 @@ def _hold_until(release: Path) -> list[str]:
     return [PY, "-c", script, str(release)]
 
 
+def _estimated(server: Serve, job_id: str) -> dict:
+    """The pending job once the loop's forecast has given it an estimated start."""
+    seen: dict = {}
+
+    def estimated() -> bool:
+        seen.update(server.job(job_id))
+        return seen["state"] == "PENDING" and seen.get("estimated_start") is not None
+
+    wait_for(estimated, timeout=60, interval=0.2, what="an estimated start")
+    return seen
+
+
 def test_a_pending_job_gets_an_estimated_start_in_api_cli_and_metric(tmp_path: Path) -> None:
     release = tmp_path / "release"
     with serve(tmp_path / "home") as server:
@@ -49,13 +61,7 @@ def test_a_pending_job_gets_an_estimated_start_in_api_cli_and_metric(tmp_path: P
         waiting = server.submit(
             {"name": "nap", "resources": {"cpu": "2"}, "workload": {"command": [PY, "-c", ""]}}
         )
-        seen: dict = {}
-
-        def estimated() -> bool:
-            seen.update(server.job(waiting["id"]))
-            return seen["state"] == "PENDING" and seen.get("estimated_start") is not None
-
-        wait_for(estimated, timeout=60, interval=0.2, what="an estimated start")
+        seen = _estimated(server, waiting["id"])
         start = datetime.fromisoformat(seen["estimated_start"])
         submitted = datetime.fromisoformat(seen["created_at"])
         assert start >= submitted
@@ -102,13 +108,7 @@ def test_an_estimate_never_reaches_past_the_running_jobs_max_runtime(tmp_path: P
         waiting = server.submit(
             {"name": "nap", "resources": {"cpu": "2"}, "workload": {"command": [PY, "-c", ""]}}
         )
-        seen: dict = {}
-
-        def estimated() -> bool:
-            seen.update(server.job(waiting["id"]))
-            return seen["state"] == "PENDING" and seen.get("estimated_start") is not None
-
-        wait_for(estimated, timeout=60, interval=0.2, what="an estimated start")
+        seen = _estimated(server, waiting["id"])
         started = datetime.fromisoformat(server.job(holder["id"])["started_at"])
         start = datetime.fromisoformat(seen["estimated_start"])
         assert 0 <= (start - started).total_seconds() <= 90 + 5, (started, start)
